@@ -1,0 +1,48 @@
+// Errors and exit codes shared by the library and the executable.
+//
+// The library throws `ckpt::Error`; the executable catches it once at the top,
+// prints `ckpt-convert: error: <message>` and exits with `status()` (as ninja's
+// exit_status.h and ccache's single catch in ccache_main).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace ckpt {
+
+// Process exit codes: the CLI contract in DESIGN.md.
+enum class ExitStatus : int {
+  k_ok = 0,
+  k_bad_input = 1,  // bad or unsupported input, I/O error
+  k_usage = 2,
+  k_verify_failed = 3,
+  k_device_unavailable = 4,
+};
+
+// An error the user can act on. `what()` is the whole message, already in the
+// form `<file>[:<record>|@<offset>]: <what>: <cause>`.
+class Error : public std::runtime_error {
+public:
+  explicit Error(const std::string& message, ExitStatus status = ExitStatus::k_bad_input)
+      : std::runtime_error(message), m_status(status) {}
+
+  ExitStatus status() const { return m_status; }
+
+private:
+  ExitStatus m_status;
+};
+
+// An error inside a decoder that does not yet know the file it reads: the
+// caller adds the location prefix with `in_file()`.
+class FormatError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+// Wraps a `FormatError` into an `Error` that names `where` (a file, or
+// `file:record`).
+inline Error in_file(const std::string& where, const FormatError& e) {
+  return Error(where + ": " + e.what());
+}
+
+}  // namespace ckpt

@@ -1,0 +1,47 @@
+// `ckpt-convert inspect`: what a checkpoint holds, read without running it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ckpt/globals.h"
+
+namespace ckpt {
+
+struct StateDictSummary {
+  std::string path;
+  size_t tensors = 0;
+  int64_t elements = 0;                     // parameter count: elements of its tensors
+  uint64_t bytes = 0;                       // bytes of the storages its tensors use
+  bool has_metadata = false;
+  std::map<std::string, size_t> dtypes;     // dtype → tensors
+  std::map<std::string, size_t> locations;  // storage location → tensors
+  std::map<std::string, size_t> wrappers;   // wrapper prefix/component → keys with it
+};
+
+struct InspectReport {
+  std::string path;
+  std::string format;       // zip | legacy
+  std::string archive_name;
+  std::string version;      // zip `version` record
+  std::string torch_hint;   // which torch wrote it, as far as the records tell
+  uint64_t file_bytes = 0;
+  uint64_t pickle_bytes = 0;
+  size_t tensors = 0;
+  size_t storages = 0;
+  uint64_t storage_bytes = 0;
+  std::vector<std::string> top_level_keys;
+  std::vector<StateDictSummary> state_dicts;
+  std::vector<GlobalUse> globals;  // `benign == false`: would import/run code in Python
+};
+
+// Reads `path` (never its tensor bytes) and summarizes it. Throws `Error`.
+InspectReport inspect_checkpoint(const std::string& path);
+
+// The report for people (several lines) or as one JSON object.
+std::string format_inspect_text(const InspectReport& report);
+std::string format_inspect_json(const InspectReport& report);
+
+}  // namespace ckpt

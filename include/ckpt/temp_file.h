@@ -1,0 +1,31 @@
+// A temporary file beside its destination that becomes the destination only
+// by `commit()`: until then the destructor removes it.
+#pragma once
+
+#include <string>
+
+namespace ckpt {
+
+class TempFile {
+public:
+  // Creates `.<name>.tmp-XXXXXX` in `destination`'s folder. Throws `Error`
+  // naming the folder when it cannot.
+  explicit TempFile(const std::string& destination);
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile();
+
+  int fd() const { return m_fd; }
+  const std::string& path() const { return m_path; }
+
+  // Closes the file and renames it over the destination.
+  void commit();
+
+private:
+  std::string m_destination;
+  std::string m_path;
+  int m_fd = -1;
+  bool m_committed = false;
+};
+
+}  // namespace ckpt

@@ -1,0 +1,181 @@
+// `inspect`: a summary of a checkpoint for people and scripts. It reads the
+// container and the pickle only; tensor bytes stay on disk.
+#include "ckpt/inspect.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <sstream>
+#include <unordered_set>
+
+#include "ckpt/checkpoint.h"
+#include "ckpt/error.h"
+#include "ckpt/rewrite.h"
+#include "ckpt/tensor.h"
+
+namespace ckpt {
+namespace {
+
+// Names that wrappers leave in keys: leading prefixes and inner components.
+void count_wrappers(const std::string& key, std::map<std::string, size_t>& wrappers) {
+  for (const char* prefix : {"module.", "_orig_mod.", "_forward_module."}) {
+    if (key.rfind(prefix, 0) == 0) {
+      ++wrappers[prefix];
+    }
+  }
+  for (const char* component : {"_fsdp_wrapped_module", "_checkpoint_wrapped_module"}) {
+    std::string dotted = std::string(".") + key + ".";
+    if (dotted.find(std::string(".") + component + ".") != std::string::npos) {
+      ++wrappers[component];
+    }
+  }
+}
+
+std::string torch_hint(const Checkpoint& ckpt) {
+  if (ckpt.format == ContainerFormat::k_legacy) {
+    return "torch < 1.6, or torch.save(..., _use_new_zipfile_serialization=False)";
+  }
+  auto has = [&](const char* record) {
+    return std::find(ckpt.records.begin(), ckpt.records.end(), record) != ckpt.records.end();
+  };
+  if (has(".format_version") || has(".data/serialization_id") || has("byteorder")) {
+    return "torch 2.x (zip with byteorder/format records)";
+  }
+  return "torch 1.6 or later (zip)";
+}
+
+StateDictSummary summarize(const StateDictRef& ref) {
+  StateDictSummary summary;
+  summary.path = ref.path;
+  summary.has_metadata = ref.dict->state != nullptr;
+  std::unordered_set<const Storage*> storages;
+  for (const auto& [key, value] : ref.dict->entries) {
+    count_wrappers(key->text, summary.wrappers);
+    std::optional<TensorRef> tensor = as_tensor(value);
+    if (!tensor) {
+      continue;
+    }
+    ++summary.tensors;
+    summary.elements += tensor->numel();
+    ++summary.dtypes[std::string(dtype_name(tensor->dtype))];
+    ++summary.locations[tensor->storage->location->text];
+    if (storages.insert(tensor->storage).second) {
+      summary.bytes += tensor->storage->bytes.size;
+    }
+  }
+  return summary;
+}
+
+template <typename Map>
+std::string join_counts(const Map& counts) {
+  std::string out;
+  for (const auto& [name, count] : counts) {
+    out += (out.empty() ? "" : ", ") + name + " ×" + std::to_string(count);
+  }
+  return out.empty() ? "-" : out;
+}
+
+}  // namespace
+
+InspectReport inspect_checkpoint(const std::string& path) {
+  Checkpoint ckpt = read_checkpoint(path);
+  InspectReport report;
+  report.path = path;
+  report.format = format_name(ckpt.format);
+  report.archive_name = ckpt.archive_name;
+  report.version = ckpt.version;
+  report.torch_hint = torch_hint(ckpt);
+  report.file_bytes = ckpt.file.bytes().size;
+  report.pickle_bytes = ckpt.pickle_bytes;
+  report.tensors = ckpt.tensors.size();
+  for (const Storage& storage : ckpt.graph.storages()) {
+    ++report.storages;
+    report.storage_bytes += storage.bytes.size;
+  }
+  const Node* root = ckpt.graph.root;
+  if (root->kind == NodeKind::k_dict) {
+    for (const auto& [key, value] : root->entries) {
+      if (key->is_str()) {
+        report.top_level_keys.push_back(key->text);
+      }
+    }
+  }
+  try {
+    for (const StateDictRef& ref : find_state_dicts(ckpt.graph.root)) {
+      report.state_dicts.push_back(summarize(ref));
+    }
+  } catch (const FormatError& e) {
+    throw Error(path + ":" + ckpt.pickle_record + ": " + e.what());
+  }
+  report.globals = list_globals(root);
+  return report;
+}
+
+std::string format_inspect_text(const InspectReport& r) {
+  std::ostringstream out;
+  out << r.path << ": " << r.format << " checkpoint, " << r.file_bytes << " bytes ("
+      << r.torch_hint << ")\n";
+  out << "  pickle: " << r.pickle_bytes << " bytes; " << r.tensors << " tensors in "
+      << r.storages << " storages, " << r.storage_bytes << " bytes\n";
+  if (!r.top_level_keys.empty()) {
+    std::string keys;
+    for (const std::string& key : r.top_level_keys) {
+      keys += (keys.empty() ? "" : ", ") + key;
+    }
+    out << "  top-level keys: " << keys << "\n";
+  }
+  for (const StateDictSummary& sd : r.state_dicts) {
+    out << "  state dict " << sd.path << ": " << sd.tensors << " tensors, " << sd.elements
+        << " elements, " << sd.bytes << " bytes" << (sd.has_metadata ? ", _metadata" : "")
+        << "\n";
+    out << "    dtypes: " << join_counts(sd.dtypes) << "\n";
+    out << "    locations: " << join_counts(sd.locations) << "\n";
+    out << "    wrappers: " << join_counts(sd.wrappers) << "\n";
+  }
+  if (r.state_dicts.empty()) {
+    out << "  no state dict found\n";
+  }
+  out << "  globals:\n";
+  for (const GlobalUse& use : r.globals) {
+    out << "    " << (use.benign ? "  " : "! ") << use.name
+        << (use.benign ? "" : "   (would be imported and may run code in Python; at " +
+                                  use.first_path + ")")
+        << "\n";
+  }
+  return out.str();
+}
+
+std::string format_inspect_json(const InspectReport& r) {
+  nlohmann::json json;
+  json["path"] = r.path;
+  json["format"] = r.format;
+  json["archive_name"] = r.archive_name;
+  json["version"] = r.version;
+  json["torch_hint"] = r.torch_hint;
+  json["file_bytes"] = r.file_bytes;
+  json["pickle_bytes"] = r.pickle_bytes;
+  json["tensors"] = r.tensors;
+  json["storages"] = r.storages;
+  json["storage_bytes"] = r.storage_bytes;
+  json["top_level_keys"] = r.top_level_keys;
+  json["state_dicts"] = nlohmann::json::array();
+  for (const StateDictSummary& sd : r.state_dicts) {
+    json["state_dicts"].push_back({{"path", sd.path},
+                                   {"tensors", sd.tensors},
+                                   {"elements", sd.elements},
+                                   {"bytes", sd.bytes},
+                                   {"has_metadata", sd.has_metadata},
+                                   {"dtypes", sd.dtypes},
+                                   {"locations", sd.locations},
+                                   {"wrappers", sd.wrappers}});
+  }
+  json["globals"] = nlohmann::json::array();
+  for (const GlobalUse& use : r.globals) {
+    json["globals"].push_back({{"name", use.name},
+                               {"first_path", use.first_path},
+                               {"runs_code", !use.benign}});
+  }
+  return json.dump(2) + "\n";
+}
+
+}  // namespace ckpt

@@ -1,0 +1,390 @@
+// This file implements the pickle encoder: protocol 2, written the way
+// CPython's `pickle._Pickler` writes it.
+//
+// Matching CPython opcode for opcode matters twice: torch's weights_only
+// unpickler accepts only a small opcode set (DESIGN.md lists it), and a graph
+// decoded from a torch.save file and left unchanged encodes back to the very
+// same bytes, which the tests check. So the memo follows CPython: strings,
+// tuples, lists, dicts, globals and call results are memoized when first
+// written (globals by name, since Python memoizes the one class object), and
+// persistent ids are written afresh each time, as torch.save's
+// `persistent_id` returns a new tuple per tensor.
+#include <cstring>
+#include <deque>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "ckpt/error.h"
+#include "ckpt/pickle.h"
+
+namespace ckpt {
+namespace {
+
+constexpr size_t k_batch_size = 1000;  // CPython's _BATCHSIZE
+
+class Encoder {
+public:
+  explicit Encoder(int max_depth) : m_max_depth(max_depth) {
+    m_storage_literal.kind = NodeKind::k_str;
+    m_storage_literal.text = "storage";
+  }
+
+  EncodedPickle run(const Node* root) {
+    m_out += '\x80';
+    m_out += '\x02';
+    save(root, 0);
+    m_out += '.';
+    EncodedPickle result;
+    result.bytes = std::move(m_out);
+    result.storages = std::move(m_storage_order);
+    return result;
+  }
+
+private:
+  // --- low-level writes ------------------------------------------------------
+
+  void op(char code) { m_out += code; }
+  void op(uint8_t code) { m_out += static_cast<char>(code); }
+  void le(uint64_t value, int bytes) {
+    for (int i = 0; i < bytes; ++i) {
+      m_out += static_cast<char>((value >> (8 * i)) & 0xff);
+    }
+  }
+  void write_line(const std::string& text) {
+    m_out += text;
+    m_out += '\n';
+  }
+
+  void memoize(const void* key) {
+    auto index = static_cast<uint32_t>(m_memo.size());
+    m_memo.emplace(key, index);
+    write_put(index);
+  }
+  void write_put(uint32_t index) {
+    if (index < 256) {
+      op('q');
+      le(index, 1);
+    } else {
+      op('r');
+      le(index, 4);
+    }
+  }
+  bool write_get_if_memoized(const void* key) {
+    auto it = m_memo.find(key);
+    if (it == m_memo.end()) {
+      return false;
+    }
+    if (it->second < 256) {
+      op('h');
+      le(it->second, 1);
+    } else {
+      op('j');
+      le(it->second, 4);
+    }
+    return true;
+  }
+
+  // --- scalars ---------------------------------------------------------------
+
+  void save_int(int64_t value) {
+    if (value >= 0 && value <= 0xff) {
+      op('K');
+      le(static_cast<uint64_t>(value), 1);
+    } else if (value >= 0 && value <= 0xffff) {
+      op('M');
+      le(static_cast<uint64_t>(value), 2);
+    } else if (value >= -0x80000000LL && value <= 0x7fffffffLL) {
+      op('J');
+      le(static_cast<uint64_t>(value), 4);
+    } else {
+      // Python's encode_long: minimal little-endian two's complement.
+      std::string bytes;
+      auto bits = static_cast<uint64_t>(value);
+      for (int i = 0; i < 8; ++i) {
+        bytes += static_cast<char>((bits >> (8 * i)) & 0xff);
+      }
+      while (bytes.size() > 1) {
+        auto top = static_cast<uint8_t>(bytes.back());
+        auto next = static_cast<uint8_t>(bytes[bytes.size() - 2]);
+        if ((top == 0x00 && !(next & 0x80)) || (top == 0xff && (next & 0x80))) {
+          bytes.pop_back();
+        } else {
+          break;
+        }
+      }
+      save_long_bytes(bytes);
+    }
+  }
+  void save_long_bytes(const std::string& bytes) {
+    if (bytes.size() < 256) {
+      op(uint8_t{0x8a});
+      le(bytes.size(), 1);
+    } else {
+      op(uint8_t{0x8b});
+      le(bytes.size(), 4);
+    }
+    m_out += bytes;
+  }
+  void save_float(double value) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, &value, sizeof bits);
+    op('G');
+    for (int i = 7; i >= 0; --i) {
+      m_out += static_cast<char>((bits >> (8 * i)) & 0xff);
+    }
+  }
+  void save_str(const Node* node) {
+    op('X');
+    le(node->text.size(), 4);
+    m_out += node->text;
+    memoize(node);
+  }
+  // A str that belongs to no node (written by the encoder itself).
+  void save_fresh_str(const std::string& text) {
+    op('X');
+    le(text.size(), 4);
+    m_out += text;
+    memoize(&m_fresh_keys.emplace_back());
+  }
+
+  void save_global(const std::string& module, const std::string& name) {
+    std::string key = module + "\n" + name;
+    auto it = m_global_memo.find(key);
+    if (it != m_global_memo.end()) {
+      write_get_if_memoized(it->second);
+      return;
+    }
+    op('c');
+    write_line(module);
+    write_line(name);
+    const void* memo_key = &m_fresh_keys.emplace_back();
+    m_global_memo.emplace(std::move(key), memo_key);
+    memoize(memo_key);
+  }
+
+  // --- containers --------------------------------------------------------------
+
+  void batch_appends(const std::vector<Node*>& items, int depth) {
+    for (size_t start = 0; start < items.size(); start += k_batch_size) {
+      size_t n = std::min(k_batch_size, items.size() - start);
+      if (n == 1) {
+        save(items[start], depth);
+        op('a');
+        continue;
+      }
+      op('(');
+      for (size_t i = start; i < start + n; ++i) {
+        save(items[i], depth);
+      }
+      op('e');
+    }
+  }
+  void batch_setitems(const std::vector<std::pair<Node*, Node*>>& entries, int depth) {
+    for (size_t start = 0; start < entries.size(); start += k_batch_size) {
+      size_t n = std::min(k_batch_size, entries.size() - start);
+      if (n == 1) {
+        save(entries[start].first, depth);
+        save(entries[start].second, depth);
+        op('s');
+        continue;
+      }
+      op('(');
+      for (size_t i = start; i < start + n; ++i) {
+        save(entries[i].first, depth);
+        save(entries[i].second, depth);
+      }
+      op('u');
+    }
+  }
+
+  void save_tuple(const Node* node, int depth) {
+    const auto& items = node->items;
+    if (items.empty()) {
+      op(')');
+      return;
+    }
+    if (!m_active.insert(node).second) {
+      throw FormatError("a tuple contains itself; such a pickle cannot be written");
+    }
+    if (items.size() > 3) {
+      op('(');
+    }
+    for (const Node* item : items) {
+      save(item, depth);
+    }
+    m_active.erase(node);
+    static constexpr uint8_t k_tuple_n[] = {0, 0x85, 0x86, 0x87};
+    op(items.size() > 3 ? uint8_t{'t'} : k_tuple_n[items.size()]);
+    memoize(node);
+  }
+
+  // `set`/`frozenset` in protocol 2: REDUCE(builtins.set, ([items],)).
+  void save_set(const Node* node, int depth) {
+    save_global("__builtin__", node->kind == NodeKind::k_set ? "set" : "frozenset");
+    op(']');
+    memoize(&m_fresh_keys.emplace_back());
+    batch_appends(node->items, depth);
+    op(uint8_t{0x85});
+    memoize(&m_fresh_keys.emplace_back());
+    op('R');
+    memoize(node);
+  }
+
+  // bytes in protocol 2, as Python 3 writes them: `_codecs.encode(latin1, 'latin1')`.
+  void save_bytes(const Node* node) {
+    bool is_bytearray = node->kind == NodeKind::k_bytearray;
+    if (node->text.empty() && !is_bytearray) {
+      save_global("__builtin__", "bytes");
+      op(')');
+      op('R');
+      memoize(node);
+      return;
+    }
+    std::string latin1;
+    for (unsigned char c : node->text) {
+      if (c < 0x80) {
+        latin1 += static_cast<char>(c);
+      } else {
+        latin1 += static_cast<char>(0xc0 | (c >> 6));
+        latin1 += static_cast<char>(0x80 | (c & 0x3f));
+      }
+    }
+    if (is_bytearray) {
+      save_global("__builtin__", "bytearray");
+    } else {
+      save_global("_codecs", "encode");
+    }
+    save_fresh_str(latin1);
+    save_fresh_str(is_bytearray ? "latin-1" : "latin1");
+    op(uint8_t{0x86});
+    memoize(&m_fresh_keys.emplace_back());
+    op('R');
+    memoize(node);
+  }
+
+  void save_call(const Node* node, int depth) {
+    if (node->kwargs != nullptr && !node->kwargs->entries.empty()) {
+      throw FormatError("an object made with keyword arguments (NEWOBJ_EX) cannot be written "
+                        "in pickle protocol 2");
+    }
+    if (!m_active.insert(node).second) {
+      throw FormatError("an object is its own constructor argument; such a pickle cannot be "
+                        "written");
+    }
+    save(node->callable, depth);
+    save(node->args, depth);
+    m_active.erase(node);
+    op(node->style == CallStyle::k_newobj ? uint8_t{0x81} : uint8_t{'R'});
+    memoize(node);
+    save_tail(node, depth);
+  }
+  // What follows an object's creation: appended items, set items, BUILD.
+  void save_tail(const Node* node, int depth) {
+    batch_appends(node->items, depth);
+    batch_setitems(node->entries, depth);
+    if (node->state != nullptr) {
+      save(node->state, depth);
+      op('b');
+    }
+  }
+
+  void save_dict(const Node* node, int depth) {
+    if (node->callable == nullptr) {
+      op('}');
+      memoize(node);
+      batch_setitems(node->entries, depth);
+      return;
+    }
+    save(node->callable, depth);  // collections.OrderedDict
+    op(')');
+    op('R');
+    memoize(node);
+    batch_setitems(node->entries, depth);
+    if (node->state != nullptr) {
+      save(node->state, depth);
+      op('b');
+    }
+  }
+
+  // torch.save's persistent id: ('storage', type, key, location, numel).
+  void save_storage(const Node* node, int depth) {
+    const Storage* storage = node->storage;
+    auto [it, first] = m_storage_keys.emplace(storage, m_storage_order.size());
+    if (first) {
+      m_storage_order.push_back(const_cast<Storage*>(storage));
+    }
+    op('(');
+    save(&m_storage_literal, depth);
+    save(storage->type, depth);
+    if (!write_get_if_memoized(storage)) {
+      std::string key = std::to_string(it->second);
+      op('X');
+      le(key.size(), 4);
+      m_out += key;
+      memoize(storage);
+    }
+    save(storage->location, depth);
+    save_int(storage->numel);
+    op('t');
+    memoize(&m_fresh_keys.emplace_back());
+    op('Q');
+  }
+
+  void save(const Node* node, int depth) {
+    if (++depth > m_max_depth) {
+      throw FormatError("objects nested deeper than " + std::to_string(m_max_depth) + " levels");
+    }
+    switch (node->kind) {
+      case NodeKind::k_none: op('N'); return;
+      case NodeKind::k_bool: op(node->boolean ? uint8_t{0x88} : uint8_t{0x89}); return;
+      case NodeKind::k_int:
+        if (node->big_integer.empty()) {
+          save_int(node->integer);
+        } else {
+          save_long_bytes(node->big_integer);
+        }
+        return;
+      case NodeKind::k_float: save_float(node->real); return;
+      case NodeKind::k_storage: save_storage(node, depth); return;
+      case NodeKind::k_global: save_global(node->text, node->name); return;
+      default: break;
+    }
+    if (write_get_if_memoized(node)) {
+      return;
+    }
+    switch (node->kind) {
+      case NodeKind::k_str: save_str(node); return;
+      case NodeKind::k_bytes:
+      case NodeKind::k_bytearray: save_bytes(node); return;
+      case NodeKind::k_tuple: save_tuple(node, depth); return;
+      case NodeKind::k_list:
+        op(']');
+        memoize(node);
+        batch_appends(node->items, depth);
+        return;
+      case NodeKind::k_dict: save_dict(node, depth); return;
+      case NodeKind::k_set:
+      case NodeKind::k_frozenset: save_set(node, depth); return;
+      case NodeKind::k_call: save_call(node, depth); return;
+      default: return;
+    }
+  }
+
+  int m_max_depth;
+  std::string m_out;
+  Node m_storage_literal;
+  std::unordered_map<const void*, uint32_t> m_memo;
+  std::unordered_map<std::string, const void*> m_global_memo;
+  std::unordered_set<const Node*> m_active;
+  std::deque<char> m_fresh_keys;  // addresses that stand for encoder-made objects
+  std::unordered_map<const Storage*, size_t> m_storage_keys;
+  std::vector<Storage*> m_storage_order;
+};
+
+}  // namespace
+
+EncodedPickle encode_pickle(const Node* root, int max_depth) {
+  return Encoder(max_depth).run(root);
+}
+
+}  // namespace ckpt

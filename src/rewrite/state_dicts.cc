@@ -1,0 +1,260 @@
+// This file finds state dicts in a checkpoint's graph and rewrites their keys.
+//
+// A state dict is what `Module.state_dict()` returns: an OrderedDict of
+// str → tensor whose `_metadata` attribute maps module prefixes (`''` is the
+// root, `module.layer1`) to `{'version': N}`. Keys and `_metadata` prefixes
+// are rewritten by the same rules, or BatchNorm and friends lose their
+// versions. Wrappers leave their own `_metadata` entry (DataParallel's `''`)
+// beside the wrapped model's (`module` → `''`): where two prefixes meet, the
+// longer original wins, since it belongs to the module inside the wrapper.
+#include <unordered_map>
+#include <unordered_set>
+
+#include "ckpt/error.h"
+#include "ckpt/rewrite.h"
+#include "ckpt/tensor.h"
+
+namespace ckpt {
+namespace {
+
+constexpr int k_max_depth = 1000;
+
+std::string quote(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string subscript(const Node* key) {
+  if (key->is_str()) {
+    return "[" + quote(key->text) + "]";
+  }
+  if (key->kind == NodeKind::k_int && key->big_integer.empty()) {
+    return "[" + std::to_string(key->integer) + "]";
+  }
+  return "[…]";
+}
+
+Node* dict_get(const Node* dict, const std::string& key) {
+  for (const auto& [k, v] : dict->entries) {
+    if (k->is_str() && k->text == key) {
+      return v;
+    }
+  }
+  return nullptr;
+}
+
+Node* metadata_of(const Node* dict) {
+  if (dict->state == nullptr || dict->state->kind != NodeKind::k_dict) {
+    return nullptr;
+  }
+  Node* metadata = dict_get(dict->state, "_metadata");
+  return metadata != nullptr && metadata->kind == NodeKind::k_dict ? metadata : nullptr;
+}
+
+// An optimizer's state_dict: {'state': {...}, 'param_groups': [...]}. Its
+// per-parameter dicts (`exp_avg`, `momentum_buffer`) are not model weights.
+bool is_optimizer_state(const Node* node) {
+  return node->kind == NodeKind::k_dict && dict_get(node, "state") != nullptr &&
+         dict_get(node, "param_groups") != nullptr;
+}
+
+// Counts the tensors of `dict` if it is a state dict, else returns nullopt.
+std::optional<size_t> state_dict_tensors(const Node* dict) {
+  if (dict->kind != NodeKind::k_dict) {
+    return std::nullopt;
+  }
+  size_t tensors = 0;
+  bool all_tensors = true;
+  for (const auto& [key, value] : dict->entries) {
+    if (!key->is_str()) {
+      return std::nullopt;
+    }
+    if (is_tensor(value)) {
+      ++tensors;
+    } else {
+      all_tensors = false;
+    }
+  }
+  if (metadata_of(dict) != nullptr) {
+    return tensors;
+  }
+  if (all_tensors && tensors > 0) {
+    return tensors;
+  }
+  return std::nullopt;
+}
+
+class Finder {
+public:
+  std::vector<StateDictRef> run(Node* root) {
+    visit(root, "", 0, false);
+    return std::move(m_found);
+  }
+
+private:
+  void visit(Node* node, const std::string& path, int depth, bool in_optimizer) {
+    if (node == nullptr || !m_seen.insert(node).second || is_tensor(node)) {
+      return;
+    }
+    if (depth > k_max_depth) {
+      throw FormatError("objects nested deeper than " + std::to_string(k_max_depth) +
+                        " levels at " + path);
+    }
+    in_optimizer = in_optimizer || is_optimizer_state(node);
+    if (!in_optimizer) {
+      if (std::optional<size_t> tensors = state_dict_tensors(node)) {
+        m_found.push_back({node, path.empty() ? "(top level)" : path, *tensors});
+        return;
+      }
+    }
+    for (size_t i = 0; i < node->items.size(); ++i) {
+      visit(node->items[i], path + "[" + std::to_string(i) + "]", depth + 1, in_optimizer);
+    }
+    for (const auto& [key, value] : node->entries) {
+      visit(value, path + subscript(key), depth + 1, in_optimizer);
+    }
+    if (node->kind == NodeKind::k_call) {
+      const std::vector<Node*>& args = node->args->items;
+      for (size_t i = 0; i < args.size(); ++i) {
+        visit(args[i], path + ".args[" + std::to_string(i) + "]", depth + 1, in_optimizer);
+      }
+    }
+    if (node->state != nullptr) {
+      visit(node->state, path + ".__dict__", depth + 1, in_optimizer);
+    }
+  }
+
+  std::unordered_set<const Node*> m_seen;
+  std::vector<StateDictRef> m_found;
+};
+
+// A `_metadata` prefix as a key prefix: `module.conv` → `module.conv.`, root `` → ``.
+std::string rewrite_prefix(const Rules& rules, const std::string& prefix) {
+  std::string as_key = prefix.empty() ? "" : prefix + ".";
+  std::string out = rules.apply(as_key);
+  if (!out.empty() && out.back() == '.') {
+    out.pop_back();
+  }
+  return out;
+}
+
+void rewrite_metadata(Graph& graph, Node* metadata, const Rules& rules) {
+  std::unordered_map<std::string, size_t> slot_of;  // new prefix → index in `kept`
+  std::vector<std::pair<Node*, Node*>> kept;
+  std::vector<size_t> source_length;
+  for (const auto& [key, value] : metadata->entries) {
+    if (!key->is_str()) {
+      kept.emplace_back(key, value);
+      source_length.push_back(0);
+      continue;
+    }
+    std::string renamed = rewrite_prefix(rules, key->text);
+    Node* new_key = renamed == key->text ? key : graph.make_str(renamed);
+    auto [it, inserted] = slot_of.emplace(renamed, kept.size());
+    if (inserted) {
+      kept.emplace_back(new_key, value);
+      source_length.push_back(key->text.size());
+    } else if (key->text.size() > source_length[it->second]) {
+      kept[it->second] = {new_key, value};
+      source_length[it->second] = key->text.size();
+    }
+  }
+  metadata->entries = std::move(kept);
+}
+
+}  // namespace
+
+std::vector<StateDictRef> find_state_dicts(Node* root) { return Finder().run(root); }
+
+RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
+                           const Rules& rules) {
+  RewriteReport report;
+  report.rule_matches.assign(rules.rules().size(), 0);
+  // First compute every new key and check for collisions; change nothing
+  // until all state dicts passed.
+  std::vector<std::vector<std::string>> renamed(dicts.size());
+  for (size_t d = 0; d < dicts.size(); ++d) {
+    const StateDictRef& ref = dicts[d];
+    std::unordered_map<std::string, const std::string*> origin;
+    for (const auto& [key, value] : ref.dict->entries) {
+      std::string new_key = rules.apply(key->text, &report.rule_matches);
+      ++report.keys_seen;
+      if (new_key.empty()) {
+        throw FormatError("state dict " + ref.path + ": key '" + key->text +
+                          "' becomes empty under the rules");
+      }
+      auto [it, inserted] = origin.emplace(new_key, &key->text);
+      if (!inserted) {
+        throw FormatError("state dict " + ref.path + ": keys collide: '" + *it->second +
+                          "' and '" + key->text + "' both become '" + new_key + "'");
+      }
+      if (new_key != key->text) {
+        report.changes.push_back({ref.path, key->text, new_key});
+      }
+      renamed[d].push_back(std::move(new_key));
+    }
+  }
+  for (size_t d = 0; d < dicts.size(); ++d) {
+    Node* dict = dicts[d].dict;
+    for (size_t i = 0; i < dict->entries.size(); ++i) {
+      Node*& key = dict->entries[i].first;
+      if (key->text != renamed[d][i]) {
+        key = graph.make_str(renamed[d][i]);
+      }
+    }
+    if (Node* metadata = metadata_of(dict)) {
+      rewrite_metadata(graph, metadata, rules);
+    }
+  }
+  return report;
+}
+
+void set_locations(Graph& graph, const std::string& tag) {
+  Node* location = graph.make_str(tag);  // one shared str, as torch.save's 'cpu'
+  for (Storage& storage : graph.storages()) {
+    storage.location = location;
+  }
+}
+
+Node* find_model_state_dict(Node* root, const std::optional<std::string>& key) {
+  if (key) {
+    Node* value = root->kind == NodeKind::k_dict ? dict_get(root, *key) : nullptr;
+    if (value == nullptr) {
+      throw FormatError("no top-level key '" + *key + "' to extract");
+    }
+    if (!state_dict_tensors(value)) {
+      throw FormatError("'" + *key + "' is not a state dict (a dict of str to tensors)");
+    }
+    return value;
+  }
+  if (state_dict_tensors(root)) {
+    return root;
+  }
+  if (root->kind == NodeKind::k_dict) {
+    for (const char* candidate : {"state_dict", "model", "model_state_dict", "net", "module"}) {
+      Node* value = dict_get(root, candidate);
+      if (value != nullptr && state_dict_tensors(value)) {
+        return value;
+      }
+    }
+  }
+  std::string keys;
+  if (root->kind == NodeKind::k_dict) {
+    for (const auto& [k, v] : root->entries) {
+      if (k->is_str()) {
+        keys += (keys.empty() ? "" : ", ") + k->text;
+      }
+    }
+  }
+  throw FormatError("no model state dict found under state_dict, model, model_state_dict, "
+                    "net or module" + (keys.empty() ? std::string() : " (top-level keys: " + keys + ")") +
+                    "; name it with --extract=KEY");
+}
+
+}  // namespace ckpt
