@@ -480,8 +480,10 @@ private:
       case POP:
         if (m_stack.size() > floor()) {
           m_stack.pop_back();
+        } else if (!m_marks.empty()) {
+          pop_mark();  // CPython: POP with nothing above the MARK drops the MARK
         } else {
-          pop_mark();
+          fail("pop from an empty stack");
         }
         break;
       case POP_MARK: pop_mark(); break;

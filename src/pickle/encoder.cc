@@ -164,10 +164,19 @@ private:
 
   // --- containers --------------------------------------------------------------
 
-  void batch_appends(const std::vector<Node*>& items, int depth) {
+  // CPython's C pickler batches a real list or dict differently from the
+  // items of a REDUCE (an iterator): a real one writes a single APPEND only
+  // when it has exactly one item, an iterator for every batch of one.
+  enum class Items { k_exact, k_iterated };
+
+  bool single(size_t n, size_t total, Items source) {
+    return source == Items::k_exact ? total == 1 : n == 1;
+  }
+
+  void batch_appends(const std::vector<Node*>& items, int depth, Items source) {
     for (size_t start = 0; start < items.size(); start += k_batch_size) {
       size_t n = std::min(k_batch_size, items.size() - start);
-      if (n == 1) {
+      if (single(n, items.size(), source)) {
         save(items[start], depth);
         op('a');
         continue;
@@ -179,10 +188,11 @@ private:
       op('e');
     }
   }
-  void batch_setitems(const std::vector<std::pair<Node*, Node*>>& entries, int depth) {
+  void batch_setitems(const std::vector<std::pair<Node*, Node*>>& entries, int depth,
+                      Items source) {
     for (size_t start = 0; start < entries.size(); start += k_batch_size) {
       size_t n = std::min(k_batch_size, entries.size() - start);
-      if (n == 1) {
+      if (single(n, entries.size(), source)) {
         save(entries[start].first, depth);
         save(entries[start].second, depth);
         op('s');
@@ -223,7 +233,7 @@ private:
     save_global("__builtin__", node->kind == NodeKind::k_set ? "set" : "frozenset");
     op(']');
     memoize(&m_fresh_keys.emplace_back());
-    batch_appends(node->items, depth);
+    batch_appends(node->items, depth, Items::k_exact);
     op(uint8_t{0x85});
     memoize(&m_fresh_keys.emplace_back());
     op('R');
@@ -280,8 +290,8 @@ private:
   }
   // What follows an object's creation: appended items, set items, BUILD.
   void save_tail(const Node* node, int depth) {
-    batch_appends(node->items, depth);
-    batch_setitems(node->entries, depth);
+    batch_appends(node->items, depth, Items::k_iterated);
+    batch_setitems(node->entries, depth, Items::k_iterated);
     if (node->state != nullptr) {
       save(node->state, depth);
       op('b');
@@ -292,14 +302,14 @@ private:
     if (node->callable == nullptr) {
       op('}');
       memoize(node);
-      batch_setitems(node->entries, depth);
+      batch_setitems(node->entries, depth, Items::k_exact);
       return;
     }
     save(node->callable, depth);  // collections.OrderedDict
     op(')');
     op('R');
     memoize(node);
-    batch_setitems(node->entries, depth);
+    batch_setitems(node->entries, depth, Items::k_iterated);
     if (node->state != nullptr) {
       save(node->state, depth);
       op('b');
@@ -360,7 +370,7 @@ private:
       case NodeKind::k_list:
         op(']');
         memoize(node);
-        batch_appends(node->items, depth);
+        batch_appends(node->items, depth, Items::k_exact);
         return;
       case NodeKind::k_dict: save_dict(node, depth); return;
       case NodeKind::k_set:

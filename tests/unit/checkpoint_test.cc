@@ -1,0 +1,158 @@
+// Reading real checkpoints (tests/data, made by tools/make_fixtures.py with
+// PyTorch) and rewriting their state dicts.
+#include <gtest/gtest.h>
+
+#include "ckpt/checkpoint.h"
+#include "ckpt/error.h"
+#include "ckpt/globals.h"
+#include "ckpt/pickle.h"
+#include "ckpt/rewrite.h"
+#include "test_util.h"
+
+namespace ckpt::test {
+namespace {
+
+const std::string k_data = CKPT_TEST_DATA;
+
+std::string data(const std::string& name) { return k_data + "/" + name; }
+
+std::string read_error(const std::string& name) {
+  try {
+    read_checkpoint(data(name));
+  } catch (const Error& e) {
+    std::string message = e.what();
+    // Messages start with the path given; drop the test-data folder.
+    return message.substr(k_data.size() + 1);
+  }
+  return "no error";
+}
+
+Node* entry(const Node* dict, const std::string& key) {
+  for (const auto& [k, v] : dict->entries) {
+    if (k->is_str() && k->text == key) {
+      return v;
+    }
+  }
+  return nullptr;
+}
+
+TEST(ReadCheckpoint, ReadsAZipStateDict) {
+  Checkpoint ckpt = read_checkpoint(data("dp_tiny_cnn.pth"));
+  EXPECT_EQ(ckpt.format, ContainerFormat::k_zip);
+  EXPECT_EQ(ckpt.archive_name, "dp_tiny_cnn");
+  EXPECT_EQ(ckpt.version, "3");
+  EXPECT_EQ(ckpt.tensors.size(), 9u);
+  EXPECT_EQ(ckpt.graph.storages().size(), 9u);
+  EXPECT_EQ(ckpt.tensors[0].storage->location->text, "cpu");
+}
+
+TEST(ReadCheckpoint, LegacyAndZipOfOneStateDictEncodeAlike) {
+  Checkpoint legacy = read_checkpoint(data("legacy_dp.pth"));
+  Checkpoint zip = read_checkpoint(data("dp_tiny_cnn.pth"));
+  EXPECT_EQ(legacy.format, ContainerFormat::k_legacy);
+  EXPECT_EQ(encode_pickle(legacy.graph.root).bytes, encode_pickle(zip.graph.root).bytes);
+}
+
+TEST(ReadCheckpoint, KeepsViewsOfOneStorageShared) {
+  Checkpoint ckpt = read_checkpoint(data("tied_weights.pth"));
+  ASSERT_EQ(ckpt.tensors.size(), 4u);
+  EXPECT_EQ(ckpt.graph.storages().size(), 3u);
+}
+
+TEST(ReadCheckpoint, RefusesBadInputNamingTheCause) {
+  EXPECT_EQ(read_error("bad/empty.pth"), "bad/empty.pth: empty file");
+  EXPECT_EQ(read_error("bad/text.pth"),
+            "bad/text.pth: not a PyTorch checkpoint (neither a zip archive nor a torch.save "
+            "legacy file)");
+  EXPECT_EQ(read_error("bad/tar.pth"),
+            "bad/tar.pth: tar-format checkpoint (torch < 0.4) is not supported: load it with an "
+            "old torch and save it again with torch.save");
+  EXPECT_EQ(read_error("bad/torchscript.pt"),
+            "bad/torchscript.pt: TorchScript archive (torch.jit.save) is not supported: "
+            "ckpt-convert reads torch.save checkpoints; save the module's state_dict() with "
+            "torch.save");
+  EXPECT_EQ(read_error("bad/truncated_half.pth"),
+            "bad/truncated_half.pth: zip archive is truncated: no end-of-central-directory record");
+  EXPECT_EQ(read_error("bad/flipped_pickle.pth"),
+            "bad/flipped_pickle.pth:dp_tiny_cnn/data.pkl: CRC-32 mismatch: the record is corrupt");
+  EXPECT_EQ(read_error("bad/missing_record.pth"),
+            "bad/missing_record.pth:dp_tiny_cnn/data.pkl@511: storage '4' has no record "
+            "'dp_tiny_cnn/data/4'");
+  EXPECT_EQ(read_error("bad/short_storage.pth"),
+            "bad/short_storage.pth:dp_tiny_cnn/data.pkl@205: storage record "
+            "'dp_tiny_cnn/data/0' holds 432 bytes, but its 216 elements need 864");
+}
+
+TEST(ReadCheckpoint, DecodesAMaliciousPickleWithoutRunningIt) {
+  Checkpoint ckpt = read_checkpoint(data("bad/os_system.pth"));
+  std::vector<GlobalUse> globals = list_globals(ckpt.graph.root);
+  bool found = false;
+  for (const GlobalUse& use : globals) {
+    if (use.name == "os.system") {
+      found = true;
+      EXPECT_FALSE(use.benign);
+      EXPECT_EQ(use.first_path, "[\"hook\"]");
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(format_error_of([&] { check_output_globals(ckpt.graph.root, {}); }),
+            "refusing to write global 'os.system' at [\"hook\"]: loading it in Python would "
+            "import and may run it; use --extract to write only the model's state dict, or "
+            "--allow-global os.system if you trust it");
+  EXPECT_EQ(format_error_of([&] { check_output_globals(ckpt.graph.root, {"os.system"}); }),
+            "no error");
+}
+
+TEST(StateDicts, FindsTheModelButNotTheOptimizerState) {
+  Checkpoint ckpt = read_checkpoint(data("imagenet_checkpoint.pth"));
+  std::vector<StateDictRef> dicts = find_state_dicts(ckpt.graph.root);
+  ASSERT_EQ(dicts.size(), 1u);
+  EXPECT_EQ(dicts[0].path, "[\"state_dict\"]");
+  EXPECT_EQ(dicts[0].tensors, 9u);
+  EXPECT_EQ(find_model_state_dict(ckpt.graph.root, std::nullopt), dicts[0].dict);
+  EXPECT_EQ(format_error_of([&] { find_model_state_dict(ckpt.graph.root, "nope"); }),
+            "no top-level key 'nope' to extract");
+  EXPECT_EQ(format_error_of([&] { find_model_state_dict(ckpt.graph.root, "optimizer"); }),
+            "'optimizer' is not a state dict (a dict of str to tensors)");
+}
+
+TEST(StateDicts, RewritesKeysAndMetadataPrefixes) {
+  Checkpoint ckpt = read_checkpoint(data("dp_tiny_cnn.pth"));
+  Node* dict = ckpt.graph.root;
+  Node* metadata = entry(dict->state, "_metadata");
+  ASSERT_NE(metadata, nullptr);
+  Node* inner_root_version = entry(metadata, "module");
+  std::vector<StateDictRef> dicts = find_state_dicts(dict);
+  RewriteReport report = rewrite_keys(ckpt.graph, dicts, Rules::preset("unwrap"));
+  EXPECT_EQ(report.keys_seen, 9u);
+  EXPECT_EQ(report.changes.size(), 9u);
+  EXPECT_EQ(report.changes[0].old_key, "module.conv.weight");
+  EXPECT_EQ(report.changes[0].new_key, "conv.weight");
+  EXPECT_EQ(report.rule_matches, (std::vector<size_t>{9, 0}));
+  // DataParallel's own '' entry gives way to the wrapped model's root.
+  EXPECT_EQ(entry(metadata, ""), inner_root_version);
+  EXPECT_EQ(entry(metadata, "module"), nullptr);
+  EXPECT_NE(entry(metadata, "conv"), nullptr);
+}
+
+TEST(StateDicts, RefusesCollidingKeysAndChangesNothing) {
+  Checkpoint ckpt = read_checkpoint(data("bad/colliding.pth"));
+  std::vector<StateDictRef> dicts = find_state_dicts(ckpt.graph.root);
+  std::string before = encode_pickle(ckpt.graph.root).bytes;
+  EXPECT_EQ(format_error_of([&] { rewrite_keys(ckpt.graph, dicts, Rules::preset("unwrap")); }),
+            "state dict (top level): keys collide: 'module.fc.weight' and 'fc.weight' both "
+            "become 'fc.weight'");
+  EXPECT_EQ(encode_pickle(ckpt.graph.root).bytes, before);
+}
+
+TEST(StateDicts, SetsEveryLocation) {
+  Checkpoint ckpt = read_checkpoint(data("cuda3_tagged.pth"));
+  EXPECT_EQ(ckpt.tensors[0].storage->location->text, "cuda:3");
+  set_locations(ckpt.graph, "cpu");
+  for (const Storage& storage : ckpt.graph.storages()) {
+    EXPECT_EQ(storage.location->text, "cpu");
+  }
+}
+
+}  // namespace
+}  // namespace ckpt::test

@@ -1,0 +1,38 @@
+// Helpers shared by the unit tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "ckpt/error.h"
+#include "ckpt/graph.h"
+#include "ckpt/pickle.h"
+
+namespace ckpt::test {
+
+inline ByteSpan span_of(const std::string& bytes) {
+  return {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
+}
+
+// Decodes a pickle that holds no persistent ids.
+inline Node* decode_plain(Graph& graph, const std::string& bytes) {
+  return decode_pickle(graph, span_of(bytes), [](Graph&, Node*) -> Node* {
+    throw FormatError("unexpected persistent id");
+  });
+}
+
+// The message of the FormatError `fn` throws, or "no error".
+template <typename Fn>
+std::string format_error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const FormatError& e) {
+    return e.what();
+  } catch (const Error& e) {
+    return std::string("Error: ") + e.what();
+  }
+  return "no error";
+}
+
+}  // namespace ckpt::test
