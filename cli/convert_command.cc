@@ -28,17 +28,24 @@ void print_changes(const ConvertReport& report, FILE* out) {
   }
 }
 
-int run(ConvertArgs& args) {
+// Adds the --strip and --add-prefix rules in the order they were given:
+// CLI11 keeps each option's values apart, and its parse order interleaves them.
+void add_rules_in_order(const CLI::App& app, const ConvertArgs& args, Rules& rules) {
+  size_t next_strip = 0;
+  size_t next_add = 0;
+  for (const CLI::Option* option : app.parse_order()) {
+    if (option->get_name() == "--strip" && next_strip < args.strip.size()) {
+      rules.add({RuleKind::k_strip, {args.strip[next_strip++]}, "--strip"});
+    } else if (option->get_name() == "--add-prefix" && next_add < args.add_prefix.size()) {
+      rules.add({RuleKind::k_add_prefix, {args.add_prefix[next_add++]}, "--add-prefix"});
+    }
+  }
+}
+
+int run(const CLI::App& app, ConvertArgs& args) {
   ConvertOptions& options = args.options;
   options.rules = Rules::preset(args.preset);
-  // CLI11 keeps each repeated option's values in order; strips come before
-  // added prefixes, each group in the order given.
-  for (const std::string& prefix : args.strip) {
-    options.rules.add({RuleKind::k_strip, {prefix}, "--strip"});
-  }
-  for (const std::string& prefix : args.add_prefix) {
-    options.rules.add({RuleKind::k_add_prefix, {prefix}, "--add-prefix"});
-  }
+  add_rules_in_order(app, args, options.rules);
   options.extract = !args.extract.empty();
   if (options.extract && args.extract != "*") {
     options.extract_key = args.extract;
@@ -88,24 +95,33 @@ Runner add_convert(CLI::App& app) {
   app.add_option("--preset", args->preset, "Key rule preset: unwrap (default), none")
       ->capture_default_str();
   app.add_option("--strip", args->strip, "Also strip this leading prefix from keys (repeatable)")
-      ->take_all();
-  app.add_option("--add-prefix", args->add_prefix, "Put this prefix in front of every key")
-      ->take_all();
-  app.add_flag("--extract{*}", args->extract,
-               "Write only the model's state dict; --extract=KEY names its top-level key");
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--add-prefix", args->add_prefix,
+                 "Put this prefix in front of every key (repeatable)")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  // `--extract` alone arrives as `--extract=*` (see main.cc).
+  app.add_option("--extract", args->extract,
+                 "Write only the model's state dict; --extract=KEY names its top-level key")
+      ->option_text("[=KEY]");
   app.add_flag("--dry-run", o.dry_run, "Print old -> new keys on stdout; write nothing");
   app.add_flag("--force", o.force, "Replace OUT if it exists");
   app.add_flag("--no-verify", args->no_verify, "Skip reloading and comparing the output");
   app.add_option("--allow-global", o.allowed_globals,
                  "Allow this global (module.name) in the output (repeatable)")
-      ->take_all();
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
   return [args, &app]() -> int {
     if (args->options.input.empty() || args->options.output.empty()) {
       std::fprintf(stderr, "%s", app.help().c_str());
       throw Error("expected IN and OUT (see usage above)", ExitStatus::k_usage);
     }
-    return run(*args);
+    return run(app, *args);
   };
 }
 

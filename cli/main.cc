@@ -4,6 +4,9 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
 #include <exception>
 
 #include "ckpt/error.h"
@@ -13,17 +16,27 @@ int main(int argc, char** argv) {
   CLI::App app{"Turn multi-GPU PyTorch checkpoints into clean single-GPU state dicts.",
                "ckpt-convert"};
   app.require_subcommand(0, 1);
+  app.set_version_flag("--version", "ckpt-convert " CKPT_VERSION);
   ckpt::cli::Runner convert = ckpt::cli::add_convert(app);
   CLI::App* inspect_command = app.add_subcommand("inspect", "Summarize a checkpoint without running it");
   ckpt::cli::Runner inspect = ckpt::cli::add_inspect(*inspect_command);
   app.footer(
       "Exit codes: 0 done; 1 bad or unsupported input, I/O error; 2 usage; 3 verification "
       "failed; 4 device unavailable.");
+  // CLI11 has no option whose value is optional only in `--opt=value` form:
+  // a bare `--extract` becomes `--extract=*` ("find the state dict").
+  std::vector<std::string> args;
+  for (int i = argc - 1; i >= 1; --i) {
+    args.emplace_back(std::strcmp(argv[i], "--extract") == 0 ? "--extract=*" : argv[i]);
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(args);  // CLI11 takes the arguments reversed
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    return code == 0 ? 0 : static_cast<int>(ckpt::ExitStatus::k_usage);
+    if (e.get_exit_code() == 0) {
+      return app.exit(e);  // --help, --version
+    }
+    std::fprintf(stderr, "ckpt-convert: error: %s (see ckpt-convert --help)\n", e.what());
+    return static_cast<int>(ckpt::ExitStatus::k_usage);
   }
   try {
     return inspect_command->parsed() ? inspect() : convert();

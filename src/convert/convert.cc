@@ -30,8 +30,8 @@ bool exists(const std::string& path) {
 
 void check_paths(const ConvertOptions& options) {
   if (options.input == options.output || same_file(options.input, options.output)) {
-    throw Error(options.output + ": refusing to write: IN and OUT are the same file "
-                "(the input is never modified)", ExitStatus::k_usage);
+    throw Error(options.input + ": refusing to convert: OUT '" + options.output +
+                "' is the same file (the input is never modified)", ExitStatus::k_usage);
   }
   if (!options.dry_run && !options.force && exists(options.output)) {
     throw Error(options.output + ": refusing to overwrite: the file exists (use --force)",
