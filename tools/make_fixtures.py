@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.dont_write_bytecode = True     # keep __pycache__ out of the source tree
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'tests' / 'e2e'))
 import models  # noqa: E402  (tests/e2e/models.py, shared with the judge)

@@ -179,8 +179,8 @@ def check_input(path):
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore')
                     Scan(io.BytesIO(pkl)).load()
-            except Fail:
-                raise
+            except Fail as e:
+                raise Fail(1, f'{path}: unsafe pickle: {e}') from None
             except Exception as e:  # noqa: BLE001
                 raise Fail(1, f'{path}: corrupt pickle: {e}') from None
             sizes = {i.filename: i.file_size for i in z.infolist()}
@@ -200,6 +200,14 @@ def check_input(path):
 def load(path):
     import torch
     locations = {}
+    if BUG == 'run_pickle':             # executes the pickle, then pretends to refuse it
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                torch.load(path, map_location='cpu')
+        except Exception:  # noqa: BLE001
+            pass
+        raise Fail(1, f'{path}: unsafe pickle: refusing to call os.system / posix.system')
 
     def remember(storage, loc):
         locations[storage.data_ptr()] = loc
@@ -211,7 +219,8 @@ def load(path):
     except Fail as e:
         raise Fail(1, f'{path}: unsafe pickle: {e}') from None
     except Exception as e:  # noqa: BLE001
-        raise Fail(1, f'{path}: cannot read checkpoint: {str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise Fail(1, f'{path}: cannot read checkpoint: {first}') from None
     return obj, locations
 
 
@@ -240,6 +249,8 @@ def rewrite(obj, o, path, changes):
                 v = v.clone()
             if BUG == 'contiguous':
                 v = v.contiguous()
+            if BUG == 'plus_zero' and v.is_floating_point():
+                v = v + 0          # -0.0 becomes 0.0
             new[nk] = v
             if nk != k:
                 changes.append((k, nk))
@@ -342,13 +353,17 @@ def run(argv):
         raise Fail(1, f'{out}: output exists: pass --force to replace it')
     if not device_available(o['device']):
         raise Fail(4, f'{inp}: device unavailable: {o["device"]} (no such CUDA device here)')
+    if BUG == 'run_pickle':
+        load(inp)
     check_input(inp)
     obj, locations = load(inp)
-    if o['extract']:
+    if BUG == 'drop_optimizer' and isinstance(obj, dict):
+        obj.pop('optimizer', None)
+    if o['extract'] and BUG != 'no_extract':
         obj = extract(obj, o['extract'], inp)
     changes = []
     obj = rewrite(obj, o, inp, changes)
-    if o['dry_run']:
+    if o['dry_run'] and BUG != 'dry_run_writes':
         for old, new in changes:
             print(f'{old} -> {new}')
         print(f'{len(changes)} key(s) would change; nothing written')
@@ -359,8 +374,6 @@ def run(argv):
         save(obj, tmp, o, locations)
         if o['verify'] and not verify(tmp, obj):
             raise Fail(3, f'{out}: verification failed: output differs from input')
-        if BUG == 'traceback_on_success':
-            traceback.print_stack()
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp) and BUG != 'leave_tmp':
@@ -381,7 +394,9 @@ def main():
             traceback.print_exc()
         msg = ' '.join(str(e).split())
         print(f'{PROG}: error: {msg}', file=sys.stderr)
-        return e.code
+        if BUG == 'multi_line_error':
+            print(f'{PROG}: note: see --help', file=sys.stderr)
+        return 3 if BUG == 'wrong_exit_code' else e.code
     except Exception as e:  # noqa: BLE001
         print(f'{PROG}: error: internal: {type(e).__name__}: {" ".join(str(e).split())}', file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+sys.dont_write_bytecode = True     # keep __pycache__ out of the source tree
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
