@@ -39,7 +39,7 @@ std::string torch_hint(const Checkpoint& ckpt) {
     return std::find(ckpt.records.begin(), ckpt.records.end(), record) != ckpt.records.end();
   };
   if (has(".format_version") || has(".data/serialization_id") || has("byteorder")) {
-    return "torch 2.x (zip with byteorder/format records)";
+    return "torch 2.x or ckpt-convert (zip with a byteorder record)";
   }
   return "torch 1.6 or later (zip)";
 }

@@ -6,7 +6,6 @@
 // torch's weights_only unpickler would not accept, save a few plain data
 // classes that load without running user code.
 #include <algorithm>
-#include <array>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
@@ -77,7 +76,7 @@ bool is_benign_global(const std::string& qualified_name) {
 std::vector<GlobalUse> list_globals(const Node* root) {
   std::vector<GlobalUse> uses;
   std::unordered_map<std::string, size_t> index;
-  // Paths: remember for each container how it was reached, for messages.
+  // Paths: each node keeps the path of the first container that reached it.
   std::unordered_map<const Node*, std::string> path_of{{root, ""}};
   for_each_reachable(root, [&](const Node* node) {
     const std::string path = path_of[node];
@@ -93,11 +92,6 @@ std::vector<GlobalUse> list_globals(const Node* root) {
     }
     for (const auto& [key, value] : node->entries) {
       child(value, key->is_str() ? "[\"" + key->text + "\"]" : "[…]");
-    }
-    if (node->kind == NodeKind::k_tuple && path_of.count(node) != 0) {
-      for (size_t i = 0; i < node->items.size(); ++i) {
-        child(node->items[i], "[" + std::to_string(i) + "]");
-      }
     }
     child(node->state, ".__dict__");
     if (node->kind == NodeKind::k_global) {

@@ -461,6 +461,74 @@ def usage_errors_exit2(ctx):
         j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
 
 
+# ----------------------------------------------------------------------------- inspect
+
+def inspect_json(ctx, name, bad_input=False):
+    """`ckpt-convert inspect FILE --json`: exit 0, stdout one JSON object, FILE unchanged."""
+    import json
+    j = J()
+    inp = ctx.fixture(('bad/' if bad_input else '') + name, large=False)
+    before = j.sha256(inp)
+    r = ctx.run('inspect', inp, '--json')
+    j.check_clean_exit(r)
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    j.check(j.sha256(inp) == before, f'inspect modified {inp}')
+    return json.loads(r.stdout)
+
+
+@case
+def inspect_reports_dataparallel_state_dict(ctx):
+    """inspect --json: format, counts, dtypes, locations, the module. wrapper, benign globals."""
+    j = J()
+    report = inspect_json(ctx, 'dp_tiny_cnn.pth')
+    j.check(report['format'] == 'zip', f"format {report['format']!r}")
+    j.check(report['tensors'] == 9 and report['storages'] == 9, 'expected 9 tensors in 9 storages')
+    [sd] = report['state_dicts']
+    j.check(sd['path'] == '(top level)' and sd['tensors'] == 9 and sd['has_metadata'],
+            f'state dict entry {sd}')
+    j.check(sd['elements'] == 347, f"elements {sd['elements']}, expected 347 (TinyCNN)")
+    j.check(sd['dtypes'] == {'float32': 8, 'int64': 1}, f"dtypes {sd['dtypes']}")
+    j.check(sd['locations'] == {'cpu': 9}, f"locations {sd['locations']}")
+    j.check(sd['wrappers'] == {'module.': 9}, f"wrappers {sd['wrappers']}")
+    j.check(not any(g['runs_code'] for g in report['globals']), f"globals {report['globals']}")
+
+
+@case
+def inspect_reports_legacy_and_cuda_locations(ctx):
+    """inspect tells the legacy format apart and shows cuda:3 locations."""
+    j = J()
+    legacy = inspect_json(ctx, 'legacy_dp.pth')
+    j.check(legacy['format'] == 'legacy', f"format {legacy['format']!r}")
+    cuda = inspect_json(ctx, 'cuda3_tagged.pth')
+    j.check(cuda['state_dicts'][0]['locations'] == {'cuda:3': 9},
+            f"locations {cuda['state_dicts'][0]['locations']}")
+
+
+@case
+def inspect_reports_nested_and_mid_key_wrappers(ctx):
+    """inspect finds the state dict under 'state_dict' and FSDP components inside keys."""
+    j = J()
+    nested = inspect_json(ctx, 'imagenet_checkpoint.pth')
+    j.check([sd['path'] for sd in nested['state_dicts']] == ['["state_dict"]'],
+            f"state dicts {[sd['path'] for sd in nested['state_dicts']]}")
+    fsdp = inspect_json(ctx, 'fsdp_style.pth')
+    j.check('_fsdp_wrapped_module' in fsdp['state_dicts'][0]['wrappers'],
+            f"wrappers {fsdp['state_dicts'][0]['wrappers']}")
+
+
+@case
+def inspect_flags_os_system_without_running_it(ctx):
+    """inspect on the os.system pickle: exit 0, os.system flagged runs_code, canary absent."""
+    j = J()
+    canary = Path('/tmp/ckpt_convert_canary')
+    if canary.exists():
+        canary.unlink()
+    report = inspect_json(ctx, 'os_system.pth', bad_input=True)
+    flagged = [g['name'] for g in report['globals'] if g['runs_code']]
+    j.check(flagged == ['os.system'], f'globals flagged as running code: {flagged}')
+    j.check(not canary.exists(), f'{canary} exists: the payload ran')
+
+
 # ----------------------------------------------------------------------------- bad inputs
 
 @case
