@@ -14,7 +14,8 @@ struct PickleLimits {
   size_t max_open_marks = 4096;       // MARKs not yet closed
   size_t max_memo_entries = 1 << 24;  // PUT/MEMOIZE entries
   size_t max_int_bytes = 4096;        // LONG4 and text integers
-  size_t max_stack = 1 << 26;         // values on the stack at once
+  size_t max_stack = 1 << 24;         // values on the stack at once
+  size_t max_nodes = 1 << 24;         // objects in the graph (~200 bytes each)
 };
 
 // Turns a persistent id (the object BINPERSID pops, usually a tuple) into the

@@ -113,6 +113,9 @@ public:
   Node* run(uint64_t* consumed) {
     while (true) {
       m_op_start = m_pos;
+      if (m_graph.node_count() > m_limits.max_nodes) {
+        fail("pickle makes more than " + std::to_string(m_limits.max_nodes) + " objects");
+      }
       uint8_t op = read_byte();
       if (op == STOP) {
         Node* result = pop();

@@ -73,32 +73,61 @@ bool is_benign_global(const std::string& qualified_name) {
          name.substr(name.size() - 5) == "DType";
 }
 
+namespace {
+
+// How a node was first reached: its container and the step from there.
+struct Parent {
+  const Node* node = nullptr;
+  std::string step;
+};
+
+// The path of `node` as Python subscripts, built on demand from the parent
+// links (storing a path per node would cost memory quadratic in the depth).
+std::string path_to(const Node* node, const std::unordered_map<const Node*, Parent>& parents) {
+  constexpr int k_max_steps = 16;
+  std::vector<const std::string*> steps;
+  bool cut = false;
+  for (auto it = parents.find(node); it != parents.end() && it->second.node != nullptr;
+       it = parents.find(it->second.node)) {
+    if (steps.size() == k_max_steps) {
+      cut = true;
+      break;
+    }
+    steps.push_back(&it->second.step);
+  }
+  std::string path = cut ? "…" : "";
+  for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
+    path += **step;
+  }
+  return path.empty() ? "(top level)" : path;
+}
+
+}  // namespace
+
 std::vector<GlobalUse> list_globals(const Node* root) {
   std::vector<GlobalUse> uses;
   std::unordered_map<std::string, size_t> index;
-  // Paths: each node keeps the path of the first container that reached it.
-  std::unordered_map<const Node*, std::string> path_of{{root, ""}};
+  std::unordered_map<const Node*, Parent> parents{{root, {}}};
   for_each_reachable(root, [&](const Node* node) {
-    const std::string path = path_of[node];
-    auto child = [&](const Node* c, const std::string& step) {
-      if (c != nullptr && path_of.count(c) == 0) {
-        path_of.emplace(c, path + step);
+    auto link = [&](const Node* child, std::string step) {
+      if (child != nullptr && parents.count(child) == 0) {
+        parents.emplace(child, Parent{node, std::move(step)});
       }
     };
-    child(node->callable, "");
-    child(node->args, "");
+    link(node->callable, "");
+    link(node->args, "");
     for (size_t i = 0; i < node->items.size(); ++i) {
-      child(node->items[i], "[" + std::to_string(i) + "]");
+      link(node->items[i], "[" + std::to_string(i) + "]");
     }
     for (const auto& [key, value] : node->entries) {
-      child(value, key->is_str() ? "[\"" + key->text + "\"]" : "[…]");
+      link(value, key->is_str() ? "[\"" + key->text + "\"]" : "[…]");
     }
-    child(node->state, ".__dict__");
+    link(node->state, ".__dict__");
     if (node->kind == NodeKind::k_global) {
       std::string name = qualified_name(*node);
       auto [it, inserted] = index.emplace(name, uses.size());
       if (inserted) {
-        uses.push_back({name, path.empty() ? "(top level)" : path, 0, is_benign_global(name)});
+        uses.push_back({name, path_to(node, parents), 0, is_benign_global(name)});
       }
       ++uses[it->second].uses;
     }
