@@ -16,7 +16,8 @@ enum class ContainerFormat { k_zip, k_legacy };
 struct Checkpoint {
   std::string path;
   ContainerFormat format = ContainerFormat::k_zip;
-  MappedFile file;
+  MappedFile file;                   // the mapping, when read from a path
+  ByteSpan bytes;                    // the whole file
   Graph graph;
   std::string archive_name;          // zip: the folder every record is in
   std::string pickle_record;         // where the pickle is, for messages
@@ -31,6 +32,10 @@ struct Checkpoint {
 // a readable torch.save checkpoint: empty, text, tar-format (torch < 0.4),
 // TorchScript archives, truncation, missing or short storage records.
 Checkpoint read_checkpoint(const std::string& path);
+
+// The same for a file already in memory (`bytes` must outlive the result);
+// `name` stands for the file in messages. Used by the fuzz targets.
+Checkpoint read_checkpoint_bytes(const std::string& name, ByteSpan bytes);
 
 // The name of the container format for reports: `zip` or `legacy`.
 const char* format_name(ContainerFormat format);

@@ -117,7 +117,7 @@ void collect_tensors(Checkpoint& ckpt) {
 // --- zip ---------------------------------------------------------------------
 
 void read_zip(Checkpoint& ckpt) {
-  ByteSpan file = ckpt.file.bytes();
+  ByteSpan file = ckpt.bytes;
   std::vector<ZipEntry> entries;
   try {
     entries = read_zip_index(file);
@@ -220,7 +220,7 @@ void read_zip(Checkpoint& ckpt) {
 // --- legacy --------------------------------------------------------------------
 
 void read_legacy(Checkpoint& ckpt) {
-  ByteSpan file = ckpt.file.bytes();
+  ByteSpan file = ckpt.bytes;
   uint64_t pos = 0;
   PersistentLoader no_ids = [](Graph&, Node*) -> Node* {
     throw FormatError("persistent id outside the object pickle");
@@ -326,11 +326,11 @@ const char* format_name(ContainerFormat format) {
   return format == ContainerFormat::k_zip ? "zip" : "legacy";
 }
 
-Checkpoint read_checkpoint(const std::string& path) {
-  Checkpoint ckpt;
-  ckpt.path = path;
-  ckpt.file = MappedFile::open(path);
-  ByteSpan file = ckpt.file.bytes();
+namespace {
+
+void parse(Checkpoint& ckpt) {
+  const std::string& path = ckpt.path;
+  ByteSpan file = ckpt.bytes;
   if (file.size == 0) {
     fail(path, "empty file");
   }
@@ -345,6 +345,24 @@ Checkpoint read_checkpoint(const std::string& path) {
     read_legacy(ckpt);
   }
   collect_tensors(ckpt);
+}
+
+}  // namespace
+
+Checkpoint read_checkpoint(const std::string& path) {
+  Checkpoint ckpt;
+  ckpt.path = path;
+  ckpt.file = MappedFile::open(path);
+  ckpt.bytes = ckpt.file.bytes();
+  parse(ckpt);
+  return ckpt;
+}
+
+Checkpoint read_checkpoint_bytes(const std::string& name, ByteSpan bytes) {
+  Checkpoint ckpt;
+  ckpt.path = name;
+  ckpt.bytes = bytes;
+  parse(ckpt);
   return ckpt;
 }
 

@@ -85,7 +85,7 @@ InspectReport inspect_checkpoint(const std::string& path) {
   report.archive_name = ckpt.archive_name;
   report.version = ckpt.version;
   report.torch_hint = torch_hint(ckpt);
-  report.file_bytes = ckpt.file.bytes().size;
+  report.file_bytes = ckpt.bytes.size;
   report.pickle_bytes = ckpt.pickle_bytes;
   report.tensors = ckpt.tensors.size();
   for (const Storage& storage : ckpt.graph.storages()) {

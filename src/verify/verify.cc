@@ -72,7 +72,7 @@ void check_container(const std::string& path, const std::string& shown_as,
         mismatch(shown_as, "LibTorch's reader finds no record data/" + storage.key);
       }
       size_t offset = reader.getRecordOffset("data/" + storage.key);
-      if (written.file.bytes().data + offset != storage.bytes.data) {
+      if (written.bytes.data + offset != storage.bytes.data) {
         mismatch(shown_as, "LibTorch's reader places data/" + storage.key + " elsewhere");
       }
     }
