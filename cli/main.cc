@@ -20,9 +20,6 @@ int main(int argc, char** argv) {
   ckpt::cli::Runner convert = ckpt::cli::add_convert(app);
   CLI::App* inspect_command = app.add_subcommand("inspect", "Summarize a checkpoint without running it");
   ckpt::cli::Runner inspect = ckpt::cli::add_inspect(*inspect_command);
-  app.footer(
-      "Exit codes: 0 done; 1 bad or unsupported input, I/O error; 2 usage; 3 verification "
-      "failed; 4 device unavailable.");
   // CLI11 has no option whose value is optional only in `--opt=value` form:
   // a bare `--extract` becomes `--extract=*` ("find the state dict").
   std::vector<std::string> args;
@@ -41,7 +38,18 @@ int main(int argc, char** argv) {
   try {
     return inspect_command->parsed() ? inspect() : convert();
   } catch (const ckpt::Error& e) {
-    std::fprintf(stderr, "ckpt-convert: error: %s\n", e.what());
+    // A message may hold several problems, one per line (a rule file's).
+    std::string message = e.what();
+    size_t start = 0;
+    while (start <= message.size()) {
+      size_t end = message.find('\n', start);
+      std::fprintf(stderr, "ckpt-convert: error: %s\n",
+                   message.substr(start, end == std::string::npos ? end : end - start).c_str());
+      if (end == std::string::npos) {
+        break;
+      }
+      start = end + 1;
+    }
     return static_cast<int>(e.status());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "ckpt-convert: error: out of memory\n");

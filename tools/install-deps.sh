@@ -7,7 +7,7 @@ packages=(
   cmake ninja-build g++ pkg-config zlib1g-dev
   libtorch-dev libcli11-dev libspdlog-dev libgtest-dev libre2-dev
   libtomlplusplus-dev nlohmann-json3-dev
-  python3-torch python3-torchvision python3-numpy
+  python3-torch python3-torchvision python3-numpy python3-jsonschema
 )
 
 missing=()

@@ -329,8 +329,87 @@ def clean_cpu(out):
     save(trained_tiny_cnn(12).state_dict(), out / 'clean_cpu.pth')
 
 
+def bearpaw_vgg(out):
+    """bearpaw/pytorch-classification layout: only `features` is DataParallel, so keys are
+    'features.module.0.weight' ... next to 'classifier.weight'; saved as bearpaw's
+    save_checkpoint does ({'epoch', 'arch', 'state_dict', 'best_acc', 'optimizer'}), after
+    one real SGD step (momentum buffers)."""
+    seed(18)
+    model = models.VGGLike()
+    model.features = dp(model.features)
+    model.train()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    loss = nn.functional.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.tensor([1, 2, 3, 4]))
+    sgd.zero_grad()
+    loss.backward()
+    sgd.step()
+    sd = model.state_dict()
+    assert 'features.module.0.weight' in sd and 'classifier.weight' in sd
+    assert 'features.module' in sd._metadata and 'features.module.1' in sd._metadata
+    ckpt = {'epoch': 4, 'arch': 'vgg_like', 'state_dict': sd, 'best_acc': 71.5,
+            'optimizer': sgd.state_dict()}
+    save(ckpt, out / 'bearpaw_vgg.pth')
+
+
+def _lightning_module(n):
+    """LightningModule stand-in (attribute `model`) around a trained TinyCNN, and an SGD
+    optimizer after one real step on it."""
+    lit = models.LightningModuleStandIn(trained_tiny_cnn(n))
+    sgd = torch.optim.SGD(lit.parameters(), lr=0.1, momentum=0.9)
+    loss = nn.functional.cross_entropy(lit(torch.randn(4, 3, 8, 8)), torch.tensor([1, 2, 3, 4]))
+    sgd.zero_grad()
+    loss.backward()
+    sgd.step()
+    return lit, sgd
+
+
+def lightning(out):
+    """A PyTorch Lightning checkpoint built by hand (no lightning package): 'state_dict' has
+    'model.<k>' keys and _metadata '', 'model', 'model.conv' ..., next to epoch, global_step,
+    optimizer_states, lr_schedulers, hparams."""
+    lit, sgd = _lightning_module(19)
+    sd = lit.state_dict()
+    assert list(sd._metadata)[:3] == ['', 'model', 'model.conv'] and 'model.bn.running_mean' in sd
+    ckpt = {
+        'epoch': 3,
+        'global_step': 300,
+        'pytorch-lightning_version': '2.1.0',
+        'state_dict': sd,
+        'optimizer_states': [sgd.state_dict()],
+        'lr_schedulers': [],
+        'hparams_name': 'kwargs',
+        'hyper_parameters': {'lr': 0.1},
+    }
+    save(ckpt, out / 'lightning.pth')
+
+
+def lightning_fabric(out):
+    """Lightning Fabric layout: a state dict whose keys are '_forward_module.model.<k>' (a
+    _FabricModule stand-in, attribute `_forward_module`, around the LightningModule)."""
+    lit, _ = _lightning_module(20)
+    sd = models.FabricModuleStandIn(lit).state_dict()
+    assert list(sd._metadata)[:3] == ['', '_forward_module', '_forward_module.model']
+    assert '_forward_module.model.conv.weight' in sd
+    save(sd, out / 'lightning_fabric.pth')
+
+
+def backbone_aux(out):
+    """BackboneAux state dict: 'backbone.0.weight' ..., 'head.*' and 'aux_head.*'. With
+    rules/backbone_to_encoder.toml (backbone. -> encoder., drop aux_head.*) it loads into
+    EncoderNet."""
+    seed(21)
+    m = models.BackboneAux()
+    m.train()
+    with torch.no_grad():
+        m(torch.randn(4, 3, 8, 8))
+    sd = m.state_dict()
+    assert int(sd['backbone.1.num_batches_tracked']) == 1
+    save(sd, out / 'backbone_aux.pth')
+
+
 SMALL = [dp_tiny_cnn, imagenet_checkpoint, legacy_dp, orig_mod_module, module_orig_mod,
-         fsdp_style, tied_weights, cuda3_tagged, dtypes, views, namespace_numpy, clean_cpu]
+         fsdp_style, tied_weights, cuda3_tagged, dtypes, views, namespace_numpy, clean_cpu,
+         bearpaw_vgg, lightning, lightning_fabric, backbone_aux]
 
 
 # ----------------------------------------------------------------------------- large

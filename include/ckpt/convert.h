@@ -2,15 +2,20 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "ckpt/globals.h"
 #include "ckpt/rewrite.h"
 #include "ckpt/rules.h"
 #include "ckpt/verify.h"
 
 namespace ckpt {
+
+// Reports progress of a long stage (`write`, `verify`): `done` of `total` bytes.
+using ProgressFn = std::function<void(const char* stage, uint64_t done, uint64_t total)>;
 
 struct ConvertOptions {
   std::string input;
@@ -23,24 +28,52 @@ struct ConvertOptions {
   bool dry_run = false;
   bool force = false;            // replace an existing OUT
   bool verify = true;
+  bool require_match = false;    // a rule of the user's that matches no key is an error
   std::vector<std::string> allowed_globals;
+  ProgressFn progress;           // optional
+};
+
+struct StageTimes {
+  double read = 0;
+  double rewrite = 0;
+  double write = 0;
+  double verify = 0;
+  double total = 0;
 };
 
 struct ConvertReport {
-  std::string format;                 // input container: zip or legacy
+  std::string input;
+  std::string output;
+  bool dry_run = false;
+  std::string format;                 // input container: zip or legacy; empty if unread
+  std::vector<Rule> rules;
   std::vector<StateDictRef> state_dicts;
   RewriteReport rewrite;
+  std::vector<std::string> warnings;
+  std::vector<GlobalUse> globals;     // every global the input names
   size_t tensors = 0;                 // tensors written
   size_t storages = 0;                // storages written
   uint64_t storage_bytes = 0;
   uint64_t bytes_written = 0;         // size of OUT
   bool written = false;
   std::optional<VerifyReport> verified;
+  StageTimes seconds;
+  // Set by the caller when the conversion failed.
+  int exit_code = 0;
+  std::string error;
 };
 
-// Converts `options.input` into `options.output`. OUT appears only complete
-// and verified (written beside it under a temporary name, then renamed); on
-// any error nothing is left behind. Throws `Error` with the exit status.
-ConvertReport convert(const ConvertOptions& options);
+// Converts `options.input` into `options.output`, filling `report` as it
+// goes (so that on error it still tells what was done). OUT appears only
+// complete and verified (written beside it under a temporary name, then
+// renamed); on any error nothing is left behind. Throws `Error` with the
+// exit status.
+void convert(const ConvertOptions& options, ConvertReport& report);
+
+// The report for people (stderr), as a diff of the keys (`--dry-run`), and as
+// the JSON object of docs/report.schema.json (`--json`).
+std::string format_report_text(const ConvertReport& report);
+std::string format_mapping_diff(const ConvertReport& report);
+std::string format_report_json(const ConvertReport& report);
 
 }  // namespace ckpt

@@ -21,21 +21,35 @@ struct StateDictRef {
 // dicts of str → tensor that are not an optimizer's per-parameter state.
 std::vector<StateDictRef> find_state_dicts(Node* root);
 
-struct KeyChange {
+// One key of one state dict: what it became, or nothing when dropped.
+struct KeyMapping {
   std::string state_dict;  // its path
   std::string old_key;
-  std::string new_key;
+  std::optional<std::string> new_key;
+};
+
+struct StateDictChange {
+  std::string path;
+  size_t keys = 0;
+  size_t renamed = 0;
+  size_t dropped = 0;
+  size_t unchanged = 0;
 };
 
 struct RewriteReport {
-  std::vector<KeyChange> changes;   // keys that the rules changed
-  size_t keys_seen = 0;
-  std::vector<size_t> rule_matches;  // per rule, keys it changed
+  std::vector<KeyMapping> mapping;         // every key, in order
+  std::vector<StateDictChange> state_dicts;
+  std::vector<size_t> rule_matches;        // per rule, keys it changed or removed
+  size_t renamed = 0;
+  size_t dropped = 0;
+  size_t unchanged = 0;
 };
 
-// Applies `rules` to the keys of every state dict in `dicts` and to their
-// `_metadata` prefixes. Throws `FormatError` when two keys of one state dict
-// become equal (naming both) or a key becomes empty; nothing is changed then.
+// Applies `rules` to the keys of every state dict in `dicts` (dropping the
+// entries drop/keep rules remove) and the renaming rules to their
+// `_metadata` prefixes. Throws `FormatError` listing, one per line, every
+// pair of keys of one state dict that become equal and every key that
+// becomes empty; nothing is changed then.
 RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
                            const Rules& rules);
 

@@ -1,10 +1,15 @@
 // Key rules: how state-dict keys are rewritten (`module.conv1.weight` →
-// `conv1.weight`). A rule list is applied in order to every key.
+// `conv1.weight`) or removed. A rule list is applied in order to every key.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace re2 {
+class RE2;
+}
 
 namespace ckpt {
 
@@ -12,17 +17,36 @@ enum class RuleKind {
   k_strip,           // remove a leading prefix once
   k_strip_repeated,  // remove any of several leading prefixes, in any order and number
   k_add_prefix,      // put a prefix in front
+  k_replace,         // a leading OLD becomes NEW (literal)
   k_drop_component,  // remove a dotted path component wherever it stands
+  k_regex,           // RE2 full match → replacement with \1 groups
+  k_drop,            // remove entries whose key fully matches
+  k_keep,            // remove entries whose key does not fully match
 };
 
 struct Rule {
   RuleKind kind = RuleKind::k_strip;
-  std::vector<std::string> args;  // prefixes or component names
-  std::string origin;             // where it came from: `preset unwrap`, `--strip`
+  std::vector<std::string> args;  // prefixes, component names, OLD NEW, PATTERN [REPLACEMENT]
+  std::string origin;             // where it came from: `preset unwrap`, `--strip`, `rules.toml:7`
+  std::shared_ptr<const re2::RE2> pattern;  // compiled args[0] for regex/drop/keep
 
   // The rule as a user would write it (`strip module.`).
   std::string describe() const;
+  // True for the rules that rename (all but drop and keep).
+  bool renames() const { return kind != RuleKind::k_drop && kind != RuleKind::k_keep; }
+  bool from_preset() const { return origin.rfind("preset ", 0) == 0; }
 };
+
+// Makes a rule of `kind` from `args`, compiling the pattern of regex, drop and
+// keep rules. Throws `Error` (usage) naming `origin` for a wrong argument
+// count or an invalid pattern (with RE2's reason).
+Rule make_rule(RuleKind kind, std::vector<std::string> args, std::string origin);
+
+// The kind named `name` (`strip`, `add-prefix`, `replace`, `drop-component`,
+// `regex`, `drop`, `keep`), and how many arguments it takes.
+std::optional<RuleKind> rule_kind_named(const std::string& name);
+std::vector<std::string> rule_kind_names();
+size_t rule_arity(RuleKind kind);
 
 class Rules {
 public:
@@ -30,13 +54,21 @@ public:
   // suggesting the closest preset.
   static Rules preset(const std::string& name);
   static std::vector<std::string> preset_names();
+  // Every preset with its rules, one block each, for `--list-presets`.
+  static std::string describe_presets();
 
   void add(Rule rule) { m_rules.push_back(std::move(rule)); }
   const std::vector<Rule>& rules() const { return m_rules; }
 
-  // `key` after every rule. Adds 1 to `(*matches)[i]` for each rule i that
-  // changed it, when `matches` is given (sized to the rule count).
-  std::string apply(const std::string& key, std::vector<size_t>* matches = nullptr) const;
+  // `key` after every rule, or nothing when a drop/keep rule removes it.
+  // Adds 1 to `(*matches)[i]` for each rule i that changed or removed it,
+  // when `matches` is given (sized to the rule count).
+  std::optional<std::string> apply(const std::string& key,
+                                   std::vector<size_t>* matches = nullptr) const;
+
+  // `key` after the renaming rules only (drop and keep are skipped): for
+  // `_metadata` module prefixes, which name modules rather than entries.
+  std::string rename(const std::string& key) const;
 
 private:
   std::vector<Rule> m_rules;

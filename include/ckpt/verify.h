@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "ckpt/graph.h"
@@ -30,7 +31,10 @@ struct VerifyReport {
 // `expected`; each tensor copied to `device` and back equals its source.
 // Throws `Error` with exit status "verification failed" naming `shown_as`
 // (the final name of the file) and the first difference.
-VerifyReport verify_output(const Node* expected, const std::string& path,
-                           const std::string& shown_as, const std::string& device);
+// `progress`, when set, hears ("verify", bytes done, bytes total).
+VerifyReport verify_output(
+    const Node* expected, const std::string& path, const std::string& shown_as,
+    const std::string& device,
+    const std::function<void(const char*, uint64_t, uint64_t)>& progress = {});
 
 }  // namespace ckpt

@@ -14,7 +14,12 @@
 
 namespace ckpt {
 
-uint64_t write_checkpoint(const EncodedPickle& pickle, int fd, const std::string& path) {
+uint64_t write_checkpoint(const EncodedPickle& pickle, int fd, const std::string& path,
+                          const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
+  uint64_t total = pickle.bytes.size();
+  for (const Storage* storage : pickle.storages) {
+    total += storage->bytes.size;
+  }
   uint64_t written = 0;
   int write_errno = 0;
   auto sink = [&](const void* data, size_t size) -> size_t {
@@ -41,6 +46,9 @@ uint64_t write_checkpoint(const EncodedPickle& pickle, int fd, const std::string
     for (size_t i = 0; i < pickle.storages.size(); ++i) {
       const Storage* storage = pickle.storages[i];
       writer.writeRecord("data/" + std::to_string(i), storage->bytes.data, storage->bytes.size);
+      if (progress) {
+        progress("write", written, total);
+      }
     }
     writer.writeEndOfFile();
   } catch (const c10::Error& e) {

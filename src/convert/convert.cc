@@ -3,11 +3,13 @@
 // that would run code, encode, write to a temporary file, verify, rename.
 #include "ckpt/convert.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
+
+#include <chrono>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
-#include "ckpt/globals.h"
 #include "ckpt/pickle.h"
 #include "ckpt/temp_file.h"
 #include "ckpt/tensor.h"
@@ -15,6 +17,12 @@
 
 namespace ckpt {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa {};
@@ -39,47 +47,117 @@ void check_paths(const ConvertOptions& options) {
   }
 }
 
+// Prefixes every line of a multi-line message with `where`.
+std::string locate_lines(const std::string& where, const std::string& message) {
+  std::string out;
+  size_t start = 0;
+  while (start <= message.size()) {
+    size_t end = message.find('\n', start);
+    std::string line = message.substr(start, end == std::string::npos ? end : end - start);
+    out += (out.empty() ? "" : "\n") + where + ": " + line;
+    if (end == std::string::npos) {
+      break;
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+// Warnings for the user's rules that touched no key; an error with
+// --require-match.
+void check_rule_matches(const ConvertOptions& options, ConvertReport& report) {
+  std::string unmatched;
+  const std::vector<Rule>& rules = options.rules.rules();
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (rules[i].from_preset() || report.rewrite.rule_matches[i] != 0) {
+      continue;
+    }
+    std::string what = "rule '" + rules[i].describe() + "' (" + rules[i].origin +
+                       ") matched no key";
+    report.warnings.push_back(what);
+    unmatched += (unmatched.empty() ? "" : "\n") + what + " (--require-match)";
+  }
+  if (options.require_match && !unmatched.empty()) {
+    throw FormatError(unmatched);
+  }
+}
+
 }  // namespace
 
-ConvertReport convert(const ConvertOptions& options) {
+void convert(const ConvertOptions& options, ConvertReport& report) {
+  Clock::time_point start = Clock::now();
+  report.input = options.input;
+  report.output = options.output;
+  report.dry_run = options.dry_run;
+  report.rules = options.rules.rules();
   check_paths(options);
   if (options.verify && !options.dry_run) {
     require_device(options.device);
   }
-  ConvertReport report;
+
+  Clock::time_point stage = Clock::now();
   Checkpoint input = read_checkpoint(options.input);
   report.format = format_name(input.format);
+  report.globals = list_globals(input.graph.root);
+  report.seconds.read = seconds_since(stage);
+  spdlog::debug("read {}: {} checkpoint, {} tensors in {} storages, {:.3f} s", options.input,
+                report.format, input.tensors.size(), input.graph.storages().size(),
+                report.seconds.read);
+
   std::string where = options.input + ":" + input.pickle_record;
   try {
+    stage = Clock::now();
     Node* root = input.graph.root;
     if (options.extract) {
       root = find_model_state_dict(root, options.extract_key);
     }
     report.state_dicts = find_state_dicts(root);
     report.rewrite = rewrite_keys(input.graph, report.state_dicts, options.rules);
+    if (spdlog::should_log(spdlog::level::trace)) {
+      for (const KeyMapping& m : report.rewrite.mapping) {
+        spdlog::trace("{}: {} -> {}", m.state_dict, m.old_key, m.new_key ? *m.new_key : "(dropped)");
+      }
+    }
+    check_rule_matches(options, report);
     if (options.location != "keep") {
       set_locations(input.graph, options.location);
     }
     check_output_globals(root, options.allowed_globals);
+    std::vector<TensorRef> tensors = tensors_reachable(root);
+    report.tensors = tensors.size();
+    report.seconds.rewrite = seconds_since(stage);
+    spdlog::debug("rewrote {} state dict(s): {} renamed, {} dropped, {} unchanged, {:.3f} s",
+                  report.state_dicts.size(), report.rewrite.renamed, report.rewrite.dropped,
+                  report.rewrite.unchanged, report.seconds.rewrite);
     if (options.dry_run) {
-      return report;
+      report.seconds.total = seconds_since(start);
+      return;
     }
+
+    stage = Clock::now();
     EncodedPickle encoded = encode_pickle(root);
     report.storages = encoded.storages.size();
     for (const Storage* storage : encoded.storages) {
       report.storage_bytes += storage->bytes.size;
     }
     TempFile temp(options.output);
-    report.bytes_written = write_checkpoint(encoded, temp.fd(), options.output);
+    report.bytes_written = write_checkpoint(encoded, temp.fd(), options.output, options.progress);
+    report.seconds.write = seconds_since(stage);
+    spdlog::debug("wrote {} bytes to {}, {:.3f} s", report.bytes_written, temp.path(),
+                  report.seconds.write);
     if (options.verify) {
-      report.verified = verify_output(root, temp.path(), options.output, options.device);
+      stage = Clock::now();
+      report.verified =
+          verify_output(root, temp.path(), options.output, options.device, options.progress);
+      report.seconds.verify = seconds_since(stage);
+      spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
+                    options.device, report.seconds.verify);
     }
-    report.tensors = tensors_reachable(root).size();
     temp.commit();
     report.written = true;
-    return report;
+    report.seconds.total = seconds_since(start);
   } catch (const FormatError& e) {
-    throw Error(where + ": " + e.what());
+    throw Error(locate_lines(where, e.what()));
   }
 }
 

@@ -1,14 +1,48 @@
-// Key rules and presets (DESIGN.md: the default preset `unwrap` strips leading
-// `module.` and `_orig_mod.` in any order and number and drops the FSDP and
-// activation-checkpointing wrapper components wherever they stand).
+// Key rules and presets.
+//
+// DESIGN.md's default preset `unwrap` strips leading `module.` and
+// `_orig_mod.` in any order and number and drops the FSDP and
+// activation-checkpointing wrapper components wherever they stand. Patterns
+// are RE2 (linear time, so a user's regex cannot hang a batch job) and must
+// match the whole key, as mmengine's `revise_keys` users expect of `re.sub`
+// anchored patterns.
 #include "ckpt/rules.h"
 
+#include <re2/re2.h>
+
 #include <algorithm>
+#include <array>
 
 #include "ckpt/error.h"
 
 namespace ckpt {
 namespace {
+
+struct KindName {
+  RuleKind kind;
+  const char* name;
+  size_t arity;
+};
+
+constexpr std::array<KindName, 8> k_kinds = {{
+    {RuleKind::k_strip, "strip", 1},
+    {RuleKind::k_strip_repeated, "strip-repeated", 0},  // presets only: any number of prefixes
+    {RuleKind::k_add_prefix, "add-prefix", 1},
+    {RuleKind::k_replace, "replace", 2},
+    {RuleKind::k_drop_component, "drop-component", 1},
+    {RuleKind::k_regex, "regex", 2},
+    {RuleKind::k_drop, "drop", 1},
+    {RuleKind::k_keep, "keep", 1},
+}};
+
+const KindName& kind_info(RuleKind kind) {
+  for (const KindName& k : k_kinds) {
+    if (k.kind == kind) {
+      return k;
+    }
+  }
+  return k_kinds[0];
+}
 
 bool starts_with(const std::string& text, const std::string& prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
@@ -35,7 +69,8 @@ std::string drop_component(const std::string& key, const std::string& component)
   return out;
 }
 
-std::string apply_rule(const Rule& rule, const std::string& key) {
+// `key` after `rule`, or nothing when the rule removes it.
+std::optional<std::string> apply_rule(const Rule& rule, const std::string& key) {
   switch (rule.kind) {
     case RuleKind::k_strip:
       return starts_with(key, rule.args[0]) ? key.substr(rule.args[0].size()) : key;
@@ -55,6 +90,8 @@ std::string apply_rule(const Rule& rule, const std::string& key) {
     }
     case RuleKind::k_add_prefix:
       return rule.args[0] + key;
+    case RuleKind::k_replace:
+      return starts_with(key, rule.args[0]) ? rule.args[1] + key.substr(rule.args[0].size()) : key;
     case RuleKind::k_drop_component: {
       std::string out = key;
       for (const std::string& component : rule.args) {
@@ -62,6 +99,14 @@ std::string apply_rule(const Rule& rule, const std::string& key) {
       }
       return out;
     }
+    case RuleKind::k_regex: {
+      std::string out;
+      return RE2::Extract(key, *rule.pattern, rule.args[1], &out) ? out : key;
+    }
+    case RuleKind::k_drop:
+      return RE2::PartialMatch(key, *rule.pattern) ? std::nullopt : std::optional<std::string>(key);
+    case RuleKind::k_keep:
+      return RE2::PartialMatch(key, *rule.pattern) ? std::optional<std::string>(key) : std::nullopt;
   }
   return key;
 }
@@ -83,53 +128,156 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return row[b.size()];
 }
 
+Rule preset_rule(RuleKind kind, std::vector<std::string> args, const std::string& preset) {
+  Rule rule;
+  rule.kind = kind;
+  rule.args = std::move(args);
+  rule.origin = "preset " + preset;
+  return rule;
+}
+
+void add_unwrap(Rules& rules, const std::string& preset) {
+  rules.add(preset_rule(RuleKind::k_strip_repeated, {"module.", "_orig_mod."}, preset));
+  rules.add(preset_rule(RuleKind::k_drop_component,
+                        {"_fsdp_wrapped_module", "_checkpoint_wrapped_module"}, preset));
+}
+
 }  // namespace
 
 std::string Rule::describe() const {
-  std::string verb;
-  switch (kind) {
-    case RuleKind::k_strip: verb = "strip"; break;
-    case RuleKind::k_strip_repeated: verb = "strip-repeated"; break;
-    case RuleKind::k_add_prefix: verb = "add-prefix"; break;
-    case RuleKind::k_drop_component: verb = "drop-component"; break;
-  }
+  std::string text = kind_info(kind).name;
   for (const std::string& arg : args) {
-    verb += " " + arg;
+    text += " " + arg;
   }
-  return verb;
+  return text;
 }
 
-std::vector<std::string> Rules::preset_names() { return {"unwrap", "none"}; }
+Rule make_rule(RuleKind kind, std::vector<std::string> args, std::string origin) {
+  size_t arity = rule_arity(kind);
+  if (arity != 0 && args.size() != arity) {
+    throw Error(origin + ": '" + kind_info(kind).name + "' takes " + std::to_string(arity) +
+                    (arity == 1 ? " argument" : " arguments") + ", got " +
+                    std::to_string(args.size()),
+                ExitStatus::k_usage);
+  }
+  Rule rule;
+  rule.kind = kind;
+  rule.args = std::move(args);
+  rule.origin = std::move(origin);
+  if (kind == RuleKind::k_regex || kind == RuleKind::k_drop || kind == RuleKind::k_keep) {
+    RE2::Options options;
+    options.set_log_errors(false);
+    RE2 as_written(rule.args[0], options);
+    if (!as_written.ok()) {
+      throw Error(rule.origin + ": invalid regex '" + rule.args[0] + "': " + as_written.error(),
+                  ExitStatus::k_usage);
+    }
+    // Anchored, so that matching and rewriting both see the whole key.
+    auto pattern = std::make_shared<const RE2>("^(?:" + rule.args[0] + ")$", options);
+    std::string why;
+    if (kind == RuleKind::k_regex && !pattern->CheckRewriteString(rule.args[1], &why)) {
+      throw Error(rule.origin + ": invalid replacement '" + rule.args[1] + "' for regex '" +
+                      rule.args[0] + "': " + why,
+                  ExitStatus::k_usage);
+    }
+    rule.pattern = std::move(pattern);
+  }
+  return rule;
+}
+
+std::optional<RuleKind> rule_kind_named(const std::string& name) {
+  for (const KindName& k : k_kinds) {
+    if (name == k.name && k.arity != 0) {
+      return k.kind;
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> rule_kind_names() {
+  std::vector<std::string> names;
+  for (const KindName& k : k_kinds) {
+    if (k.arity != 0) {
+      names.emplace_back(k.name);
+    }
+  }
+  return names;
+}
+
+size_t rule_arity(RuleKind kind) { return kind_info(kind).arity; }
+
+std::vector<std::string> Rules::preset_names() {
+  return {"unwrap", "none", "lightning", "ddp", "add-module"};
+}
 
 Rules Rules::preset(const std::string& name) {
   Rules rules;
   if (name == "unwrap") {
-    rules.add({RuleKind::k_strip_repeated, {"module.", "_orig_mod."}, "preset unwrap"});
-    rules.add({RuleKind::k_drop_component,
-               {"_fsdp_wrapped_module", "_checkpoint_wrapped_module"},
-               "preset unwrap"});
-    return rules;
+    add_unwrap(rules, name);
+  } else if (name == "lightning") {
+    add_unwrap(rules, name);
+    rules.add(preset_rule(RuleKind::k_strip, {"_forward_module."}, name));
+    rules.add(preset_rule(RuleKind::k_strip, {"model."}, name));
+  } else if (name == "ddp") {
+    rules.add(preset_rule(RuleKind::k_strip_repeated, {"module."}, name));
+  } else if (name == "add-module") {
+    rules.add(preset_rule(RuleKind::k_add_prefix, {"module."}, name));
+  } else if (name != "none") {
+    std::string message = "unknown preset '" + name + "'";
+    if (std::optional<std::string> hint = closest_match(name, preset_names())) {
+      message += ", did you mean '" + *hint + "'?";
+    } else {
+      message += " (see --list-presets)";
+    }
+    throw Error(message, ExitStatus::k_usage);
   }
-  if (name == "none") {
-    return rules;
-  }
-  std::string message = "unknown preset '" + name + "'";
-  if (std::optional<std::string> hint = closest_match(name, preset_names())) {
-    message += ", did you mean '" + *hint + "'?";
-  } else {
-    message += " (presets: unwrap, none)";
-  }
-  throw Error(message, ExitStatus::k_usage);
+  return rules;
 }
 
-std::string Rules::apply(const std::string& key, std::vector<size_t>* matches) const {
+std::string Rules::describe_presets() {
+  static const char* const k_purpose[] = {
+      "DataParallel, DDP, torch.compile and FSDP wrappers (the default)",
+      "no rules: only the rules you give",
+      "PyTorch Lightning / Fabric checkpoints of a LightningModule holding self.model",
+      "DataParallel and DDP only",
+      "single-GPU weights for a model you will wrap in DataParallel or DDP",
+  };
+  std::string text;
+  std::vector<std::string> names = preset_names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    text += names[i] + ": " + k_purpose[i] + "\n";
+    Rules rules = preset(names[i]);
+    for (const Rule& rule : rules.rules()) {
+      text += "  " + rule.describe() + "\n";
+    }
+    if (rules.rules().empty()) {
+      text += "  (no rules)\n";
+    }
+  }
+  return text;
+}
+
+std::optional<std::string> Rules::apply(const std::string& key, std::vector<size_t>* matches) const {
   std::string out = key;
   for (size_t i = 0; i < m_rules.size(); ++i) {
-    std::string next = apply_rule(m_rules[i], out);
-    if (matches != nullptr && next != out) {
+    std::optional<std::string> next = apply_rule(m_rules[i], out);
+    if (matches != nullptr && (!next || *next != out)) {
       ++(*matches)[i];
     }
-    out = std::move(next);
+    if (!next) {
+      return std::nullopt;
+    }
+    out = std::move(*next);
+  }
+  return out;
+}
+
+std::string Rules::rename(const std::string& key) const {
+  std::string out = key;
+  for (const Rule& rule : m_rules) {
+    if (rule.renames()) {
+      out = *apply_rule(rule, out);
+    }
   }
   return out;
 }

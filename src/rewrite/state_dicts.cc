@@ -137,7 +137,7 @@ private:
 // A `_metadata` prefix as a key prefix: `module.conv` → `module.conv.`, root `` → ``.
 std::string rewrite_prefix(const Rules& rules, const std::string& prefix) {
   std::string as_key = prefix.empty() ? "" : prefix + ".";
-  std::string out = rules.apply(as_key);
+  std::string out = rules.rename(as_key);
   if (!out.empty() && out.back() == '.') {
     out.pop_back();
   }
@@ -176,38 +176,55 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
                            const Rules& rules) {
   RewriteReport report;
   report.rule_matches.assign(rules.rules().size(), 0);
-  // First compute every new key and check for collisions; change nothing
-  // until all state dicts passed.
-  std::vector<std::vector<std::string>> renamed(dicts.size());
+  // First compute every new key and check them all; change nothing until
+  // every state dict passed.
+  std::vector<std::vector<std::optional<std::string>>> renamed(dicts.size());
+  std::string problems;
+  auto problem = [&](const std::string& line) { problems += (problems.empty() ? "" : "\n") + line; };
   for (size_t d = 0; d < dicts.size(); ++d) {
     const StateDictRef& ref = dicts[d];
+    StateDictChange change;
+    change.path = ref.path;
     std::unordered_map<std::string, const std::string*> origin;
     for (const auto& [key, value] : ref.dict->entries) {
-      std::string new_key = rules.apply(key->text, &report.rule_matches);
-      ++report.keys_seen;
-      if (new_key.empty()) {
-        throw FormatError("state dict " + ref.path + ": key '" + key->text +
-                          "' becomes empty under the rules");
+      std::optional<std::string> new_key = rules.apply(key->text, &report.rule_matches);
+      ++change.keys;
+      if (!new_key) {
+        ++change.dropped;
+      } else if (new_key->empty()) {
+        problem("state dict " + ref.path + ": key '" + key->text + "' becomes empty under the rules");
+      } else {
+        auto [it, inserted] = origin.emplace(*new_key, &key->text);
+        if (!inserted) {
+          problem("state dict " + ref.path + ": keys collide: '" + *it->second + "' and '" +
+                  key->text + "' both become '" + *new_key + "'");
+        }
+        ++(*new_key == key->text ? change.unchanged : change.renamed);
       }
-      auto [it, inserted] = origin.emplace(new_key, &key->text);
-      if (!inserted) {
-        throw FormatError("state dict " + ref.path + ": keys collide: '" + *it->second +
-                          "' and '" + key->text + "' both become '" + new_key + "'");
-      }
-      if (new_key != key->text) {
-        report.changes.push_back({ref.path, key->text, new_key});
-      }
+      report.mapping.push_back({ref.path, key->text, new_key});
       renamed[d].push_back(std::move(new_key));
     }
+    report.renamed += change.renamed;
+    report.dropped += change.dropped;
+    report.unchanged += change.unchanged;
+    report.state_dicts.push_back(std::move(change));
+  }
+  if (!problems.empty()) {
+    throw FormatError(problems);
   }
   for (size_t d = 0; d < dicts.size(); ++d) {
     Node* dict = dicts[d].dict;
+    std::vector<std::pair<Node*, Node*>> kept;
+    kept.reserve(dict->entries.size());
     for (size_t i = 0; i < dict->entries.size(); ++i) {
-      Node*& key = dict->entries[i].first;
-      if (key->text != renamed[d][i]) {
-        key = graph.make_str(renamed[d][i]);
+      auto [key, value] = dict->entries[i];
+      const std::optional<std::string>& new_key = renamed[d][i];
+      if (!new_key) {
+        continue;
       }
+      kept.emplace_back(*new_key == key->text ? key : graph.make_str(*new_key), value);
     }
+    dict->entries = std::move(kept);
     if (Node* metadata = metadata_of(dict)) {
       rewrite_metadata(graph, metadata, rules);
     }

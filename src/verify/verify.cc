@@ -111,7 +111,8 @@ void require_device(const std::string& device) {
 }
 
 VerifyReport verify_output(const Node* expected, const std::string& path,
-                           const std::string& shown_as, const std::string& device) {
+                           const std::string& shown_as, const std::string& device,
+                           const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
   VerifyReport report;
   report.device = device;
   Checkpoint written;
@@ -158,6 +159,9 @@ VerifyReport verify_output(const Node* expected, const std::string& path,
       }
       ++report.storages;
       report.bytes += a.size;
+      if (progress) {
+        progress("verify", report.bytes, written.bytes.size);
+      }
     }
     ++report.tensors;
     std::optional<at::ScalarType> type = scalar_type(out.dtype);

@@ -94,6 +94,71 @@ class CheckpointWrapperStandIn(nn.Module):
         return self._checkpoint_wrapped_module(*a, **k)
 
 
+class VGGLike(nn.Module):
+    """A small VGG as in bearpaw/pytorch-classification (``features`` + ``classifier``).
+    bearpaw wraps only ``features`` in ``nn.DataParallel`` for VGG/AlexNet, so its
+    checkpoints hold ``features.module.0.weight`` ... next to plain ``classifier.weight``."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.classifier = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+class BackboneAux(nn.Module):
+    """Training-time model: ``backbone`` (conv + bn), ``head`` and an auxiliary ``aux_head``
+    that the deployed model (EncoderNet) does not have."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.head = nn.Linear(4, num_classes)
+        self.aux_head = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        f = torch.relu(self.backbone(x)).mean(dim=(2, 3))
+        return self.head(f), self.aux_head(f)
+
+
+class EncoderNet(nn.Module):
+    """The deployed form of BackboneAux: ``encoder`` (the backbone's layers) and ``head``."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.encoder(x)).mean(dim=(2, 3)))
+
+
+class LightningModuleStandIn(nn.Module):
+    """Like a LightningModule that holds the network as ``self.model``: keys ``model.<k>``,
+    ``_metadata`` prefixes ``''``, ``model``, ``model.conv`` ... (no lightning package needed)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *a, **k):
+        return self.model(*a, **k)
+
+
+class FabricModuleStandIn(nn.Module):
+    """Like lightning.fabric's _FabricModule: the wrapped module is ``self._forward_module``."""
+
+    def __init__(self, mod):
+        super().__init__()
+        self._forward_module = mod
+
+    def forward(self, *a, **k):
+        return self._forward_module(*a, **k)
+
+
 def _resnet18():
     import torchvision
     return torchvision.models.resnet18()
@@ -109,6 +174,8 @@ MODELS = {
     'tiny_cnn': TinyCNN,
     'plain': Plain,
     'tiny_lm': TinyLM,
+    'vgg_like': VGGLike,
+    'encoder_net': EncoderNet,
     'resnet18': _resnet18,
     'mobilenet_v3_small': _mobilenet_v3_small,
 }

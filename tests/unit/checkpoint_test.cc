@@ -124,10 +124,10 @@ TEST(StateDicts, RewritesKeysAndMetadataPrefixes) {
   Node* inner_root_version = entry(metadata, "module");
   std::vector<StateDictRef> dicts = find_state_dicts(dict);
   RewriteReport report = rewrite_keys(ckpt.graph, dicts, Rules::preset("unwrap"));
-  EXPECT_EQ(report.keys_seen, 9u);
-  EXPECT_EQ(report.changes.size(), 9u);
-  EXPECT_EQ(report.changes[0].old_key, "module.conv.weight");
-  EXPECT_EQ(report.changes[0].new_key, "conv.weight");
+  EXPECT_EQ(report.mapping.size(), 9u);
+  EXPECT_EQ(report.renamed, 9u);
+  EXPECT_EQ(report.mapping[0].old_key, "module.conv.weight");
+  EXPECT_EQ(report.mapping[0].new_key, "conv.weight");
   EXPECT_EQ(report.rule_matches, (std::vector<size_t>{9, 0}));
   // DataParallel's own '' entry gives way to the wrapped model's root.
   EXPECT_EQ(entry(metadata, ""), inner_root_version);

@@ -1,11 +1,30 @@
-// Key rules and presets.
+// Key rules, presets and rule files.
 #include <gtest/gtest.h>
 
 #include "ckpt/error.h"
+#include "ckpt/rule_file.h"
 #include "ckpt/rules.h"
 
 namespace ckpt {
 namespace {
+
+Rules with(std::vector<Rule> extra) {
+  Rules rules = Rules::preset("none");
+  for (Rule& rule : extra) {
+    rules.add(std::move(rule));
+  }
+  return rules;
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), ExitStatus::k_usage);
+    return e.what();
+  }
+  return "no error";
+}
 
 TEST(UnwrapPreset, StripsModuleAndOrigModInAnyOrderAndNumber) {
   Rules rules = Rules::preset("unwrap");
@@ -31,38 +50,159 @@ TEST(UnwrapPreset, DropsFsdpAndCheckpointComponentsAnywhere) {
   EXPECT_EQ(rules.apply("layers.0._fsdp_wrapped_module."), "layers.0.");
 }
 
-TEST(Rules, AppliesExtraRulesInOrderAfterThePreset) {
-  Rules rules = Rules::preset("none");
-  rules.add({RuleKind::k_strip, {"model."}, "--strip"});
-  rules.add({RuleKind::k_add_prefix, {"module."}, "--add-prefix"});
-  std::vector<size_t> matches(2, 0);
-  EXPECT_EQ(rules.apply("model.fc.weight", &matches), "module.fc.weight");
-  EXPECT_EQ(rules.apply("fc.weight", &matches), "module.fc.weight");
-  EXPECT_EQ(matches, (std::vector<size_t>{1, 2}));
+TEST(Presets, HoldTheDocumentedRules) {
+  auto described = [](const std::string& name) {
+    std::vector<std::string> out;
+    Rules rules = Rules::preset(name);
+    for (const Rule& rule : rules.rules()) {
+      out.push_back(rule.describe());
+      EXPECT_EQ(rule.origin, "preset " + name);
+    }
+    return out;
+  };
+  using Lines = std::vector<std::string>;
+  Lines unwrap = {"strip-repeated module. _orig_mod.",
+                  "drop-component _fsdp_wrapped_module _checkpoint_wrapped_module"};
+  EXPECT_EQ(described("unwrap"), unwrap);
+  EXPECT_EQ(described("none"), Lines{});
+  Lines lightning = unwrap;
+  lightning.insert(lightning.end(), {"strip _forward_module.", "strip model."});
+  EXPECT_EQ(described("lightning"), lightning);
+  EXPECT_EQ(described("ddp"), Lines{"strip-repeated module."});
+  EXPECT_EQ(described("add-module"), Lines{"add-prefix module."});
+}
+
+TEST(Presets, LightningUnwrapsFabricAndModuleAttributes) {
+  Rules rules = Rules::preset("lightning");
+  EXPECT_EQ(rules.apply("model.conv.weight"), "conv.weight");
+  EXPECT_EQ(rules.apply("_forward_module.model.conv.weight"), "conv.weight");
+  EXPECT_EQ(rules.apply("module.model.fc.bias"), "fc.bias");
+}
+
+TEST(Presets, ListsEveryPresetWithItsRules) {
+  std::string text = Rules::describe_presets();
+  for (const std::string& name : Rules::preset_names()) {
+    EXPECT_NE(text.find(name + ": "), std::string::npos) << name;
+  }
+  EXPECT_NE(text.find("  add-prefix module.\n"), std::string::npos);
+}
+
+TEST(Presets, UnknownNameSuggestsTheClosest) {
+  EXPECT_EQ(error_of([] { Rules::preset("unwarp"); }),
+            "unknown preset 'unwarp', did you mean 'unwrap'?");
+  EXPECT_EQ(error_of([] { Rules::preset("zzzzzzzzz"); }),
+            "unknown preset 'zzzzzzzzz' (see --list-presets)");
 }
 
 TEST(Rules, StripRemovesThePrefixOnce) {
-  Rules rules = Rules::preset("none");
-  rules.add({RuleKind::k_strip, {"module."}, "--strip"});
+  Rules rules = with({make_rule(RuleKind::k_strip, {"module."}, "--strip")});
   EXPECT_EQ(rules.apply("module.module.fc"), "module.fc");
+  EXPECT_EQ(rules.apply("fc"), "fc");
 }
 
-TEST(Rules, UnknownPresetSuggestsTheClosest) {
-  try {
-    Rules::preset("unwarp");
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), "unknown preset 'unwarp', did you mean 'unwrap'?");
-    EXPECT_EQ(e.status(), ExitStatus::k_usage);
-  }
+TEST(Rules, ReplaceChangesALeadingLiteral) {
+  Rules rules = with({make_rule(RuleKind::k_replace, {"backbone.", "encoder."}, "--replace")});
+  EXPECT_EQ(rules.apply("backbone.conv.weight"), "encoder.conv.weight");
+  EXPECT_EQ(rules.apply("head.backbone.w"), "head.backbone.w");
 }
 
-TEST(Rules, DescribesEachRule) {
-  Rules rules = Rules::preset("unwrap");
-  ASSERT_EQ(rules.rules().size(), 2u);
-  EXPECT_EQ(rules.rules()[0].describe(), "strip-repeated module. _orig_mod.");
-  EXPECT_EQ(rules.rules()[1].describe(),
-            "drop-component _fsdp_wrapped_module _checkpoint_wrapped_module");
+TEST(Rules, DropComponentRemovesItWhereverItStands) {
+  Rules rules = with({make_rule(RuleKind::k_drop_component, {"module"}, "--drop-component")});
+  EXPECT_EQ(rules.apply("features.module.0.weight"), "features.0.weight");
+  EXPECT_EQ(rules.apply("module.fc"), "fc");
+  EXPECT_EQ(rules.apply("modules.fc"), "modules.fc");
+}
+
+TEST(Rules, RegexMustMatchTheWholeKeyAndRewritesGroups) {
+  Rules rules = with({make_rule(RuleKind::k_regex, {"(.*)\\.running_(mean|var)", "\\1.stats_\\2"},
+                                "--regex")});
+  EXPECT_EQ(rules.apply("bn.running_mean"), "bn.stats_mean");
+  EXPECT_EQ(rules.apply("bn.running_var"), "bn.stats_var");
+  EXPECT_EQ(rules.apply("bn.running_mean.x"), "bn.running_mean.x");  // not a whole match
+  Rules alternation = with({make_rule(RuleKind::k_regex, {"a|ab", "[\\0]"}, "--regex")});
+  EXPECT_EQ(alternation.apply("ab"), "[ab]");  // the whole key, not the first alternative
+}
+
+TEST(Rules, DropAndKeepRemoveEntries) {
+  Rules drop = with({make_rule(RuleKind::k_drop, {"aux_head\\..*"}, "--drop")});
+  EXPECT_EQ(drop.apply("aux_head.weight"), std::nullopt);
+  EXPECT_EQ(drop.apply("head.aux_head.weight"), "head.aux_head.weight");
+  Rules keep = with({make_rule(RuleKind::k_keep, {"fc\\..*"}, "--keep")});
+  EXPECT_EQ(keep.apply("fc.weight"), "fc.weight");
+  EXPECT_EQ(keep.apply("conv.weight"), std::nullopt);
+}
+
+TEST(Rules, AppliesInOrderAndCountsMatches) {
+  Rules rules = with({make_rule(RuleKind::k_strip, {"model."}, "--strip"),
+                      make_rule(RuleKind::k_add_prefix, {"module."}, "--add-prefix"),
+                      make_rule(RuleKind::k_drop, {"module\\.aux.*"}, "--drop")});
+  std::vector<size_t> matches(3, 0);
+  EXPECT_EQ(rules.apply("model.fc.weight", &matches), "module.fc.weight");
+  EXPECT_EQ(rules.apply("fc.weight", &matches), "module.fc.weight");
+  EXPECT_EQ(rules.apply("aux.weight", &matches), std::nullopt);
+  EXPECT_EQ(matches, (std::vector<size_t>{1, 3, 1}));
+}
+
+TEST(Rules, RenameSkipsDropAndKeepForMetadataPrefixes) {
+  Rules rules = with({make_rule(RuleKind::k_keep, {"fc\\..*"}, "--keep"),
+                      make_rule(RuleKind::k_strip, {"module."}, "--strip")});
+  EXPECT_EQ(rules.rename("module.conv."), "conv.");
+}
+
+TEST(Rules, MakeRuleRefusesBadPatternsAndArity) {
+  EXPECT_EQ(error_of([] { make_rule(RuleKind::k_drop, {"a(b"}, "--drop"); }),
+            "--drop: invalid regex 'a(b': missing ): a(b");
+  EXPECT_EQ(error_of([] { make_rule(RuleKind::k_regex, {"(a)", "\\2"}, "--regex"); }),
+            "--regex: invalid replacement '\\2' for regex '(a)': Rewrite schema requests 2 "
+            "matches, but the regexp only has 1 parenthesized subexpressions.");
+  EXPECT_EQ(error_of([] { make_rule(RuleKind::k_replace, {"a"}, "x.toml:3"); }),
+            "x.toml:3: 'replace' takes 2 arguments, got 1");
+}
+
+TEST(RuleFile, ParsesPresetAndRulesWithTheirLines) {
+  RuleFile file = parse_rule_file(
+      "# rename the backbone\n"
+      "preset = \"none\"\n"
+      "\n"
+      "[[rule]]\n"
+      "replace = [\"backbone.\", \"encoder.\"]\n"
+      "\n"
+      "[[rule]]\n"
+      "drop = 'aux_head\\..*'\n",
+      "rules.toml");
+  EXPECT_EQ(file.preset, "none");
+  ASSERT_EQ(file.rules.size(), 2u);
+  EXPECT_EQ(file.rules[0].describe(), "replace backbone. encoder.");
+  EXPECT_EQ(file.rules[0].origin, "rules.toml:5");
+  EXPECT_EQ(file.rules[1].describe(), "drop aux_head\\..*");
+  EXPECT_EQ(file.rules[1].origin, "rules.toml:8");
+}
+
+TEST(RuleFile, ReportsEveryErrorWithItsLine) {
+  std::string text =
+      "preset = \"unwarp\"\n"
+      "colour = 3\n"
+      "[[rule]]\n"
+      "strp = \"module.\"\n"
+      "[[rule]]\n"
+      "replace = [\"only-one\"]\n"
+      "[[rule]]\n"
+      "drop = 'a(b'\n"
+      "[[rule]]\n"
+      "strip = \"a.\"\n"
+      "add-prefix = \"b.\"\n";
+  EXPECT_EQ(error_of([&] { parse_rule_file(text, "rules.toml"); }),
+            "rules.toml:1: unknown preset 'unwarp', did you mean 'unwrap'?\n"
+            "rules.toml:2: unknown key 'colour' (a rule file holds 'preset' and [[rule]] tables)\n"
+            "rules.toml:4: unknown rule kind 'strp', did you mean 'strip'?\n"
+            "rules.toml:6: 'replace' takes two strings, [\"A\", \"B\"]\n"
+            "rules.toml:8: invalid regex 'a(b': missing ): a(b\n"
+            "rules.toml:9: a [[rule]] holds exactly one rule, found 2: add-prefix, strip");
+}
+
+TEST(RuleFile, ReportsTomlSyntaxErrorsWithTheLine) {
+  std::string message = error_of([] { parse_rule_file("[[rule]]\nstrip = \"x\n", "r.toml"); });
+  EXPECT_EQ(message.rfind("r.toml:2: ", 0), 0u) << message;
 }
 
 }  // namespace

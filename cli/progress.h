@@ -1,0 +1,31 @@
+// A progress bar on stderr for long conversions, shown only when stderr is a
+// terminal (ninja's LinePrinter, ccache's ProgressBar).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ckpt/convert.h"
+
+namespace ckpt::cli {
+
+class ProgressBar {
+public:
+  // A bar when stderr is a terminal, `quiet` is false and `input` is large
+  // enough for the wait to be noticed; otherwise null.
+  static std::unique_ptr<ProgressBar> for_stderr(const std::string& input, bool quiet);
+
+  ProgressFn callback();
+  // Erases the bar's line.
+  void clear();
+
+private:
+  void update(const char* stage, uint64_t done, uint64_t total);
+
+  std::chrono::steady_clock::time_point m_last{};
+  bool m_shown = false;
+};
+
+}  // namespace ckpt::cli

@@ -1,0 +1,130 @@
+// The conversion report in its three forms: a summary for people (stderr), a
+// diff of the keys (`--dry-run`), and JSON (`--json`, docs/report.schema.json).
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+#include "ckpt/convert.h"
+
+namespace ckpt {
+namespace {
+
+std::string count(size_t n, const char* singular, const char* plural) {
+  return std::to_string(n) + " " + (n == 1 ? singular : plural);
+}
+
+std::string megabytes(uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return text;
+}
+
+}  // namespace
+
+std::string format_report_text(const ConvertReport& r) {
+  std::string out = r.input + " -> " + r.output + (r.dry_run ? " (dry run)" : "") + "\n";
+  std::string paths;
+  for (const StateDictChange& sd : r.rewrite.state_dicts) {
+    paths += (paths.empty() ? "" : ", ") + sd.path;
+  }
+  out += "  state dicts: " + std::to_string(r.rewrite.state_dicts.size()) +
+         (paths.empty() ? " (no keys rewritten)" : ": " + paths) + "\n";
+  out += "  keys: " + std::to_string(r.rewrite.renamed) + " renamed, " +
+         std::to_string(r.rewrite.dropped) + " dropped, " +
+         std::to_string(r.rewrite.unchanged) + " unchanged\n";
+  for (size_t i = 0; i < r.rules.size(); ++i) {
+    size_t matches = i < r.rewrite.rule_matches.size() ? r.rewrite.rule_matches[i] : 0;
+    out += "  rule " + r.rules[i].describe() + " (" + r.rules[i].origin + "): " +
+           count(matches, "key", "keys") + "\n";
+  }
+  if (r.written) {
+    out += "  written: " + count(r.tensors, "tensor", "tensors") + " in " +
+           count(r.storages, "storage", "storages") + " (" + megabytes(r.storage_bytes) +
+           "), " + std::to_string(r.bytes_written) + " bytes\n";
+    if (r.verified) {
+      out += "  verified: " + count(r.verified->tensors, "tensor", "tensors") + ", " +
+             megabytes(r.verified->bytes) + " compared; " +
+             std::to_string(r.verified->device_checked) + " loaded on " + r.verified->device +
+             "\n";
+    } else {
+      out += "  not verified (--no-verify)\n";
+    }
+  }
+  return out;
+}
+
+std::string format_mapping_diff(const ConvertReport& r) {
+  std::string out;
+  std::string current;
+  for (const KeyMapping& m : r.rewrite.mapping) {
+    if (m.new_key && *m.new_key == m.old_key) {
+      continue;
+    }
+    if (m.state_dict != current) {
+      current = m.state_dict;
+      out += "@@ state dict " + current + " @@\n";
+    }
+    out += "- " + m.old_key + (m.new_key ? "\n+ " + *m.new_key + "\n" : "   (dropped)\n");
+  }
+  return out;
+}
+
+std::string format_report_json(const ConvertReport& r) {
+  using json = nlohmann::ordered_json;  // fields in the schema's order
+  json out;
+  out["schema"] = "ckpt-convert.report/1";
+  out["status"] = r.exit_code == 0 ? "ok" : "error";
+  out["exit_code"] = r.exit_code;
+  out["error"] = r.error.empty() ? json(nullptr) : json(r.error);
+  out["input"] = r.input;
+  out["output"] = r.output;
+  out["dry_run"] = r.dry_run;
+  out["format"] = r.format.empty() ? json(nullptr) : json(r.format);
+  out["rules"] = json::array();
+  for (size_t i = 0; i < r.rules.size(); ++i) {
+    size_t matches = i < r.rewrite.rule_matches.size() ? r.rewrite.rule_matches[i] : 0;
+    out["rules"].push_back(
+        {{"rule", r.rules[i].describe()}, {"origin", r.rules[i].origin}, {"matches", matches}});
+  }
+  out["state_dicts"] = json::array();
+  for (const StateDictChange& sd : r.rewrite.state_dicts) {
+    out["state_dicts"].push_back({{"path", sd.path},
+                                  {"keys", sd.keys},
+                                  {"renamed", sd.renamed},
+                                  {"dropped", sd.dropped},
+                                  {"unchanged", sd.unchanged}});
+  }
+  out["mapping"] = json::array();
+  for (const KeyMapping& m : r.rewrite.mapping) {
+    out["mapping"].push_back({{"state_dict", m.state_dict},
+                              {"old", m.old_key},
+                              {"new", m.new_key ? json(*m.new_key) : json(nullptr)}});
+  }
+  out["warnings"] = r.warnings;
+  out["globals"] = json::array();
+  for (const GlobalUse& use : r.globals) {
+    out["globals"].push_back({{"name", use.name}, {"runs_code", !use.benign}});
+  }
+  out["tensors"] = r.tensors;
+  out["storages"] = r.storages;
+  out["storage_bytes"] = r.storage_bytes;
+  out["bytes_written"] = r.written ? r.bytes_written : 0;
+  if (r.verified) {
+    out["verification"] = {{"device", r.verified->device},
+                           {"tensors", r.verified->tensors},
+                           {"storages", r.verified->storages},
+                           {"bytes", r.verified->bytes},
+                           {"device_checked", r.verified->device_checked}};
+  } else {
+    out["verification"] = nullptr;
+  }
+  out["timings"] = {{"read", r.seconds.read},
+                    {"rewrite", r.seconds.rewrite},
+                    {"write", r.seconds.write},
+                    {"verify", r.seconds.verify},
+                    {"total", r.seconds.total}};
+  // Keys may hold any bytes; replace invalid UTF-8 rather than fail.
+  return out.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace ckpt
