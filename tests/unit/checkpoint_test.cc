@@ -145,6 +145,35 @@ TEST(StateDicts, RefusesCollidingKeysAndChangesNothing) {
   EXPECT_EQ(encode_pickle(ckpt.graph.root).bytes, before);
 }
 
+TEST(StateDicts, DropsEntriesAndCountsThem) {
+  Checkpoint ckpt = read_checkpoint(data("dp_tiny_cnn.pth"));
+  Rules rules = Rules::preset("unwrap");
+  rules.add(make_rule(RuleKind::k_drop, {"bn\\..*"}, "--drop"));
+  std::vector<StateDictRef> dicts = find_state_dicts(ckpt.graph.root);
+  RewriteReport report = rewrite_keys(ckpt.graph, dicts, rules);
+  EXPECT_EQ(report.dropped, 5u);
+  EXPECT_EQ(report.renamed, 4u);
+  EXPECT_EQ(report.rule_matches, (std::vector<size_t>{9, 0, 5}));
+  ASSERT_EQ(ckpt.graph.root->entries.size(), 4u);
+  EXPECT_EQ(ckpt.graph.root->entries[2].first->text, "fc.weight");
+  EXPECT_EQ(report.mapping[2].old_key, "module.bn.weight");
+  EXPECT_EQ(report.mapping[2].new_key, std::nullopt);
+  // The storages only dropped tensors used are no longer written.
+  EXPECT_EQ(encode_pickle(ckpt.graph.root).storages.size(), 4u);
+}
+
+TEST(StateDicts, ListsEveryCollision) {
+  Checkpoint ckpt = read_checkpoint(data("dp_tiny_cnn.pth"));
+  Rules rules = Rules::preset("none");
+  rules.add(make_rule(RuleKind::k_regex, {"module\\.(conv|fc)\\..*", "\\1"}, "--regex"));
+  std::vector<StateDictRef> dicts = find_state_dicts(ckpt.graph.root);
+  EXPECT_EQ(format_error_of([&] { rewrite_keys(ckpt.graph, dicts, rules); }),
+            "state dict (top level): keys collide: 'module.conv.weight' and 'module.conv.bias' "
+            "both become 'conv'\n"
+            "state dict (top level): keys collide: 'module.fc.weight' and 'module.fc.bias' both "
+            "become 'fc'");
+}
+
 TEST(StateDicts, SetsEveryLocation) {
   Checkpoint ckpt = read_checkpoint(data("cuda3_tagged.pth"));
   EXPECT_EQ(ckpt.tensors[0].storage->location->text, "cuda:3");
