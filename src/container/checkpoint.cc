@@ -206,6 +206,10 @@ void read_zip(Checkpoint& ckpt) {
                           std::to_string(needed));
       }
       storage->bytes = {bytes.data, needed};
+      storage->file_offset = static_cast<uint64_t>(bytes.data - file.data);
+      const ZipEntry* entry = by_name.at(name);
+      storage->has_crc32 = entry->size == needed;
+      storage->crc32 = entry->crc32;
     }
     return storage_node(graph, storage);
   };
@@ -311,6 +315,7 @@ void read_legacy(Checkpoint& ckpt) {
                       " bytes, " + std::to_string(file.size - pos) + " left");
     }
     storage->bytes = {file.data + pos, bytes};
+    storage->file_offset = pos;
     pos += bytes;
   }
   for (const auto& [key, storage] : by_key) {

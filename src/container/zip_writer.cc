@@ -1,66 +1,271 @@
-// This file writes the output archive through LibTorch's PyTorchStreamWriter,
-// the writer Python's torch.save uses, so the layout (stored records, 64-byte
-// aligned data, zip64 where needed) is torch's own. The writer is given a
-// callback rather than a file name: with a name it would call the archive
-// folder after the temporary file.
-#include <caffe2/serialize/inline_container.h>
+// This file writes zip archives exactly as LibTorch 1.13's PyTorchStreamWriter
+// does (miniz 2.x, zip64 mode, records 64-byte aligned by an "FB" extra
+// field), so that torch.load meets nothing it has not seen from torch.save.
+// tests/unit_torch/zip_writer_identity_test.cc checks the bytes against the
+// real PyTorchStreamWriter.
+//
+// Unlike PyTorchStreamWriter it streams: a record is written as local header,
+// data, data descriptor (miniz writes the CRC-32 and sizes after the data
+// anyway), so tensor bytes go from the input file to the output with
+// copy_file_range when their CRC-32 is already known (a zip input's records),
+// and through a 1 MiB buffer otherwise. Memory stays flat whatever the size.
+//
+// The layout, for a record of n bytes at offset o (T = 0xFFFFFFFF):
+//   local header: PK\3\4, version 0, flags 0x0808 (0x0800 if n = 0), stored,
+//     time/date 0, CRC and sizes 0, name length, extra length; the name; a
+//     zip64 extra [n, 0 if n >= T][o if o >= T] when n >= T or o >= T; an
+//     "FB" field of 'Z' bytes padding the data to a multiple of 64;
+//   data; a descriptor PK\7\8, CRC, sizes (8 bytes each with a zip64 extra,
+//     else 4), only when n > 0.
+// Central entries repeat that with made-by/version 0, sizes and offset
+// capped at T, and a zip64 extra [n, n if n >= T][o if o >= T]; then the zip64
+// end record, its locator and the classic end record, always.
+#include "ckpt/zip_writer.h"
+
+#include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "ckpt/crc32.h"
 #include "ckpt/error.h"
 #include "ckpt/writer.h"
 
 namespace ckpt {
+namespace {
 
-uint64_t write_checkpoint(const EncodedPickle& pickle, int fd, const std::string& path,
+constexpr uint64_t k_max32 = 0xffffffff;
+constexpr uint64_t k_alignment = 64;
+constexpr uint16_t k_flags_utf8 = 0x0800;
+constexpr uint16_t k_flags_descriptor = 0x0008;
+
+void put(std::string& out, uint64_t value, int bytes) {
+  for (int i = 0; i < bytes; ++i) {
+    out += static_cast<char>((value >> (8 * i)) & 0xff);
+  }
+}
+
+uint16_t flags_for(uint64_t size) {
+  return size > 0 ? k_flags_utf8 | k_flags_descriptor : k_flags_utf8;
+}
+
+}  // namespace
+
+ZipWriter::ZipWriter(int fd, std::string path, std::string archive)
+    : m_fd(fd), m_path(std::move(path)), m_prefix(std::move(archive) + "/") {}
+
+void ZipWriter::fail(const std::string& what, int error) {
+  std::string cause = error != 0 ? std::strerror(error) : "";
+  throw Error(m_path + ": cannot write: " + what + (!what.empty() && !cause.empty() ? ": " : "") + cause);
+}
+
+void ZipWriter::write(const void* data, size_t size) {
+  const char* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(m_fd, bytes, size);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      fail("", n < 0 ? errno : ENOSPC);
+    }
+    bytes += n;
+    size -= static_cast<size_t>(n);
+    m_offset += static_cast<uint64_t>(n);
+  }
+}
+
+void ZipWriter::begin_record(const std::string& name, uint64_t size) {
+  std::string full = m_prefix + name;
+  uint64_t offset = m_offset;
+  std::string zip64;
+  if (size >= k_max32 || offset >= k_max32) {
+    std::string body;
+    if (size >= k_max32) {
+      put(body, size, 8);
+      put(body, 0, 8);  // miniz has no compressed size yet when it writes this
+    }
+    if (offset >= k_max32) {
+      put(body, offset, 8);
+    }
+    put(zip64, 0x0001, 2);
+    put(zip64, body.size(), 2);
+    zip64 += body;
+  }
+  uint64_t data_start = offset + 30 + full.size() + zip64.size() + 4;
+  uint64_t padding = (k_alignment - data_start % k_alignment) % k_alignment;
+
+  std::string header;
+  put(header, 0x04034b50, 4);
+  put(header, 0, 2);                // version needed
+  put(header, flags_for(size), 2);
+  put(header, 0, 2);                // stored
+  put(header, 0, 4);                // time, date
+  put(header, 0, 4);                // CRC-32: in the descriptor
+  put(header, 0, 4);                // sizes: in the descriptor
+  put(header, 0, 4);
+  put(header, full.size(), 2);
+  put(header, zip64.size() + 4 + padding, 2);
+  header += full;
+  header += zip64;
+  header += "FB";
+  put(header, padding, 2);
+  header.append(padding, 'Z');
+  write(header.data(), header.size());
+  m_entries.push_back({std::move(full), offset, size, 0});
+}
+
+void ZipWriter::end_record(uint32_t crc32) {
+  Entry& entry = m_entries.back();
+  entry.crc32 = crc32;
+  if (entry.size == 0) {
+    return;
+  }
+  bool zip64 = entry.size >= k_max32 || entry.offset >= k_max32;
+  std::string descriptor;
+  put(descriptor, 0x08074b50, 4);
+  put(descriptor, crc32, 4);
+  put(descriptor, entry.size, zip64 ? 8 : 4);
+  put(descriptor, entry.size, zip64 ? 8 : 4);
+  write(descriptor.data(), descriptor.size());
+}
+
+void ZipWriter::add(const std::string& name, ByteSpan data) {
+  begin_record(name, data.size);
+  write(data.data, data.size);
+  end_record(crc32_update(0, data.data, data.size));
+}
+
+void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t offset,
+                              uint64_t size, std::optional<uint32_t> crc32) {
+  begin_record(name, size);
+  uint64_t left = size;
+  auto in = static_cast<off_t>(offset);
+  if (crc32) {
+    while (left > 0) {
+      ssize_t n = ::copy_file_range(source_fd, &in, m_fd, nullptr, left, 0);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n <= 0) {
+        break;  // not supported here (or a short source): stream the rest below
+      }
+      left -= static_cast<uint64_t>(n);
+      m_offset += static_cast<uint64_t>(n);
+    }
+  }
+  uint32_t crc = 0;
+  std::vector<char> buffer(left > 0 ? std::min<uint64_t>(left, 1 << 20) : 0);
+  while (left > 0) {
+    ssize_t n = ::pread(source_fd, buffer.data(), std::min<uint64_t>(left, buffer.size()), in);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      fail("cannot read the input at byte " + std::to_string(in), n < 0 ? errno : 0);
+    }
+    if (!crc32) {
+      crc = crc32_update(crc, buffer.data(), static_cast<size_t>(n));
+    }
+    write(buffer.data(), static_cast<size_t>(n));
+    in += n;
+    left -= static_cast<uint64_t>(n);
+  }
+  end_record(crc32 ? *crc32 : crc);
+}
+
+uint64_t ZipWriter::finish() {
+  add("version", {reinterpret_cast<const uint8_t*>("3\n"), 2});
+  uint64_t directory = m_offset;
+  std::string out;
+  for (const Entry& entry : m_entries) {
+    std::string zip64;
+    if (entry.size >= k_max32) {
+      put(zip64, entry.size, 8);
+      put(zip64, entry.size, 8);
+    }
+    if (entry.offset >= k_max32) {
+      put(zip64, entry.offset, 8);
+    }
+    if (!zip64.empty()) {
+      std::string field;
+      put(field, 0x0001, 2);
+      put(field, zip64.size(), 2);
+      zip64 = field + zip64;
+    }
+    put(out, 0x02014b50, 4);
+    put(out, 0, 2);  // version made by
+    put(out, 0, 2);  // version needed
+    put(out, flags_for(entry.size), 2);
+    put(out, 0, 2);  // stored
+    put(out, 0, 4);  // time, date
+    put(out, entry.crc32, 4);
+    put(out, std::min(entry.size, k_max32), 4);
+    put(out, std::min(entry.size, k_max32), 4);
+    put(out, entry.name.size(), 2);
+    put(out, zip64.size(), 2);
+    put(out, 0, 2);  // comment
+    put(out, 0, 2);  // disk
+    put(out, 0, 2);  // internal attributes
+    put(out, 0, 4);  // external attributes
+    put(out, std::min(entry.offset, k_max32), 4);
+    out += entry.name;
+    out += zip64;
+  }
+  uint64_t directory_size = out.size();
+  uint64_t count = m_entries.size();
+  put(out, 0x06064b50, 4);  // zip64 end of central directory
+  put(out, 44, 8);
+  put(out, 0x031e, 2);
+  put(out, 0x002d, 2);
+  put(out, 0, 4);
+  put(out, 0, 4);
+  put(out, count, 8);
+  put(out, count, 8);
+  put(out, directory_size, 8);
+  put(out, directory, 8);
+  put(out, 0x07064b50, 4);  // zip64 locator
+  put(out, 0, 4);
+  put(out, directory + directory_size, 8);
+  put(out, 1, 4);
+  put(out, 0x06054b50, 4);  // end of central directory
+  put(out, 0, 2);
+  put(out, 0, 2);
+  put(out, std::min<uint64_t>(count, 0xffff), 2);
+  put(out, std::min<uint64_t>(count, 0xffff), 2);
+  put(out, std::min(directory_size, k_max32), 4);
+  put(out, std::min(directory, k_max32), 4);
+  put(out, 0, 2);
+  write(out.data(), out.size());
+  return m_offset;
+}
+
+uint64_t write_checkpoint(const EncodedPickle& pickle, int input_fd, int fd,
+                          const std::string& path,
                           const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
   uint64_t total = pickle.bytes.size();
   for (const Storage* storage : pickle.storages) {
     total += storage->bytes.size;
   }
-  uint64_t written = 0;
-  int write_errno = 0;
-  auto sink = [&](const void* data, size_t size) -> size_t {
-    const char* bytes = static_cast<const char*>(data);
-    size_t done = 0;
-    while (done < size) {
-      ssize_t n = ::write(fd, bytes + done, size - done);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        write_errno = n < 0 ? errno : ENOSPC;
-        return done;
-      }
-      done += static_cast<size_t>(n);
+  ZipWriter zip(fd, path);
+  zip.add("data.pkl", {reinterpret_cast<const uint8_t*>(pickle.bytes.data()), pickle.bytes.size()});
+  zip.add("byteorder", {reinterpret_cast<const uint8_t*>("little"), 6});
+  for (size_t i = 0; i < pickle.storages.size(); ++i) {
+    const Storage* storage = pickle.storages[i];
+    std::string name = "data/" + std::to_string(i);
+    if (input_fd >= 0) {
+      zip.add_from_file(name, input_fd, storage->file_offset, storage->bytes.size,
+                        storage->has_crc32 ? std::optional<uint32_t>(storage->crc32) : std::nullopt);
+    } else {
+      zip.add(name, storage->bytes);
     }
-    written += done;
-    return done;
-  };
-  try {
-    caffe2::serialize::PyTorchStreamWriter writer(sink);
-    writer.writeRecord("data.pkl", pickle.bytes.data(), pickle.bytes.size());
-    writer.writeRecord("byteorder", "little", 6);
-    for (size_t i = 0; i < pickle.storages.size(); ++i) {
-      const Storage* storage = pickle.storages[i];
-      writer.writeRecord("data/" + std::to_string(i), storage->bytes.data, storage->bytes.size);
-      if (progress) {
-        progress("write", written, total);
-      }
+    if (progress) {
+      progress("write", zip.written(), total);
     }
-    writer.writeEndOfFile();
-  } catch (const c10::Error& e) {
-    if (write_errno != 0) {
-      throw Error(path + ": cannot write: " + std::strerror(write_errno));
-    }
-    throw Error(path + ": cannot write: " + e.what_without_backtrace());
   }
-  if (write_errno != 0) {
-    throw Error(path + ": cannot write: " + std::strerror(write_errno));
-  }
-  return written;
+  return zip.finish();
 }
 
 }  // namespace ckpt

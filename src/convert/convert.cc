@@ -13,6 +13,7 @@
 #include "ckpt/pickle.h"
 #include "ckpt/temp_file.h"
 #include "ckpt/tensor.h"
+#include "ckpt/torch_plugin.h"
 #include "ckpt/writer.h"
 
 namespace ckpt {
@@ -141,14 +142,23 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
       report.storage_bytes += storage->bytes.size;
     }
     TempFile temp(options.output);
-    report.bytes_written = write_checkpoint(encoded, temp.fd(), options.output, options.progress);
+    try {
+      report.bytes_written =
+          write_checkpoint(encoded, input.file.fd(), temp.fd(), options.output, options.progress);
+    } catch (const Error&) {
+      if (input.file.shrank()) {  // the copy ran out of input: not a write failure
+        throw truncated_while_read(options.input);
+      }
+      throw;
+    }
     report.seconds.write = seconds_since(stage);
     spdlog::debug("wrote {} bytes to {}, {:.3f} s", report.bytes_written, temp.path(),
                   report.seconds.write);
     if (options.verify) {
       stage = Clock::now();
-      report.verified =
-          verify_output(root, temp.path(), options.output, options.device, options.progress);
+      std::string input_records = options.input + ":" + input.archive_name + "/data/";
+      report.verified = verify_output(root, encoded.bytes, temp.path(), options.output,
+                                      options.device, input_records, options.progress);
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
                     options.device, report.seconds.verify);

@@ -1,36 +1,52 @@
-// Graph traversal without recursion: hostile pickles nest a million deep.
-#include <unordered_set>
+// Graph traversal without recursion (hostile pickles nest a million deep)
+// and without a hash set (a state dict of 50,000 tensors has a million
+// nodes): each traversal takes a fresh epoch and marks the nodes it has seen.
+#include <atomic>
 #include <vector>
 
 #include "ckpt/graph.h"
 
 namespace ckpt {
 
+uint32_t next_epoch() {
+  static std::atomic<uint32_t> epoch{0};
+  return ++epoch;
+}
+
 void for_each_reachable(const Node* root, const std::function<bool(const Node*)>& visit) {
-  std::unordered_set<const Node*> seen;
+  uint32_t epoch = next_epoch();
   std::vector<const Node*> pending{root};
-  std::vector<const Node*> children;
+  auto push = [&](const Node* node) {
+    if (node != nullptr && node->visit_epoch != epoch) {
+      pending.push_back(node);
+    }
+  };
   while (!pending.empty()) {
     const Node* node = pending.back();
     pending.pop_back();
-    if (node == nullptr || !seen.insert(node).second || !visit(node)) {
+    if (node->visit_epoch == epoch) {
       continue;
     }
-    children.clear();
-    children.push_back(node->callable);
-    children.push_back(node->args);
-    children.push_back(node->kwargs);
-    children.insert(children.end(), node->items.begin(), node->items.end());
-    for (const auto& [key, value] : node->entries) {
-      children.push_back(key);
-      children.push_back(value);
+    node->visit_epoch = epoch;
+    if (!visit(node)) {
+      continue;
     }
-    children.push_back(node->state);
+    // Pushed in reverse, so that they are visited in pickle order.
     if (node->storage != nullptr) {
-      children.push_back(node->storage->type);
-      children.push_back(node->storage->location);
+      push(node->storage->location);
+      push(node->storage->type);
     }
-    pending.insert(pending.end(), children.rbegin(), children.rend());
+    push(node->state);
+    for (auto it = node->entries.rbegin(); it != node->entries.rend(); ++it) {
+      push(it->second);
+      push(it->first);
+    }
+    for (auto it = node->items.rbegin(); it != node->items.rend(); ++it) {
+      push(*it);
+    }
+    push(node->kwargs);
+    push(node->args);
+    push(node->callable);
   }
 }
 

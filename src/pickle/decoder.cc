@@ -363,19 +363,33 @@ private:
 
   // --- memo ------------------------------------------------------------------
 
+  // Python numbers memo entries 0, 1, 2…: a vector serves them; a sparse
+  // index (only a hand-made pickle has one) goes to a map.
   void memo_put(uint64_t index) {
     Node* node = top();
-    if (m_memo.size() >= m_limits.max_memo_entries && m_memo.count(index) == 0) {
+    if (index < m_memo.size() + 4096) {
+      if (index >= m_memo.size()) {
+        m_memo.resize(index + 1, nullptr);
+      }
+      m_memo[index] = node;
+      return;
+    }
+    if (m_sparse_memo.size() >= m_limits.max_memo_entries && m_sparse_memo.count(index) == 0) {
       fail("memo holds more than " + std::to_string(m_limits.max_memo_entries) + " entries");
     }
-    m_memo[index] = node;
+    m_sparse_memo[index] = node;
   }
   void memo_get(uint64_t index) {
-    auto it = m_memo.find(index);
-    if (it == m_memo.end()) {
+    Node* node = nullptr;
+    if (index < m_memo.size()) {
+      node = m_memo[index];
+    } else if (auto it = m_sparse_memo.find(index); it != m_sparse_memo.end()) {
+      node = it->second;
+    }
+    if (node == nullptr) {
       fail("memo key " + std::to_string(index) + " was never stored");
     }
-    push(it->second);
+    push(node);
   }
   uint64_t parse_memo_index(std::string_view line) {
     std::string text(line);
@@ -720,7 +734,7 @@ private:
       case BINPUT: memo_put(read_byte()); break;
       case LONG_BINPUT: memo_put(read_le(4)); break;
       case PUT: memo_put(parse_memo_index(read_line())); break;
-      case MEMOIZE: memo_put(m_memo.size()); break;
+      case MEMOIZE: memo_put(m_memoized++); break;
 
       default: {
         char hex[8];
@@ -747,7 +761,9 @@ private:
   uint64_t m_op_start = 0;
   std::vector<Node*> m_stack;
   std::vector<size_t> m_marks;
-  std::unordered_map<uint64_t, Node*> m_memo;
+  std::vector<Node*> m_memo;
+  std::unordered_map<uint64_t, Node*> m_sparse_memo;
+  uint64_t m_memoized = 0;  // MEMOIZE's next index
 };
 
 }  // namespace

@@ -12,7 +12,6 @@
 #include <cstring>
 #include <deque>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "ckpt/error.h"
 #include "ckpt/pickle.h"
@@ -55,11 +54,16 @@ private:
     m_out += '\n';
   }
 
-  void memoize(const void* key) {
-    auto index = static_cast<uint32_t>(m_memo.size());
-    m_memo.emplace(key, index);
-    write_put(index);
+  // The memo lives in the nodes (an epoch per encoding) rather than in a
+  // hash map: a large state dict has a million of them.
+  uint32_t next_memo_index() { return m_memo_count++; }
+  void memoize(const Node* node) {
+    node->memo_epoch = m_epoch;
+    node->memo_index = next_memo_index();
+    write_put(node->memo_index);
   }
+  // Memoizes an object the encoder makes itself (never fetched again).
+  void memoize_fresh() { write_put(next_memo_index()); }
   void write_put(uint32_t index) {
     if (index < 256) {
       op('q');
@@ -69,18 +73,20 @@ private:
       le(index, 4);
     }
   }
-  bool write_get_if_memoized(const void* key) {
-    auto it = m_memo.find(key);
-    if (it == m_memo.end()) {
-      return false;
-    }
-    if (it->second < 256) {
+  void write_get(uint32_t index) {
+    if (index < 256) {
       op('h');
-      le(it->second, 1);
+      le(index, 1);
     } else {
       op('j');
-      le(it->second, 4);
+      le(index, 4);
     }
+  }
+  bool write_get_if_memoized(const Node* node) {
+    if (node->memo_epoch != m_epoch) {
+      return false;
+    }
+    write_get(node->memo_index);
     return true;
   }
 
@@ -144,22 +150,36 @@ private:
     op('X');
     le(text.size(), 4);
     m_out += text;
-    memoize(&m_fresh_keys.emplace_back());
+    memoize_fresh();
   }
 
-  void save_global(const std::string& module, const std::string& name) {
-    std::string key = module + "\n" + name;
+  // Python memoizes a class once: globals are memoized by name, with the
+  // node's own memo as the fast path.
+  void save_global(const Node* node) {
+    if (write_get_if_memoized(node)) {
+      return;
+    }
+    std::string key = node->text + "\n" + node->name;
     auto it = m_global_memo.find(key);
     if (it != m_global_memo.end()) {
-      write_get_if_memoized(it->second);
+      node->memo_epoch = m_epoch;
+      node->memo_index = it->second;
+      write_get(it->second);
       return;
     }
     op('c');
-    write_line(module);
-    write_line(name);
-    const void* memo_key = &m_fresh_keys.emplace_back();
-    m_global_memo.emplace(std::move(key), memo_key);
-    memoize(memo_key);
+    write_line(node->text);
+    write_line(node->name);
+    memoize(node);
+    m_global_memo.emplace(std::move(key), node->memo_index);
+  }
+  // A global the encoder writes itself (builtins set, _codecs.encode).
+  void save_global(const std::string& module, const std::string& name) {
+    Node& node = m_made_globals.emplace_back();
+    node.kind = NodeKind::k_global;
+    node.text = module;
+    node.name = name;
+    save_global(&node);
   }
 
   // --- containers --------------------------------------------------------------
@@ -213,16 +233,18 @@ private:
       op(')');
       return;
     }
-    if (!m_active.insert(node).second) {
+    if (node->visit_epoch == m_epoch) {
       throw FormatError("a tuple contains itself; such a pickle cannot be written");
     }
+    node->visit_epoch = m_epoch;  // "being written"
+
     if (items.size() > 3) {
       op('(');
     }
     for (const Node* item : items) {
       save(item, depth);
     }
-    m_active.erase(node);
+    node->visit_epoch = 0;
     static constexpr uint8_t k_tuple_n[] = {0, 0x85, 0x86, 0x87};
     op(items.size() > 3 ? uint8_t{'t'} : k_tuple_n[items.size()]);
     memoize(node);
@@ -232,10 +254,10 @@ private:
   void save_set(const Node* node, int depth) {
     save_global("__builtin__", node->kind == NodeKind::k_set ? "set" : "frozenset");
     op(']');
-    memoize(&m_fresh_keys.emplace_back());
+    memoize_fresh();
     batch_appends(node->items, depth, Items::k_exact);
     op(uint8_t{0x85});
-    memoize(&m_fresh_keys.emplace_back());
+    memoize_fresh();
     op('R');
     memoize(node);
   }
@@ -267,7 +289,7 @@ private:
     save_fresh_str(latin1);
     save_fresh_str(is_bytearray ? "latin-1" : "latin1");
     op(uint8_t{0x86});
-    memoize(&m_fresh_keys.emplace_back());
+    memoize_fresh();
     op('R');
     memoize(node);
   }
@@ -277,13 +299,14 @@ private:
       throw FormatError("an object made with keyword arguments (NEWOBJ_EX) cannot be written "
                         "in pickle protocol 2");
     }
-    if (!m_active.insert(node).second) {
+    if (node->visit_epoch == m_epoch) {
       throw FormatError("an object is its own constructor argument; such a pickle cannot be "
                         "written");
     }
+    node->visit_epoch = m_epoch;  // "being written"
     save(node->callable, depth);
     save(node->args, depth);
-    m_active.erase(node);
+    node->visit_epoch = 0;
     op(node->style == CallStyle::k_newobj ? uint8_t{0x81} : uint8_t{'R'});
     memoize(node);
     save_tail(node, depth);
@@ -319,24 +342,25 @@ private:
   // torch.save's persistent id: ('storage', type, key, location, numel).
   void save_storage(const Node* node, int depth) {
     const Storage* storage = node->storage;
-    auto [it, first] = m_storage_keys.emplace(storage, m_storage_order.size());
-    if (first) {
-      m_storage_order.push_back(const_cast<Storage*>(storage));
-    }
     op('(');
     save(&m_storage_literal, depth);
     save(storage->type, depth);
-    if (!write_get_if_memoized(storage)) {
-      std::string key = std::to_string(it->second);
+    if (storage->memo_epoch == m_epoch) {
+      write_get(storage->memo_index);  // torch.save reuses the key string
+    } else {
+      std::string key = std::to_string(m_storage_order.size());
+      m_storage_order.push_back(const_cast<Storage*>(storage));
       op('X');
       le(key.size(), 4);
       m_out += key;
-      memoize(storage);
+      storage->memo_epoch = m_epoch;
+      storage->memo_index = next_memo_index();
+      write_put(storage->memo_index);
     }
     save(storage->location, depth);
     save_int(storage->numel);
     op('t');
-    memoize(&m_fresh_keys.emplace_back());
+    memoize_fresh();
     op('Q');
   }
 
@@ -356,7 +380,7 @@ private:
         return;
       case NodeKind::k_float: save_float(node->real); return;
       case NodeKind::k_storage: save_storage(node, depth); return;
-      case NodeKind::k_global: save_global(node->text, node->name); return;
+      case NodeKind::k_global: save_global(node); return;
       default: break;
     }
     if (write_get_if_memoized(node)) {
@@ -381,13 +405,12 @@ private:
   }
 
   int m_max_depth;
+  uint32_t m_epoch = next_epoch();
+  uint32_t m_memo_count = 0;
   std::string m_out;
   Node m_storage_literal;
-  std::unordered_map<const void*, uint32_t> m_memo;
-  std::unordered_map<std::string, const void*> m_global_memo;
-  std::unordered_set<const Node*> m_active;
-  std::deque<char> m_fresh_keys;  // addresses that stand for encoder-made objects
-  std::unordered_map<const Storage*, size_t> m_storage_keys;
+  std::unordered_map<std::string, uint32_t> m_global_memo;
+  std::deque<Node> m_made_globals;  // globals the encoder writes of itself
   std::vector<Storage*> m_storage_order;
 };
 

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "ckpt/error.h"
 #include "ckpt/globals.h"
@@ -75,30 +76,65 @@ bool is_benign_global(const std::string& qualified_name) {
 
 namespace {
 
-// How a node was first reached: its container and the step from there.
-struct Parent {
-  const Node* node = nullptr;
-  std::string step;
+// The children of a node in pickle order, by index, so that a depth-first
+// walk can keep just (node, next child) per level and spell the path of a
+// node only when it is asked for.
+size_t child_count(const Node* node) {
+  return 3 + node->items.size() + 2 * node->entries.size() + 1 + 2;
+}
+
+const Node* child_at(const Node* node, size_t i) {
+  if (i < 3) {
+    return i == 0 ? node->callable : i == 1 ? node->args : node->kwargs;
+  }
+  i -= 3;
+  if (i < node->items.size()) {
+    return node->items[i];
+  }
+  i -= node->items.size();
+  if (i < 2 * node->entries.size()) {
+    return i % 2 == 0 ? node->entries[i / 2].first : node->entries[i / 2].second;
+  }
+  i -= 2 * node->entries.size();
+  if (i == 0) {
+    return node->state;
+  }
+  if (node->storage == nullptr) {
+    return nullptr;
+  }
+  return i == 1 ? node->storage->type : node->storage->location;
+}
+
+// The path step from `node` to its child `i`, in Python subscript form.
+std::string step_to(const Node* node, size_t i) {
+  if (i < 3) {
+    return "";  // a call's callable and arguments sit where the call does
+  }
+  i -= 3;
+  if (i < node->items.size()) {
+    return "[" + std::to_string(i) + "]";
+  }
+  i -= node->items.size();
+  if (i < 2 * node->entries.size()) {
+    const Node* key = node->entries[i / 2].first;
+    return i % 2 == 0 ? "" : key->is_str() ? "[\"" + key->text + "\"]" : "[…]";
+  }
+  return i == 2 * node->entries.size() ? ".__dict__" : "";
+}
+
+struct Frame {
+  const Node* node;
+  size_t next;  // the child to visit next
 };
 
-// The path of `node` as Python subscripts, built on demand from the parent
-// links (storing a path per node would cost memory quadratic in the depth).
-std::string path_to(const Node* node, const std::unordered_map<const Node*, Parent>& parents) {
-  constexpr int k_max_steps = 16;
-  std::vector<const std::string*> steps;
-  bool cut = false;
-  for (auto it = parents.find(node); it != parents.end() && it->second.node != nullptr;
-       it = parents.find(it->second.node)) {
-    if (steps.size() == k_max_steps) {
-      cut = true;
-      break;
-    }
-    steps.push_back(&it->second.step);
+std::string path_of(const std::vector<Frame>& stack) {
+  constexpr size_t k_max_steps = 16;
+  std::string path;
+  size_t first = stack.size() > k_max_steps ? stack.size() - k_max_steps : 0;
+  for (size_t k = first; k < stack.size(); ++k) {
+    path += step_to(stack[k].node, stack[k].next - 1);
   }
-  std::string path = cut ? "…" : "";
-  for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
-    path += **step;
-  }
+  path = (first > 0 ? "…" : "") + path;
   return path.empty() ? "(top level)" : path;
 }
 
@@ -107,32 +143,36 @@ std::string path_to(const Node* node, const std::unordered_map<const Node*, Pare
 std::vector<GlobalUse> list_globals(const Node* root) {
   std::vector<GlobalUse> uses;
   std::unordered_map<std::string, size_t> index;
-  std::unordered_map<const Node*, Parent> parents{{root, {}}};
-  for_each_reachable(root, [&](const Node* node) {
-    auto link = [&](const Node* child, std::string step) {
-      if (child != nullptr && parents.count(child) == 0) {
-        parents.emplace(child, Parent{node, std::move(step)});
-      }
-    };
-    link(node->callable, "");
-    link(node->args, "");
-    for (size_t i = 0; i < node->items.size(); ++i) {
-      link(node->items[i], "[" + std::to_string(i) + "]");
+  auto record = [&](const Node* global, const std::vector<Frame>& stack) {
+    std::string name = qualified_name(*global);
+    auto [it, inserted] = index.emplace(name, uses.size());
+    if (inserted) {
+      uses.push_back({name, path_of(stack), 0, is_benign_global(name)});
     }
-    for (const auto& [key, value] : node->entries) {
-      link(value, key->is_str() ? "[\"" + key->text + "\"]" : "[…]");
+    ++uses[it->second].uses;
+  };
+  uint32_t epoch = next_epoch();
+  root->visit_epoch = epoch;
+  std::vector<Frame> stack{{root, 0}};
+  if (root->kind == NodeKind::k_global) {
+    record(root, {});
+  }
+  while (!stack.empty()) {
+    Frame& frame = stack.back();
+    if (frame.next == child_count(frame.node)) {
+      stack.pop_back();
+      continue;
     }
-    link(node->state, ".__dict__");
-    if (node->kind == NodeKind::k_global) {
-      std::string name = qualified_name(*node);
-      auto [it, inserted] = index.emplace(name, uses.size());
-      if (inserted) {
-        uses.push_back({name, path_to(node, parents), 0, is_benign_global(name)});
-      }
-      ++uses[it->second].uses;
+    const Node* child = child_at(frame.node, frame.next++);
+    if (child == nullptr || child->visit_epoch == epoch) {
+      continue;
     }
-    return true;
-  });
+    child->visit_epoch = epoch;
+    if (child->kind == NodeKind::k_global) {
+      record(child, stack);
+    }
+    stack.push_back({child, 0});
+  }
   return uses;
 }
 

@@ -1,0 +1,53 @@
+// A streaming zip writer whose output is byte for byte what LibTorch 1.13's
+// PyTorchStreamWriter (miniz) writes for the same records.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckpt/graph.h"
+
+namespace ckpt {
+
+class ZipWriter {
+public:
+  // Writes to the open file `fd` from its current start; `path` names it in
+  // messages; records are named `<archive>/<name>`.
+  ZipWriter(int fd, std::string path, std::string archive = "archive");
+
+  // A record from memory.
+  void add(const std::string& name, ByteSpan data);
+  // A record of `size` bytes at `offset` of the open file `source_fd`. With
+  // `crc32` known, the bytes are copied inside the kernel (copy_file_range);
+  // without, they stream through a buffer while their CRC-32 is computed.
+  void add_from_file(const std::string& name, int source_fd, uint64_t offset, uint64_t size,
+                     std::optional<uint32_t> crc32);
+  // The `version` record ("3\n", as torch.save writes), the central
+  // directory and the end records. Returns the archive's size.
+  uint64_t finish();
+
+  uint64_t written() const { return m_offset; }
+
+private:
+  struct Entry {
+    std::string name;
+    uint64_t offset;
+    uint64_t size;
+    uint32_t crc32;
+  };
+
+  void begin_record(const std::string& name, uint64_t size);
+  void end_record(uint32_t crc32);
+  void write(const void* data, size_t size);
+  [[noreturn]] void fail(const std::string& what, int error);
+
+  int m_fd;
+  std::string m_path;
+  std::string m_prefix;
+  uint64_t m_offset = 0;
+  std::vector<Entry> m_entries;
+};
+
+}  // namespace ckpt

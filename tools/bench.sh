@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Speed and memory benchmark (issue 5): generates synthetic DDP checkpoints with
+# PyTorch, then times cp, ckpt-convert (with and without verification),
+# inspect and the Python baseline side by side, alternating, and prints a
+# table of medians, ratios and peak RSS. Run by hand; takes about 10 minutes.
+#
+#   tools/bench.sh [--runs N] [--dir DIR] [--skip-python]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/tools/install-deps.sh"
+if [ ! -x /usr/bin/time ]; then
+  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq time >/dev/null; else
+    echo "bench: /usr/bin/time is missing: sudo apt-get install time" >&2; exit 1; fi
+fi
+CMAKE_ARGS="${CMAKE_ARGS:-} -DCKPT_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release" \
+  BUILD_DIR=${BUILD_DIR:-$root/build-bench} "$root/tools/build.sh" ckpt-convert ckpt_torch >&2
+exec /usr/bin/python3 "$root/tools/bench/bench.py" --bin "${BUILD_DIR:-$root/build-bench}/ckpt-convert" "$@"

@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""The benchmark behind tools/bench.sh: generate, time alternately, report medians.
+
+Every command of one benchmark runs once per round, in turn, so that a busy
+machine slows them all alike; the table shows medians over the rounds, ratios
+computed from those medians, and the highest peak RSS seen (/usr/bin/time -v).
+"""
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+HERE = Path(__file__).resolve().parent
+
+
+def generate(workdir):
+    """The synthetic checkpoints, made once and reused by later runs."""
+    import torch
+    from collections import OrderedDict
+    made = {}
+    big = workdir / 'transformer_1.3g.pth'
+    if not big.exists():
+        torch.manual_seed(0)
+        sd = OrderedDict()
+        d, layers = 1024, 23
+        sd['module.embed.weight'] = torch.randn(32000, d)
+        for i in range(layers):
+            p = f'module.layers.{i}.'
+            for name in ('q', 'k', 'v', 'o'):
+                sd[p + f'attn.{name}.weight'] = torch.randn(d, d)
+                sd[p + f'attn.{name}.bias'] = torch.randn(d)
+            sd[p + 'mlp.up.weight'] = torch.randn(4 * d, d)
+            sd[p + 'mlp.down.weight'] = torch.randn(d, 4 * d)
+            sd[p + 'norm1.weight'] = torch.ones(d)
+            sd[p + 'norm2.weight'] = torch.ones(d)
+        sd['module.head.weight'] = sd['module.embed.weight']  # tied, as LMs do
+        torch.save(sd, big)
+    made['1.3 GB transformer (DDP)'] = big
+    small = workdir / 'small_50k.pth'
+    if not small.exists():
+        torch.manual_seed(0)
+        sd = OrderedDict((f'module.blocks.{i // 10}.t{i % 10}', torch.randn(16)) for i in range(50000))
+        torch.save(sd, small)
+    made['50,000 small tensors (DDP)'] = small
+    legacy = workdir / 'legacy_300m.pth'
+    if not legacy.exists():
+        torch.manual_seed(0)
+        sd = OrderedDict((f'module.layer{i}.weight', torch.randn(2048, 2048)) for i in range(18))
+        torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+    made['300 MB legacy format (DDP)'] = legacy
+    return made
+
+
+PYTHON_BASELINE = r'''
+import sys, torch
+sd = torch.load(sys.argv[1], map_location='cpu')
+sd = type(sd)((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in sd.items())
+torch.save(sd, sys.argv[2])
+'''
+
+
+def run(cmd):
+    """(wall seconds, peak RSS in MB) of one command; fails loudly."""
+    start = time.perf_counter()
+    p = subprocess.run(['/usr/bin/time', '-v'] + cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.exit(f'bench: {" ".join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}')
+    rss_kb = next(int(line.split(':')[1]) for line in p.stderr.splitlines()
+                  if 'Maximum resident set size' in line)
+    return wall, rss_kb / 1024
+
+
+def bench(name, src, args, workdir):
+    out = workdir / 'out.pth'
+    commands = {
+        'cp': ['cp', str(src), str(out)],
+        'ckpt-convert --no-verify': [args.bin, str(src), str(out), '--force', '-q', '--no-verify'],
+        'ckpt-convert (verify on cpu)': [args.bin, str(src), str(out), '--force', '-q'],
+        'ckpt-convert inspect': [args.bin, 'inspect', str(src)],
+    }
+    if not args.skip_python:
+        commands['python torch.load/save'] = ['/usr/bin/python3', '-c', PYTHON_BASELINE, str(src), str(out)]
+    times = {k: [] for k in commands}
+    rss = {k: 0.0 for k in commands}
+    # One untimed round warms the page cache for every command alike.
+    for cmd in commands.values():
+        run(cmd)
+    for _ in range(args.runs):
+        for label, cmd in commands.items():
+            if out.exists():
+                out.unlink()
+            wall, peak = run(cmd)
+            times[label].append(wall)
+            rss[label] = max(rss[label], peak)
+    if out.exists():
+        out.unlink()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    size = src.stat().st_size / 1e6
+    print(f'\n### {name}: {src.name}, {size:,.0f} MB, median of {args.runs} runs\n')
+    print('| command | median s | × cp | vs Python | peak RSS MB |')
+    print('| --- | ---: | ---: | ---: | ---: |')
+    for label in commands:
+        vs_py = f'{med["python torch.load/save"] / med[label]:.1f}× faster' if 'python torch.load/save' in med and label != 'python torch.load/save' else ''
+        print(f'| {label} | {med[label]:.3f} | {med[label] / med["cp"]:.2f} | {vs_py} | {rss[label]:.0f} |')
+    sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--bin', required=True)
+    ap.add_argument('--runs', type=int, default=5)
+    ap.add_argument('--dir', default=os.environ.get('BENCH_DIR', '/tmp/ckpt-convert-bench'))
+    ap.add_argument('--skip-python', action='store_true')
+    ap.add_argument('--only', help='run only the benchmarks whose name contains this')
+    args = ap.parse_args()
+    workdir = Path(args.dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f'# ckpt-convert benchmark, {time.strftime("%Y-%m-%d")}')
+    print(f'machine: {platform.machine()}, {os.cpu_count()} cores, '
+          f'{os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30:.0f} GiB; '
+          f'files in {workdir} (page cache warm)')
+    for name, src in generate(workdir).items():
+        if args.only and args.only not in name:
+            continue
+        bench(name, src, args, workdir)
+
+
+if __name__ == '__main__':
+    main()
