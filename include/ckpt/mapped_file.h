@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "ckpt/error.h"
 #include "ckpt/graph.h"
 
 namespace ckpt {
@@ -23,11 +24,28 @@ public:
 
   ByteSpan bytes() const { return {m_data, m_size}; }
   const std::string& path() const { return m_path; }
+  // The open descriptor, for copying ranges without mapping them.
+  int fd() const { return m_fd; }
+  // True when the file is now shorter than when it was mapped: another
+  // process truncated it while we read it. (Touching the lost pages raises
+  // SIGBUS, which mapped_file.cc turns into the `truncated_while_read` error
+  // and exit status 1.)
+  bool shrank() const;
 
 private:
   std::string m_path;
+  int m_fd = -1;
   const uint8_t* m_data = nullptr;
   uint64_t m_size = 0;
 };
+
+// The error for a file that `shrank()`: `<path>: the file was truncated while
+// being read (changed by another process?)`.
+Error truncated_while_read(const std::string& path);
+
+// Drops the pages of `range` (read-only mapped memory) from this process so
+// that streaming through a large mapped file keeps memory use flat; the
+// kernel's page cache keeps them, and a later access maps them again.
+void release_pages(ByteSpan range);
 
 }  // namespace ckpt

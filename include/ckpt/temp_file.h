@@ -28,4 +28,9 @@ private:
   bool m_committed = false;
 };
 
+// For fatal-signal handlers (async-signal-safe): removes the temporary files
+// being written, if any (several when `batch` converts on threads). SIGINT, SIGTERM and SIGHUP do it themselves; the
+// SIGBUS handler of mapped_file.cc calls it.
+void remove_live_temp_file() noexcept;
+
 }  // namespace ckpt

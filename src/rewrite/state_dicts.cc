@@ -7,6 +7,7 @@
 // versions. Wrappers leave their own `_metadata` entry (DataParallel's `''`)
 // beside the wrapped model's (`module` → `''`): where two prefixes meet, the
 // longer original wins, since it belongs to the module inside the wrapper.
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -103,8 +104,15 @@ private:
       return;
     }
     if (depth > k_max_depth) {
+      // The path is a thousand steps long by now: name where it starts (cut
+      // on a UTF-8 character boundary).
+      size_t shown = std::min<size_t>(path.size(), 60);
+      while (shown < path.size() && (static_cast<uint8_t>(path[shown]) & 0xc0) == 0x80) {
+        --shown;
+      }
       throw FormatError("objects nested deeper than " + std::to_string(k_max_depth) +
-                        " levels at " + path);
+                        " levels at " + path.substr(0, shown) +
+                        (shown < path.size() ? "…" : ""));
     }
     in_optimizer = in_optimizer || is_optimizer_state(node);
     if (!in_optimizer) {

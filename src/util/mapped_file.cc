@@ -1,4 +1,13 @@
 // Read-only file mapping (see mapped_file.h).
+//
+// A mapped file that another process truncates while we read it does not
+// give a read error: the next touch of a page past its new end raises
+// SIGBUS, which would kill the tool with "Bus error" and leave its temporary
+// output behind. So every live mapping is recorded in a fixed table, and a
+// SIGBUS handler that finds the faulting address in one of them removes the
+// temporary output, prints the usual one-line error naming the file, and
+// exits with status 1; with write(2), unlink(2) and _exit(2) only, as a signal
+// handler must. A SIGBUS anywhere else still kills the process.
 #include "ckpt/mapped_file.h"
 
 #include <fcntl.h>
@@ -6,13 +15,95 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <utility>
 
 #include "ckpt/error.h"
+#include "ckpt/temp_file.h"
 
 namespace ckpt {
+namespace {
+
+struct LiveMapping {
+  std::atomic<uintptr_t> start{0};  // 0: free
+  uint64_t size = 0;
+  char path[4096] = {0};
+};
+
+LiveMapping g_mappings[16];
+
+constexpr char k_truncated[] = "the file was truncated while being read (changed by another process?)";
+
+void say(const char* text) {
+  size_t left = std::strlen(text);
+  while (left > 0) {
+    ssize_t n = ::write(STDERR_FILENO, text, left);
+    if (n <= 0) {
+      return;
+    }
+    text += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+void on_sigbus(int signal_number, siginfo_t* info, void*) {
+  auto address = reinterpret_cast<uintptr_t>(info->si_addr);
+  for (LiveMapping& mapping : g_mappings) {
+    uintptr_t start = mapping.start.load(std::memory_order_acquire);
+    if (start > 1 && address >= start && address - start < mapping.size) {
+      remove_live_temp_file();
+      say("ckpt-convert: error: ");
+      say(mapping.path);
+      say(": ");
+      say(k_truncated);
+      say("\n");
+      ::_exit(static_cast<int>(ExitStatus::k_bad_input));
+    }
+  }
+  // Not ours: die of it, as without this handler.
+  std::signal(signal_number, SIG_DFL);
+  std::raise(signal_number);
+}
+
+// Records a mapping for the handler (installing it the first time); a
+// mapping that finds no free slot or too long a path is simply not covered.
+void watch(const uint8_t* data, uint64_t size, const std::string& path) {
+  static const bool installed = [] {
+    struct sigaction action {};
+    action.sa_sigaction = on_sigbus;
+    action.sa_flags = SA_SIGINFO;
+    sigemptyset(&action.sa_mask);
+    return ::sigaction(SIGBUS, &action, nullptr) == 0;
+  }();
+  if (!installed || path.size() >= sizeof LiveMapping::path) {
+    return;
+  }
+  for (LiveMapping& mapping : g_mappings) {
+    // Claimed by a compare-and-swap (0 → 1, "being filled"): `batch` maps
+    // files on several threads at once.
+    uintptr_t free_slot = 0;
+    if (mapping.start.compare_exchange_strong(free_slot, 1, std::memory_order_acquire)) {
+      std::memcpy(mapping.path, path.c_str(), path.size() + 1);
+      mapping.size = size;
+      mapping.start.store(reinterpret_cast<uintptr_t>(data), std::memory_order_release);
+      return;
+    }
+  }
+}
+
+void unwatch(const uint8_t* data) {
+  for (LiveMapping& mapping : g_mappings) {
+    if (mapping.start.load(std::memory_order_relaxed) == reinterpret_cast<uintptr_t>(data)) {
+      mapping.start.store(0, std::memory_order_release);
+      return;
+    }
+  }
+}
+
+}  // namespace
 
 MappedFile MappedFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -40,13 +131,24 @@ MappedFile MappedFile::open(const std::string& path) {
       throw Error(path + ": cannot map: " + std::strerror(saved));
     }
     file.m_data = static_cast<const uint8_t*>(data);
+    watch(file.m_data, file.m_size, path);
   }
-  ::close(fd);
+  file.m_fd = fd;
   return file;
+}
+
+bool MappedFile::shrank() const {
+  struct stat info {};
+  return m_fd >= 0 && ::fstat(m_fd, &info) == 0 && static_cast<uint64_t>(info.st_size) < m_size;
+}
+
+Error truncated_while_read(const std::string& path) {
+  return Error(path + ": " + k_truncated);
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : m_path(std::move(other.m_path)),
+      m_fd(std::exchange(other.m_fd, -1)),
       m_data(std::exchange(other.m_data, nullptr)),
       m_size(std::exchange(other.m_size, 0)) {}
 
@@ -60,7 +162,21 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
 
 MappedFile::~MappedFile() {
   if (m_data != nullptr) {
+    unwatch(m_data);
     ::munmap(const_cast<uint8_t*>(m_data), m_size);
+  }
+  if (m_fd >= 0) {
+    ::close(m_fd);
+  }
+}
+
+void release_pages(ByteSpan range) {
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  auto start = reinterpret_cast<uintptr_t>(range.data);
+  uintptr_t first = (start + page - 1) & ~(page - 1);  // whole pages inside the range only
+  uintptr_t last = (start + range.size) & ~(page - 1);
+  if (last > first) {
+    ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
   }
 }
 

@@ -1,11 +1,13 @@
 // Temporary output files (see temp_file.h). Each live one is also recorded in
-// a process-wide slot so that a signal handler can remove it on SIGINT/SIGTERM.
+// a process-wide slot so that a signal handler can remove it on SIGINT/SIGTERM
+// and SIGHUP, say so on stderr, and die of the signal as the shell expects.
 #include "ckpt/temp_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -17,13 +19,63 @@
 namespace ckpt {
 namespace {
 
-// The live temporary file's path, for the signal handler (one conversion runs
-// per process at a time).
-char g_live_path[4096] = {0};
+// The live temporary files' paths and destinations, for the signal handler:
+// one slot per file being written (`batch` writes several at a time, one per
+// thread). A slot is claimed by a compare-and-swap of `state` from free to
+// filling, and published as live once its paths are in; the handler reads
+// live slots only. A file that finds no free slot is simply not covered.
+struct LiveSlot {
+  std::atomic<int> state{0};  // 0 free, 1 filling, 2 live
+  char path[4096] = {0};
+  char destination[4096] = {0};
+};
+constexpr int k_free = 0;
+constexpr int k_filling = 1;
+constexpr int k_live = 2;
+LiveSlot g_live[64];
+
+// Frees the slot of the temporary file `path`, if it has one.
+void release_slot(const std::string& path) {
+  for (LiveSlot& slot : g_live) {
+    if (slot.state.load(std::memory_order_acquire) == k_live && path == slot.path) {
+      slot.state.store(k_free, std::memory_order_release);
+      return;
+    }
+  }
+}
+
+// Writes `text` to stderr with write(2) only: async-signal-safe.
+void say(const char* text) {
+  size_t left = std::strlen(text);
+  while (left > 0) {
+    ssize_t n = ::write(STDERR_FILENO, text, left);
+    if (n <= 0) {
+      return;
+    }
+    text += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+const char* signal_name(int signal_number) {
+  switch (signal_number) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    default: return "a signal";
+  }
+}
 
 void remove_and_reraise(int signal_number) {
-  if (g_live_path[0] != '\0') {
-    ::unlink(g_live_path);
+  for (LiveSlot& slot : g_live) {
+    if (slot.state.load(std::memory_order_acquire) == k_live) {
+      ::unlink(slot.path);
+      say("ckpt-convert: error: ");
+      say(slot.destination);
+      say(": interrupted by ");
+      say(signal_name(signal_number));
+      say("; the unfinished output was removed\n");
+    }
   }
   std::signal(signal_number, SIG_DFL);
   std::raise(signal_number);
@@ -44,6 +96,14 @@ std::string name_of(const std::string& path) {
 
 }  // namespace
 
+void remove_live_temp_file() noexcept {
+  for (LiveSlot& slot : g_live) {
+    if (slot.state.load(std::memory_order_acquire) == k_live) {
+      ::unlink(slot.path);
+    }
+  }
+}
+
 TempFile::TempFile(const std::string& destination) : m_destination(destination) {
   std::string folder = folder_of(destination);
   std::string pattern = folder + "/." + name_of(destination) + ".tmp-XXXXXX";
@@ -56,11 +116,19 @@ TempFile::TempFile(const std::string& destination) : m_destination(destination) 
   }
   m_path = buffer.data();
   ::fchmod(m_fd, 0644 & ~[] { mode_t mask = ::umask(0); ::umask(mask); return mask; }());
-  if (m_path.size() < sizeof g_live_path) {
-    std::memcpy(g_live_path, m_path.c_str(), m_path.size() + 1);
-    std::signal(SIGINT, remove_and_reraise);
-    std::signal(SIGTERM, remove_and_reraise);
-    std::signal(SIGHUP, remove_and_reraise);
+  if (m_path.size() < sizeof LiveSlot::path && m_destination.size() < sizeof LiveSlot::destination) {
+    for (LiveSlot& slot : g_live) {
+      int expected = k_free;
+      if (slot.state.compare_exchange_strong(expected, k_filling, std::memory_order_acquire)) {
+        std::memcpy(slot.destination, m_destination.c_str(), m_destination.size() + 1);
+        std::memcpy(slot.path, m_path.c_str(), m_path.size() + 1);
+        slot.state.store(k_live, std::memory_order_release);
+        std::signal(SIGINT, remove_and_reraise);
+        std::signal(SIGTERM, remove_and_reraise);
+        std::signal(SIGHUP, remove_and_reraise);
+        break;
+      }
+    }
   }
 }
 
@@ -71,7 +139,7 @@ TempFile::~TempFile() {
   if (!m_committed) {
     ::unlink(m_path.c_str());
   }
-  g_live_path[0] = '\0';
+  release_slot(m_path);
 }
 
 void TempFile::commit() {
@@ -84,6 +152,7 @@ void TempFile::commit() {
     throw Error(m_destination + ": cannot rename the finished output into place: " +
                 std::strerror(errno));
   }
+  release_slot(m_path);  // done: a signal from now on has nothing to remove
   m_committed = true;
 }
 

@@ -37,6 +37,14 @@ class CaseFailure(Exception):
     pass
 
 
+class CaseSkipped(Exception):
+    """This machine cannot stage the case (e.g. no permission to mount): run_case.py exits
+    SKIP_EXIT, which CTest reports as skipped, not passed."""
+
+
+SKIP_EXIT = 77
+
+
 # ----------------------------------------------------------------------------- running
 
 class Result:

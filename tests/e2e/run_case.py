@@ -66,6 +66,9 @@ def main(argv=None):
     ctx = judge.Ctx(args.bin, args.data, args.large_data, args.work)
     try:
         fn(ctx)
+    except judge.CaseSkipped as e:
+        print(f'SKIP {args.name}: {e}', file=sys.stderr)
+        return judge.SKIP_EXIT
     except judge.CaseFailure as e:
         msg = f'FAIL {args.name}: {e}'
         if ctx.last is not None:

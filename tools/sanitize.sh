@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds everything with AddressSanitizer and UndefinedBehaviorSanitizer (and
+# LeakSanitizer at exit) in build-asan/ (or $SANITIZE_BUILD_DIR) and runs every
+# test there: unit tests, the fuzz corpus replays, the end-to-end cases (whose
+# judge fails any run that prints a sanitizer report). Extra arguments go to
+# ctest. tools/test.sh runs it after the plain build's tests.
+#
+# The report options and LibTorch's leak suppressions are compiled into the
+# executables (tests/sanitizers/defaults.cc); a report exits with status 86.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${SANITIZE_BUILD_DIR:-$root/build-asan}
+jobs=${JOBS:-$(nproc)}
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCKPT_SANITIZE=address,undefined ${CMAKE_ARGS:-}
+fi
+cmake --build "$build" -j "$jobs"
+cd "$build"
+ctest --output-on-failure -j "$jobs" "$@"
