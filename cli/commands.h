@@ -14,5 +14,7 @@ using Runner = std::function<int()>;
 
 Runner add_convert(CLI::App& app);
 Runner add_inspect(CLI::App& app);
+Runner add_batch(CLI::App& app);
+Runner add_check(CLI::App& app);
 
 }  // namespace ckpt::cli

@@ -20,6 +20,10 @@ int main(int argc, char** argv) {
   ckpt::cli::Runner convert = ckpt::cli::add_convert(app);
   CLI::App* inspect_command = app.add_subcommand("inspect", "Summarize a checkpoint without running it");
   ckpt::cli::Runner inspect = ckpt::cli::add_inspect(*inspect_command);
+  CLI::App* batch_command = app.add_subcommand("batch", "Convert many checkpoints into a mirrored tree");
+  ckpt::cli::Runner batch = ckpt::cli::add_batch(*batch_command);
+  CLI::App* check_command = app.add_subcommand("check", "Check a state dict before deployment (CI gate)");
+  ckpt::cli::Runner check = ckpt::cli::add_check(*check_command);
   // CLI11 has no option whose value is optional only in `--opt=value` form:
   // a bare `--extract` becomes `--extract=*` ("find the state dict").
   std::vector<std::string> args;
@@ -36,6 +40,12 @@ int main(int argc, char** argv) {
     return static_cast<int>(ckpt::ExitStatus::k_usage);
   }
   try {
+    if (batch_command->parsed()) {
+      return batch();
+    }
+    if (check_command->parsed()) {
+      return check();
+    }
     return inspect_command->parsed() ? inspect() : convert();
   } catch (const ckpt::Error& e) {
     // A message may hold several problems, one per line (a rule file's).

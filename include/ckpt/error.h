@@ -17,6 +17,7 @@ enum class ExitStatus : int {
   k_usage = 2,
   k_verify_failed = 3,
   k_device_unavailable = 4,
+  k_batch_failures = 5,  // `batch`: some inputs failed, the others were done
 };
 
 // An error the user can act on. `what()` is the whole message, already in the

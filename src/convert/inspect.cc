@@ -175,7 +175,9 @@ std::string format_inspect_json(const InspectReport& r) {
                                {"first_path", use.first_path},
                                {"runs_code", !use.benign}});
   }
-  return json.dump(2) + "\n";
+  // Names and keys come from the file and need not be UTF-8: invalid bytes
+  // become U+FFFD rather than a json::type_error.
+  return json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace ckpt

@@ -1,0 +1,154 @@
+// ckpt-convert batch SRC... -o OUTDIR [options]: converts a model zoo (see
+// include/ckpt/batch.h). Failures are printed as they happen, a summary table
+// at the end; the exit code says whether any input failed.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "ckpt/batch.h"
+#include "ckpt/error.h"
+#include "commands.h"
+#include "convert_options.h"
+
+namespace ckpt::cli {
+namespace {
+
+struct BatchArgs {
+  BatchOptions options;
+  ConvertFlags convert;
+  std::vector<std::string> globs;
+  std::string shard;
+  std::string max_memory;
+  bool dry_run = false;
+  bool force = false;
+  bool json = false;
+  bool quiet = false;
+  int verbosity = 0;
+};
+
+const char* const k_footer = R"(SOURCES
+  A folder is searched recursively for *.pth, *.pt, *.bin and *.ckpt (--glob to change);
+  its files go to OUTDIR under the same relative path. A file goes to OUTDIR/<its name>.
+  @FILE reads one path a line (# comments); a relative path there keeps its place under
+  OUTDIR. @- reads the list from standard input.
+
+RESUMING
+  Each output gets a sidecar OUT.ckpt-convert.json (input size, mtime and CRC-32, options).
+  An input whose output and sidecar show it already converted with the same options is
+  skipped; --force converts everything again.
+
+SHARDS
+  --shard I/N (0 <= I < N) takes a stable share of the list, for Slurm arrays
+  (--shard $SLURM_ARRAY_TASK_ID/N), Kubernetes indexed Jobs or GNU parallel. Each shard
+  writes its own report, OUTDIR/ckpt-convert-batch.shard-I-of-N.jsonl.
+
+EXIT CODES
+  0 every input converted or up to date; 5 some inputs failed (the others were done);
+  1 no input found, unreadable source; 2 usage; 4 device unavailable.
+
+EXAMPLES
+  ckpt-convert batch zoo/ -o zoo-clean/ --jobs 8 --max-memory 16G
+  find zoo -name '*.pth.tar' | ckpt-convert batch @- -o zoo-clean/ --extract
+)";
+
+int run(const CLI::App& app, BatchArgs& args) {
+  set_log_level(args.quiet, args.verbosity);
+  if (!args.quiet && args.verbosity == 1) {
+    spdlog::set_level(spdlog::level::info);  // -v: one line per input; -vv: every stage
+  }
+  finish_convert_flags(app, args.convert);
+  BatchOptions& options = args.options;
+  options.convert = args.convert.options;
+  options.convert.dry_run = args.dry_run;
+  options.convert.force = args.force;
+  if (!args.globs.empty()) {
+    options.globs = args.globs;
+  }
+  if (!args.shard.empty()) {
+    options.shard = parse_shard(args.shard);
+  }
+  if (!args.max_memory.empty()) {
+    options.max_memory = parse_byte_size("--max-memory", args.max_memory);
+  }
+  options.tool_version = "ckpt-convert " CKPT_VERSION;
+  bool progress = !args.quiet && args.verbosity == 0 && ::isatty(STDERR_FILENO) != 0;
+  bool progress_shown = false;
+  options.on_record = [&](const BatchRecord& record, size_t done, size_t total) {
+    if (progress_shown) {
+      std::fputs("\r\033[K", stderr);
+      progress_shown = false;
+    }
+    if (record.status == BatchStatus::k_failed) {
+      // Every line of the error, as main.cc prints a thrown one.
+      size_t start = 0;
+      while (start <= record.error.size()) {
+        size_t end = record.error.find('\n', start);
+        spdlog::error("{}", record.error.substr(start, end == std::string::npos ? end : end - start));
+        if (end == std::string::npos) {
+          break;
+        }
+        start = end + 1;
+      }
+    } else {
+      spdlog::info("{} {} ({}, {:.2f} s)", batch_status_name(record.status), record.input,
+                   record.reason, record.seconds);
+    }
+    if (args.json) {
+      std::fputs((format_batch_record(record) + "\n").c_str(), stdout);
+      std::fflush(stdout);
+    }
+    if (progress && done < total) {
+      std::fprintf(stderr, "[%zu/%zu] %s", done, total, record.relative.c_str());
+      progress_shown = true;
+    }
+  };
+  BatchSummary summary = run_batch(options);
+  if (progress_shown) {
+    std::fputs("\r\033[K", stderr);
+  }
+  if (!args.quiet) {
+    std::fputs(format_batch_summary(summary).c_str(), stderr);
+  }
+  return batch_exit_code(summary);
+}
+
+}  // namespace
+
+Runner add_batch(CLI::App& app) {
+  auto args = std::make_shared<BatchArgs>();
+  BatchOptions& o = args->options;
+  app.footer(k_footer);
+  app.add_option("SRC", o.sources, "Checkpoints, folders of them, or @manifest files")
+      ->required();
+  app.add_option("-o,--output", o.output_dir, "Folder the outputs go to, mirroring the inputs")
+      ->required();
+  app.add_option("--glob", args->globs,
+                 "File name pattern to take in folders (repeatable; default *.pth *.pt *.bin "
+                 "*.ckpt); a pattern with / matches the path below the folder")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("-j,--jobs", o.jobs, "Conversions at a time (default: the CPUs available)");
+  app.add_option("--max-memory", args->max_memory,
+                 "Memory the conversions in flight may use together, each counted at its "
+                 "input's size (e.g. 16G; default: half the machine's memory)");
+  app.add_option("--shard", args->shard, "Convert only shard I of N (0 <= I < N)")
+      ->option_text("I/N");
+  app.add_option("--report", o.report_path,
+                 "JSON Lines report (default OUTDIR/ckpt-convert-batch[.shard-I-of-N].jsonl; "
+                 "- for none)");
+  app.add_flag("--force", args->force, "Convert again even the inputs that are up to date");
+  app.add_flag("--dry-run", args->dry_run,
+               "Read and rewrite every input that is not up to date; write nothing");
+  add_convert_flags(app, args->convert);
+  app.add_flag("--json", args->json, "Print each input's record as a JSON line on stdout");
+  app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
+  app.add_flag("-v,--verbose", args->verbosity,
+               "-v: a line per input converted or skipped; -vv: every stage and key too");
+  return [args, &app]() -> int { return run(app, *args); };
+}
+
+}  // namespace ckpt::cli

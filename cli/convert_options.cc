@@ -1,0 +1,125 @@
+// The conversion options as `batch` registers them (see convert_options.h).
+// Rules must apply in the order their options were given: CLI11 keeps each
+// option's values apart, its parse order interleaves them.
+#include "convert_options.h"
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "ckpt/error.h"
+#include "ckpt/rule_file.h"
+
+namespace ckpt::cli {
+
+void add_convert_flags(CLI::App& app, ConvertFlags& flags) {
+  ConvertOptions& o = flags.options;
+  const char* group = "Conversion (as for ckpt-convert IN OUT)";
+  app.add_option("--device", o.device, "Device each output is loaded on to verify it (cpu, cuda:N)")
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--location", o.location,
+                 "Location tag written on every storage; 'keep' keeps the input's")
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--preset", flags.preset, "Key rule preset (ckpt-convert --list-presets)")
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--rules", flags.rule_files, "Add the rules of a TOML rule file (repeatable)")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->group(group);
+  const char* const help[] = {
+      "Strip the leading prefix P once",
+      "Put the prefix P in front of every key",
+      "Replace a leading OLD with NEW",
+      "Remove the dotted component NAME wherever it stands",
+      "Rename keys matching the RE2 PATTERN wholly to REPL (\\1 groups)",
+      "Remove the entries whose key matches the RE2 PATTERN",
+      "Remove the entries whose key does not match the RE2 PATTERN",
+  };
+  const char* const value_names[] = {"P", "P", "OLD NEW", "NAME", "PATTERN REPL", "PATTERN",
+                                     "PATTERN"};
+  for (size_t i = 0; i < flags.rule_flags.size(); ++i) {
+    RuleFlag& rule_flag = flags.rule_flags[i];
+    app.add_option(rule_flag.flag, rule_flag.values, help[i])
+        ->expected(static_cast<int>(rule_arity(rule_flag.kind)))
+        ->allow_extra_args(false)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+        ->option_text(value_names[i])
+        ->group("Rules (repeatable, applied in the order given)");
+  }
+  app.add_flag("--require-match", o.require_match, "Make a rule that matches no key an error")
+      ->group(group);
+  // `--extract` alone arrives as `--extract=*` (see main.cc).
+  app.add_option("--extract", flags.extract,
+                 "Write only the model's state dict; --extract=KEY names its top-level key")
+      ->option_text("[=KEY]")
+      ->group(group);
+  app.add_flag("--no-verify", flags.no_verify, "Skip reloading and comparing each output")
+      ->group(group);
+  app.add_option("--allow-global", o.allowed_globals,
+                 "Allow this global (module.name) in the outputs (repeatable)")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->group(group);
+}
+
+void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {
+  std::vector<Rule> given;
+  std::optional<std::string> file_preset;
+  std::vector<size_t> used(flags.rule_flags.size(), 0);
+  size_t files_used = 0;
+  for (const CLI::Option* option : app.parse_order()) {
+    if (option->get_name() == "--rules" && files_used < flags.rule_files.size()) {
+      RuleFile file = load_rule_file(flags.rule_files[files_used++]);
+      if (file.preset) {
+        file_preset = file.preset;
+      }
+      given.insert(given.end(), file.rules.begin(), file.rules.end());
+      continue;
+    }
+    for (size_t i = 0; i < flags.rule_flags.size(); ++i) {
+      RuleFlag& rule_flag = flags.rule_flags[i];
+      size_t arity = rule_arity(rule_flag.kind);
+      if (option->get_name() != rule_flag.flag || used[i] + arity > rule_flag.values.size()) {
+        continue;
+      }
+      std::vector<std::string> values(rule_flag.values.begin() + static_cast<long>(used[i]),
+                                      rule_flag.values.begin() + static_cast<long>(used[i] + arity));
+      used[i] += arity;
+      given.push_back(make_rule(rule_flag.kind, std::move(values), rule_flag.flag));
+    }
+  }
+  bool preset_given = app.get_option("--preset")->count() > 0;
+  Rules rules = Rules::preset(preset_given || !file_preset ? flags.preset : *file_preset);
+  for (Rule& rule : given) {
+    rules.add(std::move(rule));
+  }
+  ConvertOptions& o = flags.options;
+  o.rules = std::move(rules);
+  o.extract = !flags.extract.empty();
+  if (o.extract && flags.extract != "*") {
+    o.extract_key = flags.extract;
+  }
+  o.verify = !flags.no_verify;
+}
+
+void set_log_level(bool quiet, int verbosity) {
+  // Diagnostics go to stderr: stdout carries only what was asked for.
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("stderr"));
+  spdlog::set_pattern("ckpt-convert: %l: %v");
+  if (quiet) {
+    spdlog::set_level(spdlog::level::err);
+  } else if (verbosity >= 2) {
+    spdlog::set_level(spdlog::level::trace);
+  } else if (verbosity == 1) {
+    spdlog::set_level(spdlog::level::debug);
+  } else {
+    spdlog::set_level(spdlog::level::warn);
+  }
+}
+
+}  // namespace ckpt::cli

@@ -1,0 +1,168 @@
+// Batch conversion over a model zoo: many inputs, one set of options, an
+// output tree that mirrors the input tree, resumable, shardable across
+// machines, one JSON Lines record per input.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckpt/convert.h"
+
+namespace ckpt {
+
+// A stable share of a file list: shard `index` of `count` (0 ≤ index < count).
+struct Shard {
+  uint32_t index = 0;
+  uint32_t count = 1;
+};
+
+// Parses `I/N` (`--shard`). Throws `Error` (usage) for anything else, or an
+// `I` not below `N`.
+Shard parse_shard(const std::string& text);
+
+// Parses a byte count with an optional binary suffix: `512M`, `8G`, `1.5G`,
+// `64KiB`, `100000`. Throws `Error` (usage) naming `option` otherwise.
+uint64_t parse_byte_size(const std::string& option, const std::string& text);
+
+// True when `relative` (a path relative to its root, `/`-separated) falls in
+// shard `shard`: an FNV-1a hash of the path, so every machine that lists the
+// same tree agrees, whatever its mount point, and a file keeps its shard when
+// others are added.
+bool in_shard(const std::string& relative, const Shard& shard);
+
+// One input of a batch.
+struct BatchInput {
+  std::string input;     // the path as found (SRC joined with the relative path)
+  std::string relative;  // where it goes under OUTDIR
+  uint64_t size = 0;     // bytes, when it could be stat'ed
+  std::string error;     // why it cannot be converted (e.g. it does not exist), or empty
+};
+
+// The default patterns of `--glob`.
+std::vector<std::string> default_batch_globs();
+
+// Lists the inputs named by `sources`, sorted by `relative`:
+// - a directory is walked recursively (following no directory symlinks);
+//   each regular file whose name matches one of `globs` (fnmatch; a pattern
+//   holding `/` is matched against the path relative to the directory) is
+//   taken, and goes to OUTDIR/<its path relative to the directory>. The
+//   folder `skip_dir` (OUTDIR) is never entered.
+// - a file goes to OUTDIR/<its name>, whatever its name.
+// - `@FILE` reads a manifest: one path a line, blank lines and `#` comments
+//   skipped; `@-` reads standard input. Relative paths are taken from the
+//   manifest's folder (the current folder for `@-`), and such a file goes to
+//   OUTDIR/<the path as written>; a directory line is walked as above.
+// A path that does not exist becomes an input with `error` set. The same
+// file named twice is kept once. Throws `Error` (usage) listing every pair of
+// different inputs that would be written to the same output, and `Error`
+// (bad input) for an unreadable manifest or directory.
+std::vector<BatchInput> collect_batch_inputs(const std::vector<std::string>& sources,
+                                             const std::vector<std::string>& globs,
+                                             const std::string& skip_dir);
+
+// What became of one input.
+enum class BatchStatus { k_converted, k_skipped, k_failed, k_dry_run };
+
+const char* batch_status_name(BatchStatus status);
+
+// One line of the JSON Lines report (schema `ckpt-convert.batch/1`).
+struct BatchRecord {
+  std::string input;
+  std::string relative;
+  std::string output;
+  BatchStatus status = BatchStatus::k_failed;
+  int exit_code = 0;
+  std::string error;
+  std::string reason;            // why skipped or converted: `up to date`, `new`, `input changed`, …
+  uint64_t input_bytes = 0;
+  uint64_t output_bytes = 0;     // size of the output (0 when none)
+  size_t tensors = 0;
+  size_t storages = 0;
+  uint64_t storage_bytes = 0;
+  std::vector<std::pair<std::string, size_t>> rules;  // every rule and the keys it matched
+  size_t renamed = 0;
+  size_t dropped = 0;
+  std::string verified_on;       // device, or empty when not verified
+  double seconds = 0;
+};
+
+struct BatchOptions {
+  std::vector<std::string> sources;
+  std::string output_dir;
+  std::vector<std::string> globs = default_batch_globs();
+  // Applied to every file; `input`, `output` and `progress` are set per file,
+  // `force` means "convert again even when up to date".
+  ConvertOptions convert;
+  unsigned jobs = 0;             // 0: the CPUs this process may use
+  uint64_t max_memory = 0;       // 0: half the machine's memory
+  Shard shard;
+  // Empty: OUTDIR/ckpt-convert-batch.jsonl (`.shard-I-of-N.jsonl` for a
+  // shard; none for a dry run); `-`: none.
+  std::string report_path;
+  std::string tool_version;      // recorded in the sidecars
+  // Called (under a lock, one at a time) when an input is done: the record,
+  // then how many of `total` are done.
+  std::function<void(const BatchRecord&, size_t done, size_t total)> on_record;
+};
+
+// Inputs of one status, and their bytes.
+struct BatchTotals {
+  size_t inputs = 0;
+  uint64_t input_bytes = 0;
+  uint64_t output_bytes = 0;
+};
+
+struct BatchSummary {
+  size_t listed = 0;             // inputs before sharding
+  size_t inputs = 0;             // inputs of this shard
+  BatchTotals converted;
+  BatchTotals skipped;
+  BatchTotals failed;
+  BatchTotals dry_run;
+  double seconds = 0;
+  unsigned jobs = 0;
+  uint64_t max_memory = 0;
+  std::string report_path;       // where the records went, or empty
+  std::vector<BatchRecord> failures;  // sorted by their path under OUTDIR
+};
+
+// Converts every input of `options.sources` in this shard, `options.jobs` at
+// a time, largest first, while the inputs in flight stay within
+// `options.max_memory` (each counted at its size; one larger than the budget
+// runs alone). An input is skipped when its output and the output's sidecar
+// (`OUT.ckpt-convert.json`) show it was converted from the same input with
+// the same options: same size and mtime, or else the same CRC-32 of its
+// bytes. A failure is recorded and the others go on. Throws `Error` only for
+// what stops the whole batch: usage, colliding outputs, no inputs at all, an
+// unusable OUTDIR or report, an unavailable device.
+BatchSummary run_batch(const BatchOptions& options);
+
+// The exit status of a finished batch: 0 when nothing failed, else
+// `ExitStatus::k_batch_failures`.
+int batch_exit_code(const BatchSummary& summary);
+
+// A record as one line of JSON (no newline), and the summary table for stderr.
+std::string format_batch_record(const BatchRecord& record);
+std::string format_batch_summary(const BatchSummary& summary);
+
+// The fingerprint of the options that shape an output (rules, extraction,
+// location, allowed globals, verification device): a sidecar made with
+// another fingerprint is out of date.
+std::string batch_options_fingerprint(const ConvertOptions& options);
+
+// The sidecar of `output`: `<output>.ckpt-convert.json`.
+std::string sidecar_path(const std::string& output);
+
+// Which of `pending` (input sizes, largest first) to start next, when
+// `running` conversions holding `in_flight` bytes run within `budget`: the
+// first that fits; the first of all when none runs; nothing (wait) else.
+std::optional<size_t> pick_next_input(const std::vector<uint64_t>& pending, uint64_t in_flight,
+                                      size_t running, uint64_t budget);
+
+// The CRC-32 of the whole file at `path`, read in chunks. Throws `Error`.
+uint32_t file_crc32(const std::string& path);
+
+}  // namespace ckpt

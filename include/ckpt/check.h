@@ -1,0 +1,134 @@
+// `ckpt-convert check`: the CI gate before deployment. Is this checkpoint's
+// model state dict what the model expects (keys and shapes, as
+// `load_state_dict(strict=True)` sees them), free of wrapper prefixes, of
+// NaN/Inf, of unwanted dtypes, intact, and loadable on the device?
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckpt/dtype.h"
+#include "ckpt/tensor.h"
+
+namespace ckpt {
+
+// One key the model expects, with its shape and dtype when known.
+struct ExpectedEntry {
+  std::string key;
+  std::optional<std::vector<int64_t>> sizes;
+  std::optional<Dtype> dtype;  // compared when given
+};
+
+struct ExpectedKeys {
+  std::string source;                 // the file they came from
+  std::vector<ExpectedEntry> entries;  // in the file's order
+};
+
+// Parses an expected-keys file named `name`. Either JSON — an object of key
+// → shape (`[8, 3, 3, 3]`, or null) or → {"shape": [...], "dtype": "float32"},
+// or an array of keys — or text: one key a line, optionally followed by its
+// shape in brackets and its dtype, as Python prints them
+// (`conv.weight [8, 3, 3, 3] torch.float32`, also `torch.Size([8, 3, 3, 3])`);
+// blank lines and lines starting with `#` are skipped. Throws `Error`
+// (usage) listing every bad line as `name:line: cause`.
+ExpectedKeys parse_expected_keys(const std::string& name, const std::string& text);
+
+// Reads and parses the expected-keys file at `path`.
+ExpectedKeys load_expected_keys(const std::string& path);
+
+// The named parameters and buffers of the TorchScript module at `path`
+// (`torch.jit.save`), loaded through the LibTorch plugin, with their shapes;
+// not their dtypes, since load_state_dict casts on copy (`--dtype` asks for
+// one).
+ExpectedKeys expected_keys_from_model(const std::string& path);
+
+// The dtype named by `--dtype` (`float16`, `half`, `torch.bfloat16`, …).
+// Throws `Error` (usage) with a suggestion for an unknown name.
+Dtype parse_dtype_name(const std::string& text);
+
+// True for the floating-point dtypes (`float8_*`, `float16`, `bfloat16`,
+// `float32`, `float64`): those `--dtype` constrains, as `Module.to(dtype)`
+// converts only them.
+bool is_floating_dtype(Dtype dtype);
+
+struct NonFinite {
+  uint64_t nan = 0;
+  uint64_t inf = 0;
+  std::vector<int64_t> first;  // index of the first NaN or Inf, when any
+};
+
+// Counts the elements of `tensor` that are NaN or ±Inf (a complex element
+// when either part is), reading its bytes where they are (no LibTorch).
+// Dtypes without such values (integers, bool, quantized) count none.
+NonFinite count_non_finite(const TensorRef& tensor);
+
+enum class CheckProblemKind {
+  k_missing,      // a key the model expects is not in the file
+  k_unexpected,   // a key in the file the model does not expect
+  k_shape,        // a key of both, with another shape
+  k_dtype,        // a tensor of another dtype than `--dtype` or the expected one
+  k_wrapper,      // a key still carries a wrapper's prefix (`module.`)
+  k_non_finite,   // a tensor holds NaN or Inf
+  k_global,       // the file names a global that would run code in Python
+  k_corrupt,      // a storage record's bytes do not match its CRC-32
+  k_device,       // a tensor cannot be loaded on the device
+};
+
+// The problem kind's name in reports: `missing`, `unexpected`, `shape`, …
+const char* check_problem_name(CheckProblemKind kind);
+
+struct CheckProblem {
+  CheckProblemKind kind = CheckProblemKind::k_missing;
+  std::string key;      // the state-dict key concerned, or empty
+  std::string message;  // one line, without the file name
+};
+
+struct CheckOptions {
+  std::string path;
+  std::string device = "cpu";
+  std::optional<std::string> state_dict_key;  // top-level key of the state dict; else found
+  std::optional<ExpectedKeys> expected;
+  bool no_wrapper_prefixes = false;
+  bool finite = false;
+  std::optional<Dtype> dtype;
+  std::vector<std::string> allowed_globals;   // not problems, though they may run code
+};
+
+struct CheckReport {
+  std::string path;
+  std::string format;           // zip | legacy
+  std::string state_dict;       // where it is: `(top level)`, `["state_dict"]`
+  std::string device;
+  std::string expected_source;  // the expectations' file, or empty
+  size_t expected = 0;          // keys expected
+  size_t keys = 0;              // keys in the state dict
+  size_t tensors = 0;
+  uint64_t bytes = 0;           // bytes of the storages its tensors use
+  size_t storages_crc_checked = 0;
+  size_t device_checked = 0;    // tensors loaded on a device other than the CPU
+  std::vector<std::string> checks;     // what was checked, in words
+  std::vector<CheckProblem> problems;  // in the order: keys, shapes, dtypes, wrappers, values, file
+  double seconds = 0;
+
+  bool passed() const { return problems.empty(); }
+};
+
+// Runs every check `options` asks for on `options.path` (never executing
+// it; LibTorch is loaded only for a device other than the CPU). Problems
+// are collected, not thrown. Throws `Error` for what prevents checking: an
+// unreadable file (bad input), no state dict (bad input), an unavailable
+// device.
+CheckReport check_checkpoint(const CheckOptions& options);
+
+// The `Error` (status "verification failed") for a failed check: one line per
+// problem, `<file>: <problem>`.
+std::string check_failure_message(const CheckReport& report);
+
+// A summary for people (stderr) and the JSON object of `--json`
+// (`ckpt-convert.check/1`). `exit_code` and `error` describe the run.
+std::string format_check_text(const CheckReport& report);
+std::string format_check_json(const CheckReport& report, int exit_code, const std::string& error);
+
+}  // namespace ckpt

@@ -1,0 +1,389 @@
+// This file runs a batch: the inputs of this shard, converted on a pool of
+// threads, largest first, within one memory budget, each recorded as one
+// line of a JSON Lines report and, once converted, beside its output in a
+// sidecar that lets the next run skip it.
+//
+// Conversions are independent (each maps its own input and writes its own
+// temporary file), so threads share nothing but the queue, the report and
+// the counters, all under one mutex. A conversion's resident memory is at
+// most about its input's size (tensor bytes stream from the page cache and
+// are let go as they are copied and compared), so that size is what it is
+// counted at against `--max-memory`.
+#include <sched.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "batch_internal.h"
+#include "ckpt/batch.h"
+#include "ckpt/error.h"
+#include "ckpt/torch_plugin.h"
+
+namespace ckpt {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+unsigned available_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    return std::max(1, CPU_COUNT(&set));
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+uint64_t half_the_memory() {
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) {
+    return uint64_t{4} << 30;
+  }
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 2;
+}
+
+std::string join(const std::string& folder, const std::string& relative) {
+  return (fs::path(folder) / relative).string();
+}
+
+// Converts one input (or finds it up to date). Never throws: a failure is
+// the record's.
+BatchRecord process(const BatchInput& in, const BatchOptions& options,
+                    const std::string& fingerprint) {
+  Clock::time_point start = Clock::now();
+  BatchRecord record;
+  record.input = in.input;
+  record.relative = in.relative;
+  record.output = join(options.output_dir, in.relative);
+  record.input_bytes = in.size;
+  try {
+    if (!in.error.empty()) {
+      throw Error(in.error);
+    }
+    std::optional<std::string> why = "forced (--force)";
+    if (!options.convert.force) {
+      why = batch_detail::check_up_to_date(in.input, record.output, fingerprint, record);
+    }
+    if (!why) {
+      record.status = BatchStatus::k_skipped;
+      record.reason = "up to date";
+      record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      return record;
+    }
+    record.reason = *why;
+    std::optional<batch_detail::FileStamp> before = batch_detail::stamp_of(in.input);
+    if (!before) {
+      throw Error(in.input + ": cannot read: " + std::strerror(errno));
+    }
+    record.input_bytes = before->size;
+
+    ConvertOptions convert_options = options.convert;
+    convert_options.input = in.input;
+    convert_options.output = record.output;
+    convert_options.force = true;  // an output without a valid sidecar is redone
+    convert_options.progress = nullptr;
+    if (!convert_options.dry_run) {
+      std::error_code ec;
+      fs::create_directories(fs::path(record.output).parent_path(), ec);
+      if (ec) {
+        throw Error(record.output + ": cannot create its folder: " + ec.message());
+      }
+      fs::remove(sidecar_path(record.output), ec);  // stale until the new one is written
+    }
+    ConvertReport report;
+    convert(convert_options, report);
+    record.tensors = report.tensors;
+    record.storages = report.storages;
+    record.storage_bytes = report.storage_bytes;
+    record.renamed = report.rewrite.renamed;
+    record.dropped = report.rewrite.dropped;
+    for (size_t i = 0; i < report.rules.size(); ++i) {
+      size_t matches = i < report.rewrite.rule_matches.size() ? report.rewrite.rule_matches[i] : 0;
+      record.rules.emplace_back(report.rules[i].describe(), matches);
+    }
+    for (const std::string& warning : report.warnings) {
+      spdlog::warn("{}: {}", in.input, warning);
+    }
+    if (convert_options.dry_run) {
+      record.status = BatchStatus::k_dry_run;
+      record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      return record;
+    }
+    record.output_bytes = report.bytes_written;
+    record.verified_on = report.verified ? report.verified->device : "";
+    uint32_t crc = batch_detail::file_crc32_checked(in.input, *before);
+    record.status = BatchStatus::k_converted;
+    record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    batch_detail::write_sidecar(record.output, *before, crc, fingerprint, options.tool_version,
+                                record);
+  } catch (const Error& e) {
+    record.status = BatchStatus::k_failed;
+    record.exit_code = static_cast<int>(e.status());
+    record.error = e.what();
+  } catch (const std::bad_alloc&) {
+    record.status = BatchStatus::k_failed;
+    record.exit_code = static_cast<int>(ExitStatus::k_bad_input);
+    record.error = in.input + ": out of memory";
+  } catch (const std::exception& e) {
+    record.status = BatchStatus::k_failed;
+    record.exit_code = static_cast<int>(ExitStatus::k_bad_input);
+    record.error = in.input + ": internal error: " + e.what();
+  }
+  record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return record;
+}
+
+// The queue: inputs largest first, started while they fit the budget.
+class Queue {
+public:
+  Queue(std::vector<BatchInput> inputs, uint64_t budget)
+      : m_pending(std::move(inputs)), m_budget(budget) {
+    std::stable_sort(m_pending.begin(), m_pending.end(),
+                     [](const BatchInput& a, const BatchInput& b) { return a.size > b.size; });
+    for (const BatchInput& input : m_pending) {
+      m_sizes.push_back(input.size);
+    }
+  }
+
+  // The next input to convert, waiting until one fits; nothing when all
+  // have been taken.
+  std::optional<BatchInput> take() {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    while (true) {
+      if (m_sizes.empty()) {
+        return std::nullopt;
+      }
+      std::optional<size_t> next = pick_next_input(m_sizes, m_in_flight, m_running, m_budget);
+      if (next) {
+        BatchInput input = std::move(m_pending[*next]);
+        m_pending.erase(m_pending.begin() + static_cast<long>(*next));
+        m_sizes.erase(m_sizes.begin() + static_cast<long>(*next));
+        m_in_flight += input.size;
+        ++m_running;
+        return input;
+      }
+      m_changed.wait(lock);
+    }
+  }
+
+  void done(uint64_t size) {
+    {
+      std::lock_guard<std::mutex> lock(m_mutex);
+      m_in_flight -= size;
+      --m_running;
+    }
+    m_changed.notify_all();
+  }
+
+private:
+  std::mutex m_mutex;
+  std::condition_variable m_changed;
+  std::vector<BatchInput> m_pending;
+  std::vector<uint64_t> m_sizes;
+  uint64_t m_budget;
+  uint64_t m_in_flight = 0;
+  size_t m_running = 0;
+};
+
+}  // namespace
+
+namespace batch_detail {
+
+uint32_t file_crc32_checked(const std::string& input, const FileStamp& before) {
+  uint32_t crc = file_crc32(input);
+  std::optional<FileStamp> after = stamp_of(input);
+  if (!after || after->size != before.size || after->mtime_ns != before.mtime_ns) {
+    throw Error(input + ": the file changed while it was converted; it will be converted again "
+                        "by the next run");
+  }
+  return crc;
+}
+
+}  // namespace batch_detail
+
+const char* batch_status_name(BatchStatus status) {
+  switch (status) {
+    case BatchStatus::k_converted: return "converted";
+    case BatchStatus::k_skipped: return "skipped";
+    case BatchStatus::k_failed: return "failed";
+    case BatchStatus::k_dry_run: return "dry-run";
+  }
+  return "failed";
+}
+
+std::optional<size_t> pick_next_input(const std::vector<uint64_t>& pending, uint64_t in_flight,
+                                      size_t running, uint64_t budget) {
+  for (size_t i = 0; i < pending.size(); ++i) {
+    if (in_flight + pending[i] <= budget) {
+      return i;
+    }
+  }
+  if (running == 0 && !pending.empty()) {
+    return 0;  // larger than the whole budget: alone
+  }
+  return std::nullopt;
+}
+
+BatchSummary run_batch(const BatchOptions& options) {
+  Clock::time_point start = Clock::now();
+  if (options.output_dir.empty()) {
+    throw Error("batch: expected an output folder (-o OUTDIR)", ExitStatus::k_usage);
+  }
+  if (options.sources.empty()) {
+    throw Error("batch: expected at least one SRC (file, folder or @manifest)",
+                ExitStatus::k_usage);
+  }
+  if (options.convert.verify && !options.convert.dry_run) {
+    require_device(options.convert.device);  // once, before any thread (it loads the plugin)
+  }
+  std::vector<BatchInput> listed =
+      collect_batch_inputs(options.sources, options.globs, options.output_dir);
+  BatchSummary summary;
+  summary.listed = listed.size();
+  if (listed.empty()) {
+    std::string globs;
+    for (const std::string& glob : options.globs) {
+      globs += (globs.empty() ? "" : " ") + glob;
+    }
+    throw Error("batch: no input matches " + globs + " in the given sources");
+  }
+  std::vector<BatchInput> inputs;
+  for (BatchInput& input : listed) {
+    if (in_shard(input.relative, options.shard)) {
+      inputs.push_back(std::move(input));
+    }
+  }
+  summary.inputs = inputs.size();
+  summary.jobs = options.jobs != 0 ? options.jobs : available_cpus();
+  summary.max_memory = options.max_memory != 0 ? options.max_memory : half_the_memory();
+
+  // The report, written as inputs finish, so that it can be followed.
+  std::ofstream report;
+  if (options.report_path != "-" && !(options.report_path.empty() && options.convert.dry_run)) {
+    summary.report_path = options.report_path;
+    if (summary.report_path.empty()) {
+      std::string name = "ckpt-convert-batch";
+      if (options.shard.count > 1) {
+        name += ".shard-" + std::to_string(options.shard.index) + "-of-" +
+                std::to_string(options.shard.count);
+      }
+      summary.report_path = join(options.output_dir, name + ".jsonl");
+    }
+    std::error_code ec;
+    fs::create_directories(fs::path(summary.report_path).parent_path().empty()
+                               ? fs::path(".")
+                               : fs::path(summary.report_path).parent_path(),
+                           ec);
+    report.open(summary.report_path, std::ios::out | std::ios::trunc);
+    if (!report) {
+      throw Error(summary.report_path + ": cannot write the report: " + std::strerror(errno));
+    }
+  }
+  if (!options.convert.dry_run) {
+    std::error_code ec;
+    fs::create_directories(options.output_dir, ec);
+    if (ec) {
+      throw Error(options.output_dir + ": cannot create the output folder: " + ec.message());
+    }
+  }
+
+  std::string fingerprint = batch_options_fingerprint(options.convert);
+  spdlog::default_logger_raw();  // made here, not by the first threads that log at once
+  Queue queue(std::move(inputs), summary.max_memory);
+  std::mutex done_mutex;
+  size_t done = 0;
+  auto worker = [&]() {
+    while (std::optional<BatchInput> input = queue.take()) {
+      BatchRecord record = process(*input, options, fingerprint);
+      queue.done(input->size);
+      std::lock_guard<std::mutex> lock(done_mutex);
+      ++done;
+      BatchTotals* totals = &summary.failed;
+      switch (record.status) {
+        case BatchStatus::k_converted: totals = &summary.converted; break;
+        case BatchStatus::k_skipped: totals = &summary.skipped; break;
+        case BatchStatus::k_dry_run: totals = &summary.dry_run; break;
+        case BatchStatus::k_failed: summary.failures.push_back(record); break;
+      }
+      ++totals->inputs;
+      totals->input_bytes += record.input_bytes;
+      totals->output_bytes += record.output_bytes;
+      if (report.is_open()) {
+        report << format_batch_record(record) << '\n' << std::flush;
+      }
+      if (options.on_record) {
+        options.on_record(record, done, summary.inputs);
+      }
+    }
+  };
+  size_t threads = std::min<size_t>(summary.jobs, std::max<size_t>(1, summary.inputs));
+  std::vector<std::thread> pool;
+  for (size_t i = 1; i < threads; ++i) {
+    pool.emplace_back(worker);
+  }
+  worker();
+  for (std::thread& thread : pool) {
+    thread.join();
+  }
+  std::sort(summary.failures.begin(), summary.failures.end(),
+            [](const BatchRecord& a, const BatchRecord& b) { return a.relative < b.relative; });
+  if (report.is_open() && !report) {
+    throw Error(summary.report_path + ": cannot write the report");
+  }
+  summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return summary;
+}
+
+int batch_exit_code(const BatchSummary& summary) {
+  return summary.failed.inputs == 0 ? 0 : static_cast<int>(ExitStatus::k_batch_failures);
+}
+
+std::string format_batch_record(const BatchRecord& record) {
+  return batch_detail::record_json(record).dump();
+}
+
+std::string format_batch_summary(const BatchSummary& s) {
+  auto megabytes = [](uint64_t bytes) { return static_cast<double>(bytes) / 1e6; };
+  char line[512];
+  std::string out;
+  std::snprintf(line, sizeof line, "batch: %zu input%s", s.inputs, s.inputs == 1 ? "" : "s");
+  out += line;
+  if (s.inputs != s.listed) {
+    out += " in this shard, of " + std::to_string(s.listed) + " listed";
+  }
+  std::snprintf(line, sizeof line, ", %u job%s, %.1f s\n", s.jobs, s.jobs == 1 ? "" : "s",
+                s.seconds);
+  out += line;
+  out += "  status       inputs    input MB   output MB\n";
+  std::pair<const char*, const BatchTotals*> rows[] = {{"converted", &s.converted},
+                                                       {"skipped", &s.skipped},
+                                                       {"dry-run", &s.dry_run},
+                                                       {"failed", &s.failed}};
+  for (const auto& [name, totals] : rows) {
+    if (totals->inputs != 0 || std::strcmp(name, "dry-run") != 0) {
+      std::snprintf(line, sizeof line, "  %-10s %8zu %11.1f %11.1f\n", name, totals->inputs,
+                    megabytes(totals->input_bytes), megabytes(totals->output_bytes));
+      out += line;
+    }
+  }
+  for (const BatchRecord& failure : s.failures) {
+    out += "  failed (exit " + std::to_string(failure.exit_code) +
+           "): " + failure.error.substr(0, failure.error.find('\n')) + "\n";
+  }
+  if (!s.report_path.empty()) {
+    out += "  report: " + s.report_path + "\n";
+  }
+  return out;
+}
+
+}  // namespace ckpt

@@ -1,0 +1,288 @@
+// The inputs of a batch: files, directories walked for checkpoint names, and
+// manifests (`@FILE`), each mapped to the place it takes under OUTDIR; and
+// the stable split of that list into shards (`--shard I/N`).
+//
+// A shard is chosen by a hash of the path under OUTDIR, not by position in
+// the list: machines that mount the zoo in different places agree, and a
+// file added to the zoo does not move every other file to another shard.
+#include <fnmatch.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "ckpt/batch.h"
+#include "ckpt/error.h"
+
+namespace ckpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string trim(const std::string& text) {
+  size_t begin = text.find_first_not_of(" \t\r");
+  if (begin == std::string::npos) {
+    return "";
+  }
+  size_t end = text.find_last_not_of(" \t\r");
+  return text.substr(begin, end - begin + 1);
+}
+
+bool matches_any(const std::vector<std::string>& globs, const std::string& name,
+                 const std::string& relative) {
+  for (const std::string& glob : globs) {
+    bool by_path = glob.find('/') != std::string::npos;
+    if (::fnmatch(glob.c_str(), by_path ? relative.c_str() : name.c_str(),
+                  by_path ? FNM_PATHNAME : 0) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+struct FileId {
+  dev_t device = 0;
+  ino_t inode = 0;
+  bool operator<(const FileId& other) const {
+    return device != other.device ? device < other.device : inode < other.inode;
+  }
+};
+
+class Collector {
+public:
+  Collector(const std::vector<std::string>& globs, const std::string& skip_dir) : m_globs(globs) {
+    struct stat info {};
+    if (!skip_dir.empty() && ::stat(skip_dir.c_str(), &info) == 0) {
+      m_skip = FileId{info.st_dev, info.st_ino};
+    }
+  }
+
+  // `path` named directly (command line: `missing_is_error`) or by a
+  // manifest. A file goes to `relative`; a directory's files go under
+  // `prefix` (empty: OUTDIR itself).
+  void add_path(const std::string& path, const std::string& relative, const std::string& prefix,
+                bool missing_is_error) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) != 0) {
+      std::string why = path + ": cannot read: " + std::strerror(errno);
+      if (missing_is_error) {
+        throw Error(why);
+      }
+      BatchInput input;
+      input.input = path;
+      input.relative = relative;
+      input.error = why;
+      m_inputs.push_back(std::move(input));
+      return;
+    }
+    if (S_ISDIR(info.st_mode)) {
+      walk(path, prefix);
+    } else {
+      add_file(path, relative, info);
+    }
+  }
+
+  void add_manifest(const std::string& name) {
+    std::ifstream file;
+    std::istream* in = &std::cin;
+    std::string folder;
+    std::string shown = name == "-" ? "(standard input)" : name;
+    if (name != "-") {
+      file.open(name);
+      if (!file) {
+        throw Error(name + ": cannot read the manifest: " + std::strerror(errno));
+      }
+      in = &file;
+      folder = fs::path(name).parent_path().string();
+    }
+    std::string line;
+    while (std::getline(*in, line)) {
+      std::string entry = trim(line);
+      if (entry.empty() || entry[0] == '#') {
+        continue;
+      }
+      fs::path written(entry);
+      fs::path normal = written.lexically_normal();
+      if (!normal.empty() && normal.filename().empty()) {
+        normal = normal.parent_path();  // `dir/` is `dir`
+      }
+      bool escapes = written.is_absolute() || normal.empty() || *normal.begin() == "..";
+      std::string relative = escapes ? written.filename().string() : normal.generic_string();
+      std::string prefix = escapes || normal == "." ? "" : relative;
+      std::string path =
+          written.is_absolute() || folder.empty() ? entry : (fs::path(folder) / written).string();
+      add_path(path, relative, prefix, false);
+    }
+    if (in->bad()) {
+      throw Error(shown + ": cannot read the manifest");
+    }
+  }
+
+  std::vector<BatchInput> finish() {
+    std::sort(m_inputs.begin(), m_inputs.end(), [](const BatchInput& a, const BatchInput& b) {
+      return a.relative != b.relative ? a.relative < b.relative : a.input < b.input;
+    });
+    std::string collisions;
+    for (size_t i = 1; i < m_inputs.size(); ++i) {
+      if (m_inputs[i].relative == m_inputs[i - 1].relative) {
+        collisions += (collisions.empty() ? "" : "\n") + m_inputs[i - 1].input + " and " +
+                      m_inputs[i].input + " would both be written to " + m_inputs[i].relative;
+      }
+    }
+    if (!collisions.empty()) {
+      throw Error(collisions, ExitStatus::k_usage);
+    }
+    return std::move(m_inputs);
+  }
+
+private:
+  void walk(const std::string& root, const std::string& prefix) {
+    struct stat root_info {};
+    if (m_skip && ::stat(root.c_str(), &root_info) == 0 && root_info.st_dev == m_skip->device &&
+        root_info.st_ino == m_skip->inode) {
+      throw Error(root + ": is the output folder too: the outputs would replace the inputs",
+                  ExitStatus::k_usage);
+    }
+    std::error_code ec;
+    fs::recursive_directory_iterator it(root, fs::directory_options::none, ec);
+    if (ec) {
+      throw Error(root + ": cannot list: " + ec.message());
+    }
+    for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (ec) {
+        throw Error(root + ": cannot list: " + ec.message());
+      }
+      const fs::directory_entry& entry = *it;
+      struct stat info {};
+      if (::stat(entry.path().c_str(), &info) != 0) {
+        continue;  // a dangling symlink, or gone meanwhile
+      }
+      if (S_ISDIR(info.st_mode)) {
+        if (m_skip && info.st_dev == m_skip->device && info.st_ino == m_skip->inode) {
+          it.disable_recursion_pending();
+        }
+        continue;
+      }
+      if (!S_ISREG(info.st_mode)) {
+        continue;
+      }
+      std::string relative = entry.path().lexically_relative(root).generic_string();
+      if (matches_any(m_globs, entry.path().filename().string(), relative)) {
+        add_file(entry.path().string(), prefix.empty() ? relative : prefix + "/" + relative, info);
+      }
+    }
+    if (ec) {
+      throw Error(root + ": cannot list: " + ec.message());
+    }
+  }
+
+  void add_file(const std::string& path, const std::string& relative, const struct stat& info) {
+    // The same file reached twice for the same place is one input.
+    if (!m_seen.insert({FileId{info.st_dev, info.st_ino}, relative}).second) {
+      return;
+    }
+    BatchInput input;
+    input.input = path;
+    input.relative = relative;
+    input.size = static_cast<uint64_t>(info.st_size);
+    m_inputs.push_back(std::move(input));
+  }
+
+  std::vector<std::string> m_globs;
+  std::optional<FileId> m_skip;
+  std::set<std::pair<FileId, std::string>> m_seen;
+  std::vector<BatchInput> m_inputs;
+};
+
+}  // namespace
+
+Shard parse_shard(const std::string& text) {
+  auto fail = [&](const std::string& why) {
+    return Error("--shard '" + text + "': " + why, ExitStatus::k_usage);
+  };
+  size_t slash = text.find('/');
+  auto number = [&](const std::string& part) -> uint32_t {
+    if (part.empty() || part.size() > 9 ||
+        part.find_first_not_of("0123456789") != std::string::npos) {
+      throw fail("expected I/N, two numbers such as 0/4");
+    }
+    return static_cast<uint32_t>(std::stoul(part));
+  };
+  if (slash == std::string::npos) {
+    throw fail("expected I/N, two numbers such as 0/4");
+  }
+  Shard shard{number(text.substr(0, slash)), number(text.substr(slash + 1))};
+  if (shard.count == 0) {
+    throw fail("N must be at least 1");
+  }
+  if (shard.index >= shard.count) {
+    throw fail("I must be 0 to " + std::to_string(shard.count - 1) +
+               " (shards count from 0, as SLURM_ARRAY_TASK_ID and JOB_COMPLETION_INDEX do)");
+  }
+  return shard;
+}
+
+uint64_t parse_byte_size(const std::string& option, const std::string& text) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  static const std::map<std::string, double> k_units = {
+      {"", 1},       {"B", 1},
+      {"K", 0x1p10}, {"KB", 0x1p10}, {"KiB", 0x1p10},
+      {"M", 0x1p20}, {"MB", 0x1p20}, {"MiB", 0x1p20},
+      {"G", 0x1p30}, {"GB", 0x1p30}, {"GiB", 0x1p30},
+      {"T", 0x1p40}, {"TB", 0x1p40}, {"TiB", 0x1p40},
+  };
+  auto found = k_units.find(unit);
+  if (used == 0 || found == k_units.end() || !(value > 0) || !std::isfinite(value) ||
+      value * found->second >= 0x1p63) {
+    throw Error(option + " '" + text + "': expected a size such as 512M, 8G or 1.5G",
+                ExitStatus::k_usage);
+  }
+  return static_cast<uint64_t>(value * found->second);
+}
+
+bool in_shard(const std::string& relative, const Shard& shard) {
+  uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a, 64 bits
+  for (unsigned char c : relative) {
+    hash = (hash ^ c) * 0x100000001b3ull;
+  }
+  // FNV's low bits mix poorly: finish with splitmix64's avalanche.
+  hash ^= hash >> 30;
+  hash *= 0xbf58476d1ce4e5b9ull;
+  hash ^= hash >> 27;
+  hash *= 0x94d049bb133111ebull;
+  hash ^= hash >> 31;
+  return hash % shard.count == shard.index;
+}
+
+std::vector<std::string> default_batch_globs() { return {"*.pth", "*.pt", "*.bin", "*.ckpt"}; }
+
+std::vector<BatchInput> collect_batch_inputs(const std::vector<std::string>& sources,
+                                             const std::vector<std::string>& globs,
+                                             const std::string& skip_dir) {
+  Collector collector(globs, skip_dir);
+  for (const std::string& source : sources) {
+    if (source.size() > 1 && source[0] == '@') {
+      collector.add_manifest(source.substr(1));
+    } else {
+      collector.add_path(source, fs::path(source).filename().string(), "", true);
+    }
+  }
+  return collector.finish();
+}
+
+}  // namespace ckpt

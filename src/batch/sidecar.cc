@@ -1,0 +1,220 @@
+// Whether a batch output is up to date, by its sidecar.
+//
+// Each output OUT of a batch gets `OUT.ckpt-convert.json`, written after OUT
+// is in place: the input's size, mtime and CRC-32, OUT's size and mtime, the
+// fingerprint of the options, and the record of the conversion. A later run
+// skips the input when all of them still hold. Size and mtime are compared
+// first; only when the mtime moved (a copy, a checkout, `touch`) is the
+// input read again for its CRC-32, so an unchanged zoo costs one stat per
+// file. CRC-32 finds changes, not attacks: it is a change detector, which is
+// all resuming needs (a SHA-256 would need a dependency this project lacks).
+#include <fcntl.h>
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "ckpt/batch.h"
+#include "ckpt/crc32.h"
+#include "ckpt/error.h"
+#include "ckpt/temp_file.h"
+#include "batch_internal.h"
+
+namespace ckpt {
+
+using json = nlohmann::ordered_json;
+
+std::string batch_options_fingerprint(const ConvertOptions& options) {
+  json rules = json::array();
+  for (const Rule& rule : options.rules.rules()) {
+    rules.push_back({{"rule", rule.describe()}, {"args", rule.args}});
+  }
+  json out;
+  out["rules"] = rules;
+  out["extract"] = options.extract;
+  out["extract_key"] = options.extract_key ? json(*options.extract_key) : json(nullptr);
+  out["location"] = options.location;
+  std::vector<std::string> globals = options.allowed_globals;
+  std::sort(globals.begin(), globals.end());
+  out["allowed_globals"] = globals;
+  out["verify"] = options.verify ? json(options.device) : json(nullptr);
+  return out.dump();
+}
+
+std::string sidecar_path(const std::string& output) { return output + ".ckpt-convert.json"; }
+
+uint32_t file_crc32(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw Error(path + ": cannot open: " + std::strerror(errno));
+  }
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  std::vector<uint8_t> buffer(4u << 20);
+  uint32_t crc = 0;
+  while (true) {
+    ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      int saved = errno;
+      ::close(fd);
+      throw Error(path + ": cannot read: " + std::strerror(saved));
+    }
+    if (n == 0) {
+      break;
+    }
+    crc = crc32_update(crc, buffer.data(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return crc;
+}
+
+namespace batch_detail {
+
+std::optional<FileStamp> stamp_of(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) {
+    return std::nullopt;
+  }
+  FileStamp stamp;
+  stamp.size = static_cast<uint64_t>(info.st_size);
+  stamp.mtime_ns = static_cast<int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
+  return stamp;
+}
+
+json record_json(const BatchRecord& r) {
+  json out;
+  out["schema"] = "ckpt-convert.batch/1";
+  out["input"] = r.input;
+  out["path"] = r.relative;
+  out["output"] = r.output;
+  out["status"] = batch_status_name(r.status);
+  out["reason"] = r.reason;
+  out["exit_code"] = r.exit_code;
+  out["error"] = r.error.empty() ? json(nullptr) : json(r.error);
+  out["input_bytes"] = r.input_bytes;
+  out["output_bytes"] = r.output_bytes;
+  out["tensors"] = r.tensors;
+  out["storages"] = r.storages;
+  out["storage_bytes"] = r.storage_bytes;
+  out["renamed"] = r.renamed;
+  out["dropped"] = r.dropped;
+  out["rules"] = json::array();
+  for (const auto& [rule, matches] : r.rules) {
+    out["rules"].push_back({{"rule", rule}, {"matches", matches}});
+  }
+  out["verified_on"] = r.verified_on.empty() ? json(nullptr) : json(r.verified_on);
+  out["seconds"] = r.seconds;
+  return out;
+}
+
+// The fields a skipped input takes over from its sidecar's record.
+void take_results(const json& in, BatchRecord& r) {
+  r.output_bytes = in.value("output_bytes", uint64_t{0});
+  r.tensors = in.value("tensors", size_t{0});
+  r.storages = in.value("storages", size_t{0});
+  r.storage_bytes = in.value("storage_bytes", uint64_t{0});
+  r.renamed = in.value("renamed", size_t{0});
+  r.dropped = in.value("dropped", size_t{0});
+  r.rules.clear();
+  if (in.contains("rules") && in["rules"].is_array()) {
+    for (const json& rule : in["rules"]) {
+      r.rules.emplace_back(rule.value("rule", ""), rule.value("matches", size_t{0}));
+    }
+  }
+  if (in.contains("verified_on") && in["verified_on"].is_string()) {
+    r.verified_on = in["verified_on"].get<std::string>();
+  }
+}
+
+std::optional<std::string> check_up_to_date(const std::string& input, const std::string& output,
+                                            const std::string& fingerprint, BatchRecord& record) {
+  std::optional<FileStamp> out_stamp = stamp_of(output);
+  if (!out_stamp) {
+    return "new";
+  }
+  std::ifstream file(sidecar_path(output));
+  if (!file) {
+    return "no sidecar";
+  }
+  json sidecar = json::parse(file, nullptr, /*allow_exceptions=*/false);
+  if (!sidecar.is_object() || sidecar.value("schema", "") != "ckpt-convert.sidecar/1" ||
+      !sidecar.contains("input") || !sidecar.contains("output") || !sidecar.contains("record")) {
+    return "unreadable sidecar";
+  }
+  if (sidecar.value("options", "") != fingerprint) {
+    return "options changed";
+  }
+  const json& was_out = sidecar["output"];
+  if (was_out.value("size", uint64_t{0}) != out_stamp->size ||
+      was_out.value("mtime_ns", int64_t{0}) != out_stamp->mtime_ns) {
+    return "output changed";
+  }
+  std::optional<FileStamp> in_stamp = stamp_of(input);
+  if (!in_stamp) {
+    throw Error(input + ": cannot read: " + std::strerror(errno));
+  }
+  const json& was_in = sidecar["input"];
+  if (was_in.value("size", uint64_t{0}) != in_stamp->size) {
+    return "input changed";
+  }
+  if (was_in.value("mtime_ns", int64_t{0}) != in_stamp->mtime_ns) {
+    if (was_in.value("crc32", uint32_t{0}) != file_crc32(input)) {
+      return "input changed";
+    }
+    // Touched, same bytes: remember the new mtime, so that the next run
+    // need not read it again.
+    sidecar["input"]["mtime_ns"] = in_stamp->mtime_ns;
+    write_json_file(sidecar_path(output), sidecar);
+  }
+  take_results(sidecar["record"], record);
+  return std::nullopt;
+}
+
+void write_sidecar(const std::string& output, const FileStamp& input_stamp, uint32_t input_crc,
+                   const std::string& fingerprint, const std::string& tool_version,
+                   const BatchRecord& record) {
+  std::optional<FileStamp> out_stamp = stamp_of(output);
+  if (!out_stamp) {
+    throw Error(output + ": cannot stat the output just written: " + std::strerror(errno));
+  }
+  json sidecar;
+  sidecar["schema"] = "ckpt-convert.sidecar/1";
+  sidecar["tool"] = tool_version;
+  sidecar["options"] = fingerprint;
+  sidecar["input"] = {{"path", record.input},
+                      {"size", input_stamp.size},
+                      {"mtime_ns", input_stamp.mtime_ns},
+                      {"crc32", input_crc}};
+  sidecar["output"] = {{"size", out_stamp->size}, {"mtime_ns", out_stamp->mtime_ns}};
+  sidecar["record"] = record_json(record);
+  write_json_file(sidecar_path(output), sidecar);
+}
+
+void write_json_file(const std::string& path, const json& value) {
+  std::string text = value.dump(2) + "\n";
+  TempFile temp(path);
+  const char* data = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    ssize_t n = ::write(temp.fd(), data, left);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw Error(path + ": cannot write: " + std::strerror(errno));
+    }
+    data += n;
+    left -= static_cast<size_t>(n);
+  }
+  temp.commit();
+}
+
+}  // namespace batch_detail
+}  // namespace ckpt

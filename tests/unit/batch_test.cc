@@ -1,0 +1,361 @@
+// `batch`: shards, sizes, the input list and its mapping under OUTDIR, the
+// memory-bounded queue, and whole runs over copies of tests/data (resume,
+// change detection, failures, determinism across job counts).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "ckpt/batch.h"
+#include "ckpt/error.h"
+
+namespace ckpt::test {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string k_data = CKPT_TEST_DATA;
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return std::to_string(static_cast<int>(e.status())) + ": " + e.what();
+  }
+  return "no error";
+}
+
+// A fresh folder under the test temp dir, removed at the end.
+class Scratch {
+public:
+  Scratch() {
+    std::string pattern = ::testing::TempDir() + "ckpt_batch_XXXXXX";
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    m_path = ::mkdtemp(buffer.data());
+  }
+  ~Scratch() { fs::remove_all(m_path); }
+  std::string operator/(const std::string& relative) const { return m_path + "/" + relative; }
+  const std::string& path() const { return m_path; }
+
+private:
+  std::string m_path;
+};
+
+void put(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+void copy(const std::string& fixture, const std::string& to) {
+  fs::create_directories(fs::path(to).parent_path());
+  fs::copy_file(k_data + "/" + fixture, to, fs::copy_options::overwrite_existing);
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<std::string> relatives(const std::vector<BatchInput>& inputs) {
+  std::vector<std::string> out;
+  for (const BatchInput& input : inputs) {
+    out.push_back(input.relative + (input.error.empty() ? "" : " (error)"));
+  }
+  return out;
+}
+
+TEST(Shard, ParsesIOfN) {
+  Shard shard = parse_shard("2/5");
+  EXPECT_EQ(shard.index, 2u);
+  EXPECT_EQ(shard.count, 5u);
+  EXPECT_EQ(error_of([] { parse_shard("5/5"); }),
+            "2: --shard '5/5': I must be 0 to 4 (shards count from 0, as SLURM_ARRAY_TASK_ID and "
+            "JOB_COMPLETION_INDEX do)");
+  EXPECT_EQ(error_of([] { parse_shard("1/0"); }), "2: --shard '1/0': N must be at least 1");
+  EXPECT_EQ(error_of([] { parse_shard("one/4"); }),
+            "2: --shard 'one/4': expected I/N, two numbers such as 0/4");
+  EXPECT_EQ(error_of([] { parse_shard("3"); }),
+            "2: --shard '3': expected I/N, two numbers such as 0/4");
+}
+
+TEST(Shard, EveryPathInExactlyOneShardAndStable) {
+  for (uint32_t count : {1u, 2u, 3u, 7u}) {
+    std::vector<size_t> per_shard(count, 0);
+    for (int i = 0; i < 300; ++i) {
+      std::string path = "zoo/m" + std::to_string(i) + ".pth";
+      int owners = 0;
+      for (uint32_t index = 0; index < count; ++index) {
+        if (in_shard(path, Shard{index, count})) {
+          ++owners;
+          ++per_shard[index];
+        }
+      }
+      ASSERT_EQ(owners, 1) << path << " in " << count << " shards";
+    }
+    for (size_t n : per_shard) {
+      EXPECT_GT(n, 300 / count / 2) << "shards of " << count << " are badly unbalanced";
+    }
+  }
+  // The hash is part of the contract: machines and versions must agree.
+  EXPECT_TRUE(in_shard("resnet/resnet50.pth", Shard{0, 4}));
+  EXPECT_TRUE(in_shard("vit/vit_b_16.pth", Shard{2, 4}));
+}
+
+TEST(ByteSize, SuffixesAndErrors) {
+  EXPECT_EQ(parse_byte_size("--max-memory", "100000"), 100000u);
+  EXPECT_EQ(parse_byte_size("--max-memory", "512M"), 512ull << 20);
+  EXPECT_EQ(parse_byte_size("--max-memory", "1.5G"), 3ull << 29);
+  EXPECT_EQ(parse_byte_size("--max-memory", "2GiB"), 2ull << 30);
+  EXPECT_EQ(parse_byte_size("--max-memory", "64KB"), 64ull << 10);
+  EXPECT_EQ(error_of([] { parse_byte_size("--max-memory", "lots"); }),
+            "2: --max-memory 'lots': expected a size such as 512M, 8G or 1.5G");
+  EXPECT_EQ(error_of([] { parse_byte_size("--max-memory", "8Q"); }),
+            "2: --max-memory '8Q': expected a size such as 512M, 8G or 1.5G");
+  EXPECT_EQ(error_of([] { parse_byte_size("--max-memory", "0"); }),
+            "2: --max-memory '0': expected a size such as 512M, 8G or 1.5G");
+}
+
+TEST(Queue, LargestThatFitsElseAloneElseWait) {
+  std::vector<uint64_t> pending = {900, 500, 300, 100};
+  EXPECT_EQ(pick_next_input(pending, 0, 0, 1000), 0u);
+  EXPECT_EQ(pick_next_input(pending, 400, 1, 1000), 1u);   // 900 does not fit beside 400
+  EXPECT_EQ(pick_next_input(pending, 850, 2, 1000), 3u);
+  EXPECT_EQ(pick_next_input(pending, 950, 2, 1000), std::nullopt);
+  EXPECT_EQ(pick_next_input({5000}, 0, 0, 1000), 0u);      // larger than the budget: alone
+  EXPECT_EQ(pick_next_input({5000}, 10, 1, 1000), std::nullopt);
+  EXPECT_EQ(pick_next_input({}, 0, 0, 1000), std::nullopt);
+}
+
+TEST(Inputs, FoldersFilesAndManifestsMapUnderOutdir) {
+  Scratch s;
+  put(s / "zoo/a/one.pth", "x");
+  put(s / "zoo/a/b/two.pt", "x");
+  put(s / "zoo/three.ckpt", "x");
+  put(s / "zoo/weights.bin", "x");
+  put(s / "zoo/notes.txt", "x");
+  put(s / "zoo/one.pth.bak", "x");
+  put(s / "zoo/out/old.pth", "x");  // OUTDIR inside the source: never entered
+  put(s / "extra/direct.tar", "x");
+  put(s / "lists/sub/m.pth", "x");
+  put(s / "lists/dir/n.pth", "x");
+  put(s / "lists/manifest.txt",
+      "# comment\n\nsub/m.pth\n  dir/  \n../extra/direct.tar\n" + s.path() +
+          "/zoo/a/one.pth\nmissing.pth\n");
+  std::vector<BatchInput> inputs = collect_batch_inputs(
+      {s / "zoo", s / "extra/direct.tar", "@" + (s / "lists/manifest.txt")},
+      default_batch_globs(), s / "zoo/out");
+  EXPECT_EQ(relatives(inputs),
+            (std::vector<std::string>{"a/b/two.pt", "a/one.pth", "dir/n.pth", "direct.tar",
+                                      "missing.pth (error)", "one.pth", "sub/m.pth", "three.ckpt",
+                                      "weights.bin"}));
+  EXPECT_EQ(inputs[1].input, s / "zoo/a/one.pth");
+  EXPECT_EQ(inputs[1].size, 1u);
+  EXPECT_EQ(inputs[4].error, s / "lists/missing.pth" + ": cannot read: No such file or directory");
+}
+
+TEST(Inputs, GlobsReplaceTheDefaults) {
+  Scratch s;
+  put(s / "zoo/a/x.pth.tar", "x");
+  put(s / "zoo/a/y.pth", "x");
+  put(s / "zoo/b/x.pth.tar", "x");
+  EXPECT_EQ(relatives(collect_batch_inputs({s / "zoo"}, {"*.pth.tar"}, "")),
+            (std::vector<std::string>{"a/x.pth.tar", "b/x.pth.tar"}));
+  EXPECT_EQ(relatives(collect_batch_inputs({s / "zoo"}, {"b/*"}, "")),
+            (std::vector<std::string>{"b/x.pth.tar"}));
+}
+
+TEST(Inputs, CollisionsAndBadSourcesStopTheBatch) {
+  Scratch s;
+  put(s / "a/m.pth", "x");
+  put(s / "b/m.pth", "y");
+  EXPECT_EQ(error_of([&] { collect_batch_inputs({s / "a", s / "b"}, default_batch_globs(), ""); }),
+            "2: " + (s / "a/m.pth") + " and " + (s / "b/m.pth") + " would both be written to m.pth");
+  EXPECT_EQ(error_of([&] { collect_batch_inputs({s / "nope"}, default_batch_globs(), ""); }),
+            "1: " + (s / "nope") + ": cannot read: No such file or directory");
+  EXPECT_EQ(error_of([&] { collect_batch_inputs({s / "a"}, default_batch_globs(), s / "a"); }),
+            "2: " + (s / "a") + ": is the output folder too: the outputs would replace the inputs");
+  // the same file twice for the same place is one input
+  EXPECT_EQ(relatives(collect_batch_inputs({s / "a", s / "a/m.pth"}, default_batch_globs(), "")),
+            (std::vector<std::string>{"m.pth"}));
+}
+
+// A small zoo of real checkpoints, and one that is broken.
+void make_zoo(const Scratch& s) {
+  copy("dp_tiny_cnn.pth", s / "zoo/cnn/dp.pth");
+  copy("legacy_dp.pth", s / "zoo/cnn/legacy.pt");
+  copy("tied_weights.pth", s / "zoo/lm/tied.bin");
+  copy("views.pth", s / "zoo/lm/deep/views.ckpt");
+  copy("fsdp_style.pth", s / "zoo/fsdp.pth");
+}
+
+std::map<std::string, std::string> statuses(const std::string& report) {
+  std::map<std::string, std::string> out;
+  std::stringstream lines(slurp(report));
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto field = [&](const std::string& name) {
+      size_t at = line.find("\"" + name + "\":\"");
+      return line.substr(at + name.size() + 4, line.find('"', at + name.size() + 4) - at - name.size() - 4);
+    };
+    out[field("path")] = field("status") + " " + field("reason");
+  }
+  return out;
+}
+
+BatchOptions options_for(const Scratch& s, unsigned jobs = 2) {
+  BatchOptions options;
+  options.sources = {s / "zoo"};
+  options.output_dir = s / "out";
+  options.jobs = jobs;
+  options.tool_version = "test";
+  return options;
+}
+
+TEST(RunBatch, ConvertsThenSkipsThenNoticesChanges) {
+  Scratch s;
+  make_zoo(s);
+  BatchSummary first = run_batch(options_for(s));
+  EXPECT_EQ(first.converted.inputs, 5u);
+  EXPECT_EQ(batch_exit_code(first), 0);
+  EXPECT_EQ(first.report_path, s / "out/ckpt-convert-batch.jsonl");
+  EXPECT_TRUE(fs::exists(s / "out/lm/deep/views.ckpt"));
+  EXPECT_TRUE(fs::exists(s / "out/lm/deep/views.ckpt.ckpt-convert.json"));
+  std::string dp = slurp(s / "out/cnn/dp.pth");
+
+  BatchSummary second = run_batch(options_for(s));
+  EXPECT_EQ(second.skipped.inputs, 5u);
+  EXPECT_EQ(statuses(second.report_path)["cnn/dp.pth"], "skipped up to date");
+
+  // touched, same bytes: still up to date; other bytes: converted again
+  struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (s / "zoo/cnn/dp.pth").c_str(), times, 0), 0);
+  copy("orig_mod_module.pth", s / "zoo/fsdp.pth");
+  fs::remove(s / "out/lm/tied.bin");
+  BatchSummary third = run_batch(options_for(s));
+  std::map<std::string, std::string> got = statuses(third.report_path);
+  EXPECT_EQ(got["cnn/dp.pth"], "skipped up to date");
+  EXPECT_EQ(got["fsdp.pth"], "converted input changed");
+  EXPECT_EQ(got["lm/tied.bin"], "converted new");
+  EXPECT_EQ(slurp(s / "out/cnn/dp.pth"), dp);
+
+  BatchOptions other = options_for(s);
+  other.convert.location = "keep";
+  EXPECT_EQ(statuses(run_batch(other).report_path)["cnn/legacy.pt"], "converted options changed");
+  BatchOptions forced = options_for(s);
+  forced.convert.force = true;
+  EXPECT_EQ(run_batch(forced).converted.inputs, 5u);
+}
+
+TEST(RunBatch, AFailureIsRecordedAndTheOthersAreDone) {
+  Scratch s;
+  make_zoo(s);
+  copy("bad/truncated_half.pth", s / "zoo/cnn/broken.pth");
+  BatchSummary summary = run_batch(options_for(s));
+  EXPECT_EQ(summary.converted.inputs, 5u);
+  ASSERT_EQ(summary.failed.inputs, 1u);
+  EXPECT_EQ(batch_exit_code(summary), 5);
+  EXPECT_EQ(summary.failures[0].relative, "cnn/broken.pth");
+  EXPECT_EQ(summary.failures[0].exit_code, 1);
+  EXPECT_EQ(summary.failures[0].error.rfind(s / "zoo/cnn/broken.pth: ", 0), 0u);
+  EXPECT_FALSE(fs::exists(s / "out/cnn/broken.pth"));
+  EXPECT_EQ(statuses(summary.report_path).size(), 6u);
+}
+
+TEST(RunBatch, SameBytesWhateverTheJobCount) {
+  Scratch s;
+  make_zoo(s);
+  BatchOptions one = options_for(s, 1);
+  BatchOptions four = options_for(s, 4);
+  four.output_dir = s / "out4";
+  four.max_memory = 1;  // smaller than any input: one at a time, still all done
+  EXPECT_EQ(run_batch(one).converted.inputs, 5u);
+  EXPECT_EQ(run_batch(four).converted.inputs, 5u);
+  for (const char* name : {"cnn/dp.pth", "cnn/legacy.pt", "lm/tied.bin", "lm/deep/views.ckpt",
+                           "fsdp.pth"}) {
+    EXPECT_EQ(slurp(s / "out/" + name), slurp(s / "out4/" + name)) << name;
+  }
+}
+
+TEST(RunBatch, ShardsSplitTheListAndNameTheirReports) {
+  Scratch s;
+  make_zoo(s);
+  std::map<std::string, int> seen;
+  size_t total = 0;
+  for (uint32_t index = 0; index < 3; ++index) {
+    BatchOptions options = options_for(s);
+    options.shard = Shard{index, 3};
+    BatchSummary summary = run_batch(options);
+    EXPECT_EQ(summary.listed, 5u);
+    EXPECT_EQ(summary.report_path, s / "out/ckpt-convert-batch.shard-" + std::to_string(index) +
+                                         "-of-3.jsonl");
+    for (const auto& [path, status] : statuses(summary.report_path)) {
+      ++seen[path];
+    }
+    total += summary.inputs;
+  }
+  EXPECT_EQ(total, 5u);
+  EXPECT_EQ(seen.size(), 5u);
+}
+
+TEST(BatchReport, RecordAndSummaryText) {
+  BatchRecord record;
+  record.input = "zoo/a.pth";
+  record.relative = "a.pth";
+  record.output = "out/a.pth";
+  record.status = BatchStatus::k_converted;
+  record.reason = "new";
+  record.input_bytes = 2000000;
+  record.output_bytes = 1900000;
+  record.tensors = 3;
+  record.storages = 2;
+  record.storage_bytes = 1800000;
+  record.renamed = 3;
+  record.rules = {{"strip module.", 3}};
+  record.verified_on = "cpu";
+  record.seconds = 0.5;
+  EXPECT_EQ(format_batch_record(record),
+            R"({"schema":"ckpt-convert.batch/1","input":"zoo/a.pth","path":"a.pth",)"
+            R"("output":"out/a.pth","status":"converted","reason":"new","exit_code":0,"error":null,)"
+            R"("input_bytes":2000000,"output_bytes":1900000,"tensors":3,"storages":2,)"
+            R"("storage_bytes":1800000,"renamed":3,"dropped":0,)"
+            R"("rules":[{"rule":"strip module.","matches":3}],"verified_on":"cpu","seconds":0.5})");
+  BatchSummary summary;
+  summary.listed = 10;
+  summary.inputs = 4;
+  summary.jobs = 2;
+  summary.seconds = 1.25;
+  summary.converted = {2, 4000000, 3800000};
+  summary.skipped = {1, 1000000, 900000};
+  summary.failed = {1, 500000, 0};
+  BatchRecord failure;
+  failure.input = "zoo/b.pth";
+  failure.exit_code = 1;
+  failure.error = "zoo/b.pth: zip archive is truncated\nsecond line";
+  summary.failures = {failure};
+  summary.report_path = "out/r.jsonl";
+  EXPECT_EQ(format_batch_summary(summary),
+            "batch: 4 inputs in this shard, of 10 listed, 2 jobs, 1.2 s\n"
+            "  status       inputs    input MB   output MB\n"
+            "  converted         2         4.0         3.8\n"
+            "  skipped           1         1.0         0.9\n"
+            "  failed            1         0.5         0.0\n"
+            "  failed (exit 1): zoo/b.pth: zip archive is truncated\n"
+            "  report: out/r.jsonl\n");
+}
+
+TEST(RunBatch, NothingToConvertIsAnError) {
+  Scratch s;
+  put(s / "zoo/readme.txt", "x");
+  EXPECT_EQ(error_of([&] { run_batch(options_for(s)); }),
+            "1: batch: no input matches *.pth *.pt *.bin *.ckpt in the given sources");
+}
+
+}  // namespace
+}  // namespace ckpt::test
