@@ -364,14 +364,18 @@ private:
   // --- memo ------------------------------------------------------------------
 
   // Python numbers memo entries 0, 1, 2…: a vector serves them; a sparse
-  // index (only a hand-made pickle has one) goes to a map.
+  // index (only a hand-made pickle has one) goes to a map. The vector grows
+  // only while it stays dense (at most twice the puts it holds, plus 4096):
+  // else puts 4095 apart would make each 5-byte LONG_BINPUT allocate 32 KB,
+  // and a 1 MB pickle take 8 GB.
   void memo_put(uint64_t index) {
     Node* node = top();
-    if (index < m_memo.size() + 4096) {
+    if (index < m_memo.size() + 4096 && index <= 2 * m_dense_puts + 4096) {
       if (index >= m_memo.size()) {
         m_memo.resize(index + 1, nullptr);
       }
       m_memo[index] = node;
+      ++m_dense_puts;
       return;
     }
     if (m_sparse_memo.size() >= m_limits.max_memo_entries && m_sparse_memo.count(index) == 0) {
@@ -764,6 +768,7 @@ private:
   std::vector<Node*> m_memo;
   std::unordered_map<uint64_t, Node*> m_sparse_memo;
   uint64_t m_memoized = 0;  // MEMOIZE's next index
+  uint64_t m_dense_puts = 0;  // puts into `m_memo`
 };
 
 }  // namespace
