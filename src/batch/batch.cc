@@ -302,27 +302,39 @@ BatchSummary run_batch(const BatchOptions& options) {
   Queue queue(std::move(inputs), summary.max_memory);
   std::mutex done_mutex;
   size_t done = 0;
+  // Counts, reports and announces a finished input (under `done_mutex`).
+  auto finish = [&](const BatchRecord& record) {
+    ++done;
+    BatchTotals* totals = &summary.failed;
+    switch (record.status) {
+      case BatchStatus::k_converted: totals = &summary.converted; break;
+      case BatchStatus::k_skipped: totals = &summary.skipped; break;
+      case BatchStatus::k_dry_run: totals = &summary.dry_run; break;
+      case BatchStatus::k_failed: summary.failures.push_back(record); break;
+    }
+    ++totals->inputs;
+    totals->input_bytes += record.input_bytes;
+    totals->output_bytes += record.output_bytes;
+    if (report.is_open()) {
+      report << format_batch_record(record) << '\n' << std::flush;
+    }
+    if (options.on_record) {
+      options.on_record(record, done, summary.inputs);
+    }
+  };
+  std::exception_ptr stopped;  // what broke outside any one input: rethrown once all stop
   auto worker = [&]() {
     while (std::optional<BatchInput> input = queue.take()) {
       BatchRecord record = process(*input, options, fingerprint);
       queue.done(input->size);
       std::lock_guard<std::mutex> lock(done_mutex);
-      ++done;
-      BatchTotals* totals = &summary.failed;
-      switch (record.status) {
-        case BatchStatus::k_converted: totals = &summary.converted; break;
-        case BatchStatus::k_skipped: totals = &summary.skipped; break;
-        case BatchStatus::k_dry_run: totals = &summary.dry_run; break;
-        case BatchStatus::k_failed: summary.failures.push_back(record); break;
+      if (stopped) {
+        return;  // another worker failed to report: stop converting
       }
-      ++totals->inputs;
-      totals->input_bytes += record.input_bytes;
-      totals->output_bytes += record.output_bytes;
-      if (report.is_open()) {
-        report << format_batch_record(record) << '\n' << std::flush;
-      }
-      if (options.on_record) {
-        options.on_record(record, done, summary.inputs);
+      try {
+        finish(record);
+      } catch (...) {
+        stopped = std::current_exception();
       }
     }
   };
@@ -334,6 +346,9 @@ BatchSummary run_batch(const BatchOptions& options) {
   worker();
   for (std::thread& thread : pool) {
     thread.join();
+  }
+  if (stopped) {
+    std::rethrow_exception(stopped);
   }
   std::sort(summary.failures.begin(), summary.failures.end(),
             [](const BatchRecord& a, const BatchRecord& b) { return a.relative < b.relative; });
@@ -349,7 +364,9 @@ int batch_exit_code(const BatchSummary& summary) {
 }
 
 std::string format_batch_record(const BatchRecord& record) {
-  return batch_detail::record_json(record).dump();
+  // Paths and keys are bytes: what is not UTF-8 is shown as U+FFFD.
+  return batch_detail::record_json(record).dump(-1, ' ', false,
+                                                nlohmann::json::error_handler_t::replace);
 }
 
 std::string format_batch_summary(const BatchSummary& s) {

@@ -43,7 +43,7 @@ std::string batch_options_fingerprint(const ConvertOptions& options) {
   std::sort(globals.begin(), globals.end());
   out["allowed_globals"] = globals;
   out["verify"] = options.verify ? json(options.device) : json(nullptr);
-  return out.dump();
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string sidecar_path(const std::string& output) { return output + ".ckpt-convert.json"; }
@@ -198,7 +198,7 @@ void write_sidecar(const std::string& output, const FileStamp& input_stamp, uint
 }
 
 void write_json_file(const std::string& path, const json& value) {
-  std::string text = value.dump(2) + "\n";
+  std::string text = value.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
   TempFile temp(path);
   const char* data = text.data();
   size_t left = text.size();

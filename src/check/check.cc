@@ -374,7 +374,8 @@ std::string format_check_json(const CheckReport& r, int exit_code, const std::st
                                {"message", problem.message}});
   }
   out["seconds"] = r.seconds;
-  return out.dump(2) + "\n";
+  // Keys are bytes: what is not UTF-8 is shown as U+FFFD.
+  return out.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace ckpt

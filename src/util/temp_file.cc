@@ -26,6 +26,7 @@ namespace {
 // live slots only. A file that finds no free slot is simply not covered.
 struct LiveSlot {
   std::atomic<int> state{0};  // 0 free, 1 filling, 2 live
+  std::atomic<const void*> owner{nullptr};  // the TempFile, so that it finds its slot again
   char path[4096] = {0};
   char destination[4096] = {0};
 };
@@ -34,10 +35,11 @@ constexpr int k_filling = 1;
 constexpr int k_live = 2;
 LiveSlot g_live[64];
 
-// Frees the slot of the temporary file `path`, if it has one.
-void release_slot(const std::string& path) {
+// Frees the slot of the temporary file `owner`, if it has one.
+void release_slot(const void* owner) {
   for (LiveSlot& slot : g_live) {
-    if (slot.state.load(std::memory_order_acquire) == k_live && path == slot.path) {
+    if (slot.owner.load(std::memory_order_acquire) == owner) {
+      slot.owner.store(nullptr, std::memory_order_relaxed);
       slot.state.store(k_free, std::memory_order_release);
       return;
     }
@@ -122,6 +124,7 @@ TempFile::TempFile(const std::string& destination) : m_destination(destination) 
       if (slot.state.compare_exchange_strong(expected, k_filling, std::memory_order_acquire)) {
         std::memcpy(slot.destination, m_destination.c_str(), m_destination.size() + 1);
         std::memcpy(slot.path, m_path.c_str(), m_path.size() + 1);
+        slot.owner.store(this, std::memory_order_relaxed);
         slot.state.store(k_live, std::memory_order_release);
         std::signal(SIGINT, remove_and_reraise);
         std::signal(SIGTERM, remove_and_reraise);
@@ -139,7 +142,7 @@ TempFile::~TempFile() {
   if (!m_committed) {
     ::unlink(m_path.c_str());
   }
-  release_slot(m_path);
+  release_slot(this);
 }
 
 void TempFile::commit() {
@@ -152,7 +155,7 @@ void TempFile::commit() {
     throw Error(m_destination + ": cannot rename the finished output into place: " +
                 std::strerror(errno));
   }
-  release_slot(m_path);  // done: a signal from now on has nothing to remove
+  release_slot(this);  // done: a signal from now on has nothing to remove
   m_committed = true;
 }
 

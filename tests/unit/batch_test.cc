@@ -350,6 +350,16 @@ TEST(BatchReport, RecordAndSummaryText) {
             "  report: out/r.jsonl\n");
 }
 
+TEST(RunBatch, NamesThatAreNotUtf8AreRecorded) {
+  Scratch s;
+  copy("dp_tiny_cnn.pth", s / "zoo/caf\xe9.pth");  // Latin-1, as old file systems write it
+  BatchSummary summary = run_batch(options_for(s));
+  EXPECT_EQ(summary.converted.inputs, 1u);
+  EXPECT_TRUE(fs::exists(s / "out/caf\xe9.pth"));
+  EXPECT_NE(slurp(summary.report_path).find("\"path\":\"caf\xef\xbf\xbd.pth\""), std::string::npos);
+  EXPECT_EQ(run_batch(options_for(s)).skipped.inputs, 1u);
+}
+
 TEST(RunBatch, NothingToConvertIsAnError) {
   Scratch s;
   put(s / "zoo/readme.txt", "x");
