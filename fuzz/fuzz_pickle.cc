@@ -39,7 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   EncodedPickle encoded;
   try {
-    encoded = encode_pickle(root);
+    encoded = encode_pickle(root, 1000, 16 * size + (1 << 20));  // as convert() bounds it
   } catch (const FormatError&) {
     return 0;
   }

@@ -25,8 +25,10 @@ a small state dict, with one attack in it:
 `expect` is what ckpt-convert's one error line must contain (it names the global or the
 defect); `flags` are the globals `inspect --json` must report with runs_code=true (code
 attacks: inspect reads them and exits 0; structure attacks: inspect exits 1 with the same
-message as the conversion); `torch_runs` marks the attacks that torch.load(weights_only=False)
-of torch 1.13 demonstrably executes (the canary appears: tests/e2e/cases_hostile.py checks it).
+message as the conversion, unless `inspect_reads`: it reads them and flags nothing);
+`max_rss_mb` bounds the tool's peak memory on the resource attacks (a small pickle that
+costs a lot); `torch_runs` marks the attacks that torch.load(weights_only=False) of torch
+1.13 demonstrably executes (the canary appears: tests/e2e/cases_hostile.py checks it).
 """
 import argparse
 import collections
@@ -204,10 +206,13 @@ def central_offsets(raw):
 # ----------------------------------------------------------------------------- attacks
 
 class Attack:
-    def __init__(self, name, summary, make, expect, flags=(), torch_runs=False):
+    def __init__(self, name, summary, make, expect, flags=(), torch_runs=False,
+                 inspect_reads=False, max_rss_mb=None):
         self.name, self.summary, self.make, self.expect = name, summary, make, expect
         self.flags = tuple(flags)           # globals inspect must flag (code attacks)
         self.torch_runs = torch_runs        # torch.load(weights_only=False) runs the payload
+        self.inspect_reads = inspect_reads or bool(flags)  # inspect exits 0 (else 1, same message)
+        self.max_rss_mb = max_rss_mb        # resource attacks: the tool's peak memory bound
 
     @property
     def kind(self):
@@ -231,10 +236,10 @@ class Context:
 ATTACKS = []
 
 
-def attack(expect, flags=(), torch_runs=False):
+def attack(expect, flags=(), torch_runs=False, inspect_reads=False, max_rss_mb=None):
     def register(make):
         ATTACKS.append(Attack(make.__name__, (make.__doc__ or '').strip(), make, expect, flags,
-                              torch_runs))
+                              torch_runs, inspect_reads, max_rss_mb))
         return make
     return register
 
@@ -420,6 +425,26 @@ def nested_lists_100k(c):
     return with_payload(Raw(pickle.EMPTY_LIST * depth + pickle.APPEND * (depth - 1)))
 
 
+# --- structure: a small pickle that costs a lot of memory ---------------------------------
+
+@attack('memo key 4094 was never stored', max_rss_mb=512)
+def memo_sparse_stride(c):
+    """60000 memo puts 4095 apart (LONG_BINPUT, 5 bytes each), then a get of a key never
+    stored: a decoder that keeps its memo in an array indexed by key allocates 2 GB."""
+    puts = b''.join(pickle.LONG_BINPUT + struct.pack('<I', k * 4095) for k in range(1, 60_001))
+    return with_payload(Raw(pickle.EMPTY_LIST + puts + pickle.POP + pickle.LONG_BINGET +
+                            struct.pack('<I', 4094)))
+
+
+@attack('the pickle would grow past', inspect_reads=True, max_rss_mb=512)
+def billion_laughs_int(c):
+    """A 4 KB integer used 500000 times (DUP, 1 byte each) in a list: Python never memoizes
+    ints, so a re-encoding writes it out at every use, 2 GB from a 500 KB file."""
+    number = pickle.LONG4 + struct.pack('<i', 4096) + b'\x7f' * 4096
+    return with_payload(Raw(pickle.EMPTY_LIST + pickle.MARK + number + pickle.DUP * 499_999 +
+                            pickle.APPENDS))
+
+
 # --- structure: storages and tensors that lie about their bytes ---------------------------
 
 def with_tensor(storage, **view):
@@ -562,6 +587,7 @@ def main(argv=None):
         (out / f'{a.name}.pth').write_bytes(a.build(canaries, out))
         table.append({'name': a.name, 'kind': a.kind, 'summary': a.summary, 'expect': a.expect,
                       'flags': list(a.flags), 'torch_runs': a.torch_runs,
+                      'inspect_reads': a.inspect_reads, 'max_rss_mb': a.max_rss_mb,
                       'canary': str(canaries / a.name)})
     (out / 'attacks.json').write_text(json.dumps(table, indent=1) + '\n')
     print(f'make_attacks: {len(ATTACKS)} attacks in {out} (canaries in {canaries})')

@@ -42,7 +42,11 @@ struct EncodedPickle {
 // graph encodes to the bytes Python wrote. Storages are written as
 // `('storage', type, key, location, numel)` with keys `0`, `1`, … in order of
 // first appearance. Throws `FormatError` for graphs a pickle cannot express
-// (recursive tuples, nesting past `max_depth`).
-EncodedPickle encode_pickle(const Node* root, int max_depth = 1000);
+// (recursive tuples, nesting past `max_depth`), and once the output passes
+// `max_bytes`: objects Python never memoizes (ints, floats) are written out
+// at every use, so a hand-made pickle that refers to one 4 KB integer a
+// million times, 1 byte each (DUP), would re-encode to 4 GB.
+EncodedPickle encode_pickle(const Node* root, int max_depth = 1000,
+                            uint64_t max_bytes = UINT64_MAX);
 
 }  // namespace ckpt

@@ -23,7 +23,7 @@ constexpr size_t k_batch_size = 1000;  // CPython's _BATCHSIZE
 
 class Encoder {
 public:
-  explicit Encoder(int max_depth) : m_max_depth(max_depth) {
+  Encoder(int max_depth, uint64_t max_bytes) : m_max_depth(max_depth), m_max_bytes(max_bytes) {
     m_storage_literal.kind = NodeKind::k_str;
     m_storage_literal.text = "storage";
   }
@@ -368,6 +368,11 @@ private:
     if (++depth > m_max_depth) {
       throw FormatError("objects nested deeper than " + std::to_string(m_max_depth) + " levels");
     }
+    if (m_out.size() > m_max_bytes) {
+      throw FormatError("the pickle would grow past " + std::to_string(m_max_bytes) +
+                        " bytes: it uses shared objects (through its memo or DUP) so often "
+                        "that writing each use out multiplies its size");
+    }
     switch (node->kind) {
       case NodeKind::k_none: op('N'); return;
       case NodeKind::k_bool: op(node->boolean ? uint8_t{0x88} : uint8_t{0x89}); return;
@@ -405,6 +410,7 @@ private:
   }
 
   int m_max_depth;
+  uint64_t m_max_bytes;
   uint32_t m_epoch = next_epoch();
   uint32_t m_memo_count = 0;
   std::string m_out;
@@ -416,8 +422,8 @@ private:
 
 }  // namespace
 
-EncodedPickle encode_pickle(const Node* root, int max_depth) {
-  return Encoder(max_depth).run(root);
+EncodedPickle encode_pickle(const Node* root, int max_depth, uint64_t max_bytes) {
+  return Encoder(max_depth, max_bytes).run(root);
 }
 
 }  // namespace ckpt

@@ -106,8 +106,8 @@ def _attack_case(attack):
         j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
         r = ctx.run('inspect', inp, '--json')
         j.check_clean_exit(r)
-        if attack.flags:
-            j.check(r.rc == 0, f'inspect: exit code {r.rc}, expected 0 (it reads code attacks)')
+        if attack.inspect_reads:
+            j.check(r.rc == 0, f'inspect: exit code {r.rc}, expected 0 (it reads this file)')
             flagged = [g['name'] for g in json.loads(r.stdout)['globals'] if g['runs_code']]
             j.check(flagged == list(attack.flags),
                     f'inspect flags {flagged} as running code, expected {list(attack.flags)}')
@@ -116,10 +116,17 @@ def _attack_case(attack):
             j.check_one_error_line(r, must_contain=[inp, attack.expect])
         j.check(j.sha256(inp) == before, f'the input {inp} was modified')
         j.check(not os.path.lexists(canary), f'{canary} exists: the payload RAN')
+        if attack.max_rss_mb:
+            import resource      # the peak of the two runs above, the only children so far
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+            j.check(peak <= attack.max_rss_mb,
+                    f'ckpt-convert peaked at {peak} MB, more than {attack.max_rss_mb} MB')
 
     run.__name__ = f'attack_{attack.name}'
-    run.__doc__ = f'{attack.summary}\nConvert: exit 1, "{attack.expect}"; inspect: ' + (
-        f'flags {", ".join(attack.flags)}' if attack.flags else 'exit 1, same message') + '; no canary.'
+    inspect = (f'flags {", ".join(attack.flags)}' if attack.flags else
+               'exit 0, flags nothing' if attack.inspect_reads else 'exit 1, same message')
+    run.__doc__ = (f'{attack.summary}\nConvert: exit 1, "{attack.expect}"; inspect: {inspect}; '
+                   f'no canary' + (f'; at most {attack.max_rss_mb} MB' if attack.max_rss_mb else '') + '.')
     return run
 
 
