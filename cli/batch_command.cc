@@ -143,7 +143,7 @@ Runner add_batch(CLI::App& app) {
   app.add_flag("--force", args->force, "Convert again even the inputs that are up to date");
   app.add_flag("--dry-run", args->dry_run,
                "Read and rewrite every input that is not up to date; write nothing");
-  add_convert_flags(app, args->convert);
+  add_convert_flags(app, args->convert, "Conversion (as for ckpt-convert IN OUT)");
   app.add_flag("--json", args->json, "Print each input's record as a JSON line on stdout");
   app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
   app.add_flag("-v,--verbose", args->verbosity,

@@ -1,4 +1,5 @@
-// The conversion options as `batch` registers them (see convert_options.h).
+// The conversion options of the default command and of `batch` (see
+// convert_options.h).
 // Rules must apply in the order their options were given: CLI11 keeps each
 // option's values apart, its parse order interleaves them.
 #include "convert_options.h"
@@ -12,24 +13,25 @@
 
 namespace ckpt::cli {
 
-void add_convert_flags(CLI::App& app, ConvertFlags& flags) {
+void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group) {
   ConvertOptions& o = flags.options;
-  const char* group = "Conversion (as for ckpt-convert IN OUT)";
-  app.add_option("--device", o.device, "Device each output is loaded on to verify it (cpu, cuda:N)")
-      ->capture_default_str()
-      ->group(group);
-  app.add_option("--location", o.location,
-                 "Location tag written on every storage; 'keep' keeps the input's")
-      ->capture_default_str()
-      ->group(group);
-  app.add_option("--preset", flags.preset, "Key rule preset (ckpt-convert --list-presets)")
-      ->capture_default_str()
-      ->group(group);
-  app.add_option("--rules", flags.rule_files, "Add the rules of a TOML rule file (repeatable)")
+  // CLI11 hides the options of an empty group: no group means the default one.
+  auto grouped = [group](CLI::Option* option) {
+    return group != nullptr ? option->group(group) : option;
+  };
+  grouped(app.add_option("--device", o.device,
+                         "Device the output is loaded on to verify it (cpu, cuda:N)"))
+      ->capture_default_str();
+  grouped(app.add_option("--location", o.location,
+                         "Location tag written on every storage; 'keep' keeps the input's"))
+      ->capture_default_str();
+  grouped(app.add_option("--preset", flags.preset, "Key rule preset (ckpt-convert --list-presets)"))
+      ->capture_default_str();
+  grouped(app.add_option("--rules", flags.rule_files,
+                         "Add the rules of a TOML rule file (repeatable)"))
       ->expected(1)
       ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-      ->group(group);
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   const char* const help[] = {
       "Strip the leading prefix P once",
       "Put the prefix P in front of every key",
@@ -50,21 +52,18 @@ void add_convert_flags(CLI::App& app, ConvertFlags& flags) {
         ->option_text(value_names[i])
         ->group("Rules (repeatable, applied in the order given)");
   }
-  app.add_flag("--require-match", o.require_match, "Make a rule that matches no key an error")
-      ->group(group);
+  grouped(app.add_flag("--require-match", o.require_match,
+                       "Make a rule that matches no key an error"));
   // `--extract` alone arrives as `--extract=*` (see main.cc).
-  app.add_option("--extract", flags.extract,
-                 "Write only the model's state dict; --extract=KEY names its top-level key")
-      ->option_text("[=KEY]")
-      ->group(group);
-  app.add_flag("--no-verify", flags.no_verify, "Skip reloading and comparing each output")
-      ->group(group);
-  app.add_option("--allow-global", o.allowed_globals,
-                 "Allow this global (module.name) in the outputs (repeatable)")
+  grouped(app.add_option("--extract", flags.extract,
+                         "Write only the model's state dict; --extract=KEY names its top-level key"))
+      ->option_text("[=KEY]");
+  grouped(app.add_flag("--no-verify", flags.no_verify, "Skip reloading and comparing the output"));
+  grouped(app.add_option("--allow-global", o.allowed_globals,
+                         "Allow this global (module.name) in the output (repeatable)"))
       ->expected(1)
       ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-      ->group(group);
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
 
 void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {

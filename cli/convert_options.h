@@ -1,7 +1,6 @@
-// The conversion options shared by the commands that convert (`batch` now;
-// the default command registers the same set in convert_command.cc): the
-// device, location, rules in command-line order, extraction, verification,
-// allowed globals; and the logging levels of -q/-v.
+// The conversion options shared by the commands that convert (the default
+// command and `batch`): the device, location, rules in command-line order,
+// extraction, verification, allowed globals; and the logging levels of -q/-v.
 #pragma once
 
 #include <string>
@@ -40,8 +39,9 @@ struct ConvertFlags {
 };
 
 // Registers --device, --location, --preset, --rules, the rule options,
-// --require-match, --extract[=KEY], --no-verify and --allow-global on `app`.
-void add_convert_flags(CLI::App& app, ConvertFlags& flags);
+// --require-match, --extract[=KEY], --no-verify and --allow-global on `app`,
+// in the help section `group` (nullptr: the command's own options).
+void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group = nullptr);
 
 // Completes `flags.options` once `app` is parsed: the rules in the order
 // their options were given (rule files read), extraction and verification.
