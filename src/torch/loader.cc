@@ -7,7 +7,6 @@
 #include <array>
 #include <climits>
 #include <cstdlib>
-#include <regex>
 
 #include "ckpt/error.h"
 #include "ckpt/torch_plugin.h"
@@ -99,13 +98,31 @@ CkptTensor view(const TensorRef& ref) {
 
 }  // namespace
 
+namespace {
+
+// `cpu` or `cuda`, optionally followed by `:N`.
+bool is_device_name(const std::string& device) {
+  size_t colon = device.find(':');
+  std::string type = device.substr(0, colon);
+  if (type != "cpu" && type != "cuda") {
+    return false;
+  }
+  if (colon == std::string::npos) {
+    return true;
+  }
+  std::string index = device.substr(colon + 1);
+  return !index.empty() && index.size() <= 9 &&
+         index.find_first_not_of("0123456789") == std::string::npos;
+}
+
+}  // namespace
+
 bool is_cpu_device(const std::string& device) {
-  static const std::regex k_device("(cpu|cuda)(:[0-9]+)?");
-  if (!std::regex_match(device, k_device)) {
+  if (!is_device_name(device)) {
     throw Error("invalid --device '" + device + "': expected cpu, cuda or cuda:N",
                 ExitStatus::k_usage);
   }
-  return device == "cpu";
+  return device.compare(0, 3, "cpu") == 0;  // cpu or cpu:N, as torch reads them
 }
 
 void require_device(const std::string& device) {

@@ -7,6 +7,7 @@
 
 #include "ckpt/check.h"
 #include "ckpt/error.h"
+#include "ckpt/torch_plugin.h"
 #include "test_util.h"
 
 namespace ckpt::test {
@@ -299,4 +300,24 @@ TEST(CheckCheckpoint, NoStateDictNamesTheOption) {
 }
 
 }  // namespace
+}  // namespace ckpt::test
+
+namespace ckpt::test {
+
+TEST(DeviceName, CpuAndCudaWithOptionalIndex) {
+  EXPECT_TRUE(is_cpu_device("cpu"));
+  EXPECT_TRUE(is_cpu_device("cpu:0"));
+  EXPECT_FALSE(is_cpu_device("cuda"));
+  EXPECT_FALSE(is_cpu_device("cuda:12"));
+  for (const char* bad : {"", "gpu", "cuda:", "cuda:x", "cuda:1:2", "CPU", "cuda:-1", " cpu"}) {
+    try {
+      is_cpu_device(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), ExitStatus::k_usage) << bad;
+      EXPECT_NE(std::string(e.what()).find("invalid --device"), std::string::npos) << bad;
+    }
+  }
+}
+
 }  // namespace ckpt::test
