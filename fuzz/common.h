@@ -49,7 +49,7 @@ public:
     Node* location = id->items[3];
     Node* numel = id->items[4];
     if (type->kind != NodeKind::k_global || !key->is_str() || !location->is_str() ||
-        numel->kind != NodeKind::k_int || !numel->big_integer.empty() || numel->integer < 0 ||
+        numel->kind != NodeKind::k_int || !numel->text.empty() || numel->integer < 0 ||
         numel->integer > (int64_t{1} << 40)) {
       throw FormatError("malformed storage id");
     }

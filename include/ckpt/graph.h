@@ -15,6 +15,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,10 +62,13 @@ struct Node {
   NodeKind kind = NodeKind::k_none;
   CallStyle style = CallStyle::k_reduce;
   bool boolean = false;
-  int64_t integer = 0;      // k_int when `big_integer` is empty
-  double real = 0;          // k_float
-  std::string big_integer;  // k_int past int64: minimal little-endian two's complement
-  std::string text;         // k_str (UTF-8), k_bytes/k_bytearray (raw), k_global (module)
+  union {
+    int64_t integer = 0;  // k_int when `text` is empty
+    double real;          // k_float
+  };
+  // k_str (UTF-8), k_bytes/k_bytearray (raw), k_global (module), and a k_int
+  // past int64 (minimal little-endian two's complement).
+  std::string text;
   std::string name;         // k_global (qualified name)
   std::vector<Node*> items;                         // list/tuple/set elements; call APPENDs
   std::vector<std::pair<Node*, Node*>> entries;    // dict items; call SETITEMs
@@ -85,23 +89,31 @@ struct Node {
   bool is_str() const { return kind == NodeKind::k_str; }
 };
 
-// Owns every node of one pickle. Addresses are stable: nodes are allocated in
-// blocks (a state dict of 50,000 tensors has a million nodes; one allocation
-// each was most of the time spent reading it) and never moved.
+// Owns every node of one pickle. Addresses are stable: nodes live in blocks
+// and never move. A state dict of 50,000 tensors has a million nodes: one
+// allocation each was most of the time spent reading it, and so were the page
+// faults of 4 KiB pages, so blocks after the first are 2 MiB transparent huge
+// pages and nodes are constructed only when made.
 class Graph {
 public:
   Graph() = default;
-  Graph(Graph&&) = default;
-  Graph& operator=(Graph&&) = default;
+  Graph(Graph&& other) noexcept { take(other); }
+  Graph& operator=(Graph&& other) noexcept {
+    if (this != &other) {
+      release();
+      take(other);
+    }
+    return *this;
+  }
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
+  ~Graph() { release(); }
 
   Node* make(NodeKind kind) {
-    if (m_used == k_block) {
-      m_blocks.push_back(std::make_unique<Node[]>(k_block));
-      m_used = 0;
+    if (m_used == m_capacity) {
+      add_block();
     }
-    Node* node = &m_blocks.back()[m_used++];
+    Node* node = new (&m_blocks.back().nodes[m_used++]) Node;  // constructed when made
     node->kind = kind;
     ++m_count;
     return node;
@@ -134,9 +146,20 @@ public:
   Node* root = nullptr;
 
 private:
-  static constexpr size_t k_block = 4096;
-  std::vector<std::unique_ptr<Node[]>> m_blocks;
-  size_t m_used = k_block;
+  // Raw memory for `capacity` nodes, of which the graph constructed the first
+  // `m_used` of the last block and all of the others.
+  struct Block {
+    Node* nodes = nullptr;
+    size_t capacity = 0;
+    bool huge = false;  // from aligned_alloc, else operator new
+  };
+  void add_block();
+  void release();                // destroys the nodes, frees the blocks
+  void take(Graph& other);       // moves everything out of `other`
+
+  std::vector<Block> m_blocks;
+  size_t m_used = 0;
+  size_t m_capacity = 0;
   size_t m_count = 0;
   std::deque<Storage> m_storages;
 };

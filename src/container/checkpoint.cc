@@ -60,7 +60,7 @@ Storage* storage_from_id(Graph& graph, const std::vector<Node*>& fields,
   if (!location->is_str()) {
     throw FormatError("storage location is not a str");
   }
-  if (numel->kind != NodeKind::k_int || !numel->big_integer.empty() || numel->integer < 0 ||
+  if (numel->kind != NodeKind::k_int || !numel->text.empty() || numel->integer < 0 ||
       numel->integer > (int64_t{1} << 56)) {
     throw FormatError("storage '" + key_text + "' has an invalid element count");
   }
@@ -135,6 +135,7 @@ void read_zip(Checkpoint& ckpt) {
   ckpt.archive_name = entries[0].name.substr(0, slash);
   std::string prefix = ckpt.archive_name + "/";
   std::unordered_map<std::string, const ZipEntry*> by_name;
+  by_name.reserve(entries.size());
   for (const ZipEntry& entry : entries) {
     if (entry.name.compare(0, prefix.size(), prefix) != 0) {
       fail(ckpt.path, "zip record '" + entry.name + "' lies outside the archive folder '" +
@@ -150,8 +151,7 @@ void read_zip(Checkpoint& ckpt) {
     fail(ckpt.path, "TorchScript archive (torch.jit.save) is not supported: ckpt-convert reads "
                     "torch.save checkpoints; save the module's state_dict() with torch.save");
   }
-  auto record = [&](const std::string& name) -> ByteSpan {
-    const ZipEntry* entry = by_name.at(name);
+  auto record_of = [&](const ZipEntry* entry) -> ByteSpan {
     if (entry->method != 0) {
       fail(ckpt.path + ":" + entry->name,
            "record is compressed (method " + std::to_string(entry->method) +
@@ -159,6 +159,7 @@ void read_zip(Checkpoint& ckpt) {
     }
     return {file.data + entry->data_offset, entry->size};
   };
+  auto record = [&](const std::string& name) { return record_of(by_name.at(name)); };
   if (by_name.count("data.pkl") == 0) {
     fail(ckpt.path, "not a PyTorch checkpoint: the zip archive has no data.pkl record");
   }
@@ -193,10 +194,12 @@ void read_zip(Checkpoint& ckpt) {
     Storage* storage = storage_from_id(graph, fields, by_key);
     if (storage->bytes.data == nullptr) {
       std::string name = "data/" + storage->key;
-      if (by_name.count(name) == 0) {
+      auto found = by_name.find(name);
+      if (found == by_name.end()) {
         throw FormatError("storage '" + storage->key + "' has no record '" + prefix + name + "'");
       }
-      ByteSpan bytes = record(name);
+      const ZipEntry* entry = found->second;
+      ByteSpan bytes = record_of(entry);
       uint64_t needed = static_cast<uint64_t>(storage->numel) *
                         static_cast<uint64_t>(element_size(storage->dtype));
       if (bytes.size < needed) {
@@ -207,7 +210,6 @@ void read_zip(Checkpoint& ckpt) {
       }
       storage->bytes = {bytes.data, needed};
       storage->file_offset = static_cast<uint64_t>(bytes.data - file.data);
-      const ZipEntry* entry = by_name.at(name);
       storage->has_crc32 = entry->size == needed;
       storage->crc32 = entry->crc32;
     }
@@ -243,7 +245,7 @@ void read_legacy(Checkpoint& ckpt) {
     magic = nullptr;
   }
   bool has_magic = magic != nullptr && magic->kind == NodeKind::k_int &&
-                   magic->big_integer == std::string(reinterpret_cast<const char*>(k_legacy_magic),
+                   magic->text == std::string(reinterpret_cast<const char*>(k_legacy_magic),
                                                      sizeof k_legacy_magic);
   if (!has_magic) {
     fail(ckpt.path, "not a PyTorch checkpoint (neither a zip archive nor a torch.save legacy "

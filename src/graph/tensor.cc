@@ -41,7 +41,7 @@ int64_t int_arg(const Node* callable, const Node* node, const char* what) {
   if (node->kind == NodeKind::k_bool) {
     return node->boolean ? 1 : 0;
   }
-  if (node->kind != NodeKind::k_int || !node->big_integer.empty()) {
+  if (node->kind != NodeKind::k_int || !node->text.empty()) {
     malformed(callable, std::string(what) + " is not a 64-bit integer");
   }
   return node->integer;
@@ -227,7 +227,7 @@ std::vector<TensorRef> tensors_reachable(const Node* root) {
   std::vector<TensorRef> tensors;
   for_each_reachable(root, [&](const Node* node) {
     if (std::optional<TensorRef> tensor = as_tensor(node)) {
-      tensors.push_back(*tensor);
+      tensors.push_back(std::move(*tensor));
       return false;
     }
     return true;

@@ -218,10 +218,33 @@ private:
     node->text.assign(raw);
     return node;
   }
+  // Python never memoizes ints, bools or None, and nothing changes a node of
+  // them in place, so one node per value serves every use: the offsets,
+  // sizes, strides and flags of a state dict's tensors are a third of its
+  // nodes. (A memo get already hands out one node many times.)
   Node* make_bool(bool value) {
-    Node* node = make(NodeKind::k_bool);
-    node->boolean = value;
-    return node;
+    Node*& shared = m_bools[value ? 1 : 0];
+    if (shared == nullptr) {
+      shared = make(NodeKind::k_bool);
+      shared->boolean = value;
+    }
+    return shared;
+  }
+  Node* make_none() {
+    if (m_none == nullptr) {
+      m_none = make(NodeKind::k_none);
+    }
+    return m_none;
+  }
+  Node* make_int(int64_t value) {
+    if (value < 0 || value >= static_cast<int64_t>(k_shared_ints)) {
+      return m_graph.make_int(value);
+    }
+    Node*& shared = m_ints[static_cast<size_t>(value)];
+    if (shared == nullptr) {
+      shared = m_graph.make_int(value);
+    }
+    return shared;
   }
 
   // An integer from little-endian two's complement `raw` (LONG1/LONG4).
@@ -243,7 +266,7 @@ private:
       }
       node->integer = static_cast<int64_t>(value);
     } else {
-      node->big_integer = std::move(bytes);
+      node->text = std::move(bytes);
     }
     return node;
   }
@@ -510,12 +533,12 @@ private:
       case POP_MARK: pop_mark(); break;
       case DUP: push(top()); break;
 
-      case NONE: push(make(NodeKind::k_none)); break;
+      case NONE: push(make_none()); break;
       case NEWTRUE: push(make_bool(true)); break;
       case NEWFALSE: push(make_bool(false)); break;
-      case BININT: push(m_graph.make_int(static_cast<int32_t>(read_le(4)))); break;
-      case BININT1: push(m_graph.make_int(read_byte())); break;
-      case BININT2: push(m_graph.make_int(static_cast<int64_t>(read_le(2)))); break;
+      case BININT: push(make_int(static_cast<int32_t>(read_le(4)))); break;
+      case BININT1: push(make_int(read_byte())); break;
+      case BININT2: push(make_int(static_cast<int64_t>(read_le(2)))); break;
       case LONG1: push(make_long(read_counted(read_byte()))); break;
       case LONG4: {
         auto length = static_cast<int32_t>(read_le(4));
@@ -769,6 +792,10 @@ private:
   std::unordered_map<uint64_t, Node*> m_sparse_memo;
   uint64_t m_memoized = 0;  // MEMOIZE's next index
   uint64_t m_dense_puts = 0;  // puts into `m_memo`
+  static constexpr size_t k_shared_ints = 1024;
+  std::vector<Node*> m_ints = std::vector<Node*>(k_shared_ints, nullptr);
+  Node* m_bools[2] = {nullptr, nullptr};
+  Node* m_none = nullptr;
 };
 
 }  // namespace

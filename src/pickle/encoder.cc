@@ -377,10 +377,10 @@ private:
       case NodeKind::k_none: op('N'); return;
       case NodeKind::k_bool: op(node->boolean ? uint8_t{0x88} : uint8_t{0x89}); return;
       case NodeKind::k_int:
-        if (node->big_integer.empty()) {
+        if (node->text.empty()) {
           save_int(node->integer);
         } else {
-          save_long_bytes(node->big_integer);
+          save_long_bytes(node->text);
         }
         return;
       case NodeKind::k_float: save_float(node->real); return;

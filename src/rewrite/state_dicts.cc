@@ -35,7 +35,7 @@ std::string subscript(const Node* key) {
   if (key->is_str()) {
     return "[" + quote(key->text) + "]";
   }
-  if (key->kind == NodeKind::k_int && key->big_integer.empty()) {
+  if (key->kind == NodeKind::k_int && key->text.empty()) {
     return "[" + std::to_string(key->integer) + "]";
   }
   return "[…]";

@@ -42,7 +42,7 @@ TEST(PickleDecoder, ReadsIntegersOfAnySize) {
   EXPECT_EQ(root->items[8]->integer, int64_t{1} << 31);
   EXPECT_EQ(root->items[9]->integer, -(int64_t{1} << 31) - 1);
   // 2**63 does not fit int64: kept as minimal two's complement bytes.
-  EXPECT_EQ(root->items[10]->big_integer, std::string("\0\0\0\0\0\0\0\x80\0", 9));
+  EXPECT_EQ(root->items[10]->text, std::string("\0\0\0\0\0\0\0\x80\0", 9));
 }
 
 TEST(PickleDecoder, MakesOrderedDictWithItsBuildState) {
