@@ -40,13 +40,22 @@ private:
 
   void begin_record(const std::string& name, uint64_t size);
   void end_record(uint32_t crc32);
+  // Records are small next to a syscall: headers, descriptors and small
+  // tensors collect in a buffer, flushed before each large record.
+  static constexpr size_t k_buffer_size = size_t{1} << 20;
+  static constexpr uint64_t k_small_record = 64 * 1024;
   void write(const void* data, size_t size);
+  void flush();
+  void write_through(const void* data, size_t size);
+  uint32_t buffer_from_file(int source_fd, uint64_t offset, uint64_t size,
+                            std::optional<uint32_t> crc32);
   [[noreturn]] void fail(const std::string& what, int error);
 
   int m_fd;
   std::string m_path;
   std::string m_prefix;
-  uint64_t m_offset = 0;
+  uint64_t m_offset = 0;  // bytes written, counting those still in the buffer
+  std::string m_buffer;
   std::vector<Entry> m_entries;
 };
 
