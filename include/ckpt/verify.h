@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "ckpt/graph.h"
+#include "ckpt/tensor.h"
 
 namespace ckpt {
 
@@ -20,11 +22,13 @@ struct VerifyReport {
   std::string device;
 };
 
-// Checks the archive at `path` against `expected` (the root that was encoded
-// into it): our reader decodes it to a graph that encodes to the same pickle
-// bytes; the tensors match in dtype, size, stride and offset, storages are
-// shared exactly as in `expected`, and each storage equals its source byte
-// for byte and its record's CRC-32; on a device other than the CPU each
+// Checks the archive at `path` against `sources` (the tensors of the root
+// that was encoded into it, in pickle order): our reader decodes it to a
+// graph that encodes to the same pickle bytes; the tensors match in dtype,
+// size, stride and offset, storages are shared exactly as in the sources,
+// and each storage holds its source's bytes and its record's CRC-32 (checked
+// against the CRC-32 of the input record when it has one, else byte for
+// byte); on a device other than the CPU each
 // tensor copied there and back equals its source. Storages are streamed in
 // chunks, so memory stays flat whatever their size. Throws `Error` with exit
 // status "verification failed" naming `shown_as` (the final name of the
@@ -32,9 +36,9 @@ struct VerifyReport {
 // bytes done, bytes total). A storage whose bytes fail the CRC-32 copied
 // from its input record is the input's defect: an `Error` (bad input) naming
 // `input_records` + key (`in.pth:archive/data/`).
-// `pickle` is the data.pkl that was written (the encoding of `expected`).
+// `pickle` is the data.pkl that was written (the encoding of the root).
 VerifyReport verify_output(
-    const Node* expected, const std::string& pickle, const std::string& path,
+    const std::vector<TensorRef>& sources, const std::string& pickle, const std::string& path,
     const std::string& shown_as, const std::string& device, const std::string& input_records,
     const std::function<void(const char*, uint64_t, uint64_t)>& progress = {});
 

@@ -159,11 +159,16 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
     if (options.verify) {
       stage = Clock::now();
       std::string input_records = options.input + ":" + input.archive_name + "/data/";
-      report.verified = verify_output(root, encoded.bytes, temp.path(), options.output,
+      report.verified = verify_output(tensors, encoded.bytes, temp.path(), options.output,
                                       options.device, input_records, options.progress);
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
                     options.device, report.seconds.verify);
+    }
+    if (input.file.shrank()) {
+      // Verified against the CRC-32s of the input's records, the output may
+      // be whole; but another process changed the input meanwhile: say so.
+      throw truncated_while_read(options.input);
     }
     temp.commit();
     report.written = true;

@@ -3,8 +3,8 @@
 // Independent checks must agree with what we meant to write: our reader
 // decodes the file again (and its re-encoding must give back the same pickle
 // bytes, so the structure is exactly what was meant); every tensor's layout
-// and storage sharing match; every storage equals its source and the CRC-32
-// its record carries; and for a GPU, LibTorch (the plugin) copies each tensor
+// and storage sharing match; every storage holds its source's bytes and the
+// CRC-32 its record carries (see check_storage); and for a GPU, LibTorch (the plugin) copies each tensor
 // there and back. On the CPU the tensors are the very bytes compared, so
 // LibTorch is not loaded for them. That the archive is what torch's own
 // reader expects is proven once and for all by the writer's byte-for-byte
@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 
 #include "ckpt/checkpoint.h"
@@ -36,11 +37,60 @@ std::string describe(size_t index, const TensorRef& ref) {
   return "tensor #" + std::to_string(index) + " (" + std::string(dtype_name(ref.dtype)) + ")";
 }
 
-// Compares `written` with `source` chunk by chunk, checking the CRC-32 the
-// written record carries, and lets each chunk's pages go once compared.
-void compare_storage(const std::string& shown_as, const std::string& input_records,
-                     const Storage& source, const Storage& written, uint64_t& done, uint64_t total,
-                     const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
+// Reports `n` more bytes done and lets their pages go.
+class Progress {
+public:
+  Progress(uint64_t total, const std::function<void(const char*, uint64_t, uint64_t)>& report)
+      : m_total(total), m_report(report) {}
+  void done(uint64_t n) {
+    m_done += n;
+    if (m_report) {
+      m_report("verify", m_done, m_total);
+    }
+  }
+
+private:
+  uint64_t m_done = 0;
+  uint64_t m_total;
+  const std::function<void(const char*, uint64_t, uint64_t)>& m_report;
+};
+
+// The CRC-32 of `bytes`, a chunk at a time, its pages released once read.
+uint32_t crc32_streamed(ByteSpan bytes, Progress* progress) {
+  uint32_t crc = 0;
+  for (uint64_t at = 0; at < bytes.size; at += k_chunk) {
+    uint64_t n = std::min(k_chunk, bytes.size - at);
+    crc = crc32_update(crc, bytes.data + at, n);
+    release_pages({bytes.data + at, n});
+    if (progress != nullptr) {
+      progress->done(n);
+    }
+  }
+  return crc;
+}
+
+// Where `a` and `b` (of one size) first differ, compared a chunk at a time.
+std::optional<uint64_t> first_difference(ByteSpan a, ByteSpan b) {
+  for (uint64_t at = 0; at < a.size; at += k_chunk) {
+    uint64_t n = std::min(k_chunk, a.size - at);
+    if (std::memcmp(a.data + at, b.data + at, n) != 0) {
+      return at;
+    }
+    release_pages({a.data + at, n});
+    release_pages({b.data + at, n});
+  }
+  return std::nullopt;
+}
+
+// Checks that `written` holds the bytes of `source` and the CRC-32 its record
+// carries. A zip input's record carries the CRC-32 torch computed when it
+// saved them, and the written record the same one: then reading the output
+// once proves both (a CRC-32 catches every burst of up to 32 flipped bits,
+// and all but one in four billion other damage). Only when that fails, or
+// the input has no CRC-32 (legacy format), are the bytes compared with the
+// source, which also tells whose bytes are damaged.
+void check_storage(const std::string& shown_as, const std::string& input_records,
+                   const Storage& source, const Storage& written, Progress& progress) {
   const ByteSpan& a = source.bytes;
   const ByteSpan& b = written.bytes;
   std::string name = "data/" + written.key;
@@ -48,34 +98,26 @@ void compare_storage(const std::string& shown_as, const std::string& input_recor
     mismatch(shown_as, name + " holds " + std::to_string(b.size) + " bytes, its source " +
                            std::to_string(a.size));
   }
-  uint32_t crc = 0;
-  for (uint64_t at = 0; at < a.size; at += k_chunk) {
-    uint64_t n = std::min(k_chunk, a.size - at);
-    if (std::memcmp(a.data + at, b.data + at, n) != 0) {
-      mismatch(shown_as, name + " differs from its source near byte " + std::to_string(at));
-    }
-    crc = crc32_update(crc, b.data + at, n);
-    release_pages({a.data + at, n});
-    release_pages({b.data + at, n});
-    done += n;
-    if (progress) {
-      progress("verify", done, total);
-    }
-  }
-  if (written.has_crc32 && crc == written.crc32) {
+  bool same_crc_as_input = source.has_crc32 && written.has_crc32 && written.crc32 == source.crc32;
+  if (same_crc_as_input && crc32_streamed(b, &progress) == written.crc32) {
     return;
   }
-  if (source.has_crc32 && written.has_crc32 && written.crc32 == source.crc32) {
-    // The CRC-32 was copied from the input record, whose bytes equal ours.
+  if (std::optional<uint64_t> at = first_difference(a, b)) {
+    mismatch(shown_as, name + " differs from its source near byte " + std::to_string(*at));
+  }
+  if (same_crc_as_input) {
+    // The bytes equal the input's, which fail the CRC-32 of the input record.
     throw Error(input_records + source.key + ": CRC-32 mismatch: the tensor data is corrupt "
                 "(the file was damaged after it was saved)");
   }
-  mismatch(shown_as, name + ": the CRC-32 in the archive does not match its bytes");
+  if (!written.has_crc32 || crc32_streamed(b, &progress) != written.crc32) {
+    mismatch(shown_as, name + ": the CRC-32 in the archive does not match its bytes");
+  }
 }
 
 }  // namespace
 
-VerifyReport verify_output(const Node* expected, const std::string& pickle,
+VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::string& pickle,
                            const std::string& path, const std::string& shown_as,
                            const std::string& device,
                            const std::string& input_records,
@@ -94,8 +136,7 @@ VerifyReport verify_output(const Node* expected, const std::string& pickle,
     mismatch(shown_as, "the written pickle decodes to a different object graph");
   }
 
-  std::vector<TensorRef> sources = tensors_reachable(expected);
-  std::vector<TensorRef> outputs = tensors_reachable(written.graph.root);
+  const std::vector<TensorRef>& outputs = written.tensors;
   if (sources.size() != outputs.size()) {
     mismatch(shown_as, std::to_string(outputs.size()) + " tensors written, " +
                            std::to_string(sources.size()) + " expected");
@@ -104,7 +145,7 @@ VerifyReport verify_output(const Node* expected, const std::string& pickle,
   for (const Storage& storage : written.graph.storages()) {
     total += storage.bytes.size;
   }
-  uint64_t done = 0;
+  Progress verified(total, progress);
   std::unordered_map<const Storage*, const Storage*> source_to_output;
   std::unordered_map<const Storage*, const Storage*> output_to_source;
   for (size_t i = 0; i < sources.size(); ++i) {
@@ -121,7 +162,7 @@ VerifyReport verify_output(const Node* expected, const std::string& pickle,
       mismatch(shown_as, describe(i, src) + " does not share storage as its source does");
     }
     if (new_pair) {
-      compare_storage(shown_as, input_records, *src.storage, *out.storage, done, total, progress);
+      check_storage(shown_as, input_records, *src.storage, *out.storage, verified);
       ++report.storages;
       report.bytes += src.storage->bytes.size;
     }

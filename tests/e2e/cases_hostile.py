@@ -438,9 +438,18 @@ def fault_input_truncated_while_copied_exits_cleanly(ctx):
 
 @case
 def fault_input_truncated_while_verified_exits_cleanly(ctx):
-    """The input (128 MiB) is cut to 4 KiB after the output is written, while verification
-    compares the two through their memory maps: reading the lost pages raises SIGBUS, which
-    the tool turns into exit 1 naming the input, removing its temporary output."""
+    """The input (128 MiB, legacy format: no CRC-32s, so verification compares the output with
+    it through their memory maps) is cut to 4 KiB after the output is written: reading the
+    lost pages raises SIGBUS, which the tool turns into exit 1 naming the input, removing its
+    temporary output."""
+    _truncated(ctx, legacy=True, at_least=BIG_MIB * 2**20, below=None)
+
+
+@case
+def fault_input_truncated_after_copy_exits_cleanly(ctx):
+    """The input (128 MiB zip: verification checks the output against the CRC-32s of the
+    input's records without reading it again) is cut to 4 KiB after the output is written:
+    the tool notices the input changed and exits 1 naming it, removing its temporary output."""
     _truncated(ctx, legacy=False, at_least=BIG_MIB * 2**20, below=None)
 
 
