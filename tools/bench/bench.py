@@ -57,6 +57,54 @@ def generate(workdir):
     return made
 
 
+def generate_zoo(workdir, files=40, mb=30):
+    """A zoo of FILES DDP state dicts of about MB each, in 4 folders."""
+    import torch
+    from collections import OrderedDict
+    zoo = workdir / 'zoo'
+    for i in range(files):
+        path = zoo / f'family{i % 4}' / f'model{i:02d}.pth'
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(i)
+        per = mb * 2**20 // 4 // 8  # 8 tensors of float32
+        sd = OrderedDict((f'module.layer{k}.weight', torch.randn(per)) for k in range(8))
+        torch.save(sd, path)
+    return zoo
+
+
+def bench_batch(args, workdir):
+    """batch --jobs 1 against --jobs 2 over the zoo, each converting everything (--force)."""
+    zoo = generate_zoo(workdir)
+    files = sorted(zoo.rglob('*.pth'))
+    total_mb = sum(f.stat().st_size for f in files) / 1e6
+    out = workdir / 'zoo-out'
+    commands = {f'batch --jobs {n}': [args.bin, 'batch', str(zoo), '-o', str(out), '--force', '-q',
+                                      '--jobs', str(n)] for n in (1, 2)}
+    commands['cp -r (the same files)'] = ['cp', '-r', str(zoo), str(out)]
+    times = {k: [] for k in commands}
+    rss = {k: 0.0 for k in commands}
+    for cmd in commands.values():  # warm the page cache alike
+        shutil.rmtree(out, ignore_errors=True)
+        run(cmd)
+    for _ in range(args.runs):
+        for label, cmd in commands.items():
+            shutil.rmtree(out, ignore_errors=True)
+            wall, peak = run(cmd)
+            times[label].append(wall)
+            rss[label] = max(rss[label], peak)
+    shutil.rmtree(out, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f'\n### batch: {len(files)} files, {total_mb:,.0f} MB, verify on cpu, median of {args.runs} runs\n')
+    print('| command | median s | MB/s | × jobs 1 throughput | peak RSS MB |')
+    print('| --- | ---: | ---: | ---: | ---: |')
+    for label in commands:
+        print(f'| {label} | {med[label]:.3f} | {total_mb / med[label]:,.0f} | '
+              f'{med["batch --jobs 1"] / med[label]:.2f} | {rss[label]:.0f} |')
+    sys.stdout.flush()
+
+
 PYTHON_BASELINE = r'''
 import sys, torch
 sd = torch.load(sys.argv[1], map_location='cpu')
@@ -130,6 +178,8 @@ def main():
         if args.only and args.only not in name:
             continue
         bench(name, src, args, workdir)
+    if not args.only or args.only in 'batch':
+        bench_batch(args, workdir)
 
 
 if __name__ == '__main__':
