@@ -21,8 +21,23 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import numpy as np
-import torch
+
+
+class _ImportedOnUse:
+    """A module imported when first used. Most refusal cases (attacks, faults, bad input)
+    never need torch, whose import costs more than a second per case, and every case runs
+    twice (the plain and the sanitizer build)."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+        return getattr(importlib.import_module(self._name), attr)
+
+
+np = _ImportedOnUse('numpy')
+torch = _ImportedOnUse('torch')
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))   # models.py, cases.py

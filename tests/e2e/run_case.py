@@ -60,9 +60,10 @@ def main(argv=None):
         return 1
     prepare_work(args.work)
 
+    # One thread per torch in a case, however many cases ctest runs at once; set before
+    # torch is imported, which only the cases that load checkpoints do.
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
     import judge
-    import torch
-    torch.set_num_threads(1)
     ctx = judge.Ctx(args.bin, args.data, args.large_data, args.work)
     try:
         fn(ctx)
