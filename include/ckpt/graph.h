@@ -15,6 +15,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <memory_resource>
 #include <new>
 #include <string>
 #include <utility>
@@ -47,6 +48,9 @@ struct Storage {
   mutable uint32_t memo_index = 0;
 };
 
+using NodeList = std::pmr::vector<Node*>;
+using NodeEntries = std::pmr::vector<std::pair<Node*, Node*>>;
+
 enum class NodeKind : uint8_t {
   k_none, k_bool, k_int, k_float, k_str, k_bytes, k_bytearray,
   k_list, k_tuple, k_dict, k_set, k_frozenset,
@@ -62,6 +66,11 @@ struct Node {
   NodeKind kind = NodeKind::k_none;
   CallStyle style = CallStyle::k_reduce;
   bool boolean = false;
+  // Scratch for one traversal or one encoding at a time (an epoch number
+  // marks a node as seen without a hash set); see walk.cc and encoder.cc.
+  mutable uint32_t visit_epoch = 0;
+  mutable uint32_t memo_epoch = 0;
+  mutable uint32_t memo_index = 0;
   union {
     int64_t integer = 0;  // k_int when `text` is empty
     double real;          // k_float
@@ -70,18 +79,19 @@ struct Node {
   // past int64 (minimal little-endian two's complement).
   std::string text;
   std::string name;         // k_global (qualified name)
-  std::vector<Node*> items;                         // list/tuple/set elements; call APPENDs
-  std::vector<std::pair<Node*, Node*>> entries;    // dict items; call SETITEMs
+  // Allocated from the graph's arena: a state dict's graph holds hundreds of
+  // thousands of short lists, which malloc and free one by one cost most of
+  // the time of reading it.
+  NodeList items;       // list/tuple/set elements; call APPENDs
+  NodeEntries entries;  // dict items; call SETITEMs
   Node* callable = nullptr;  // k_call; for k_dict, the OrderedDict class or null for dict
   Node* args = nullptr;      // k_call: a k_tuple
   Node* kwargs = nullptr;    // k_call made by NEWOBJ_EX: a k_dict
   Node* state = nullptr;     // k_dict/k_call: the BUILD state, or null without BUILD
   Storage* storage = nullptr;  // k_storage
-  // Scratch for one traversal or one encoding at a time (an epoch number
-  // marks a node as seen without a hash set); see walk.cc and encoder.cc.
-  mutable uint32_t visit_epoch = 0;
-  mutable uint32_t memo_epoch = 0;
-  mutable uint32_t memo_index = 0;
+
+  Node() = default;
+  explicit Node(std::pmr::memory_resource* arena) : items(arena), entries(arena) {}
 
   bool is_global(const char* module, const char* qualified_name) const {
     return kind == NodeKind::k_global && text == module && name == qualified_name;
@@ -113,7 +123,7 @@ public:
     if (m_used == m_capacity) {
       add_block();
     }
-    Node* node = new (&m_blocks.back().nodes[m_used++]) Node;  // constructed when made
+    Node* node = new (&m_blocks.back().nodes[m_used++]) Node(m_arena.get());  // made when needed
     node->kind = kind;
     ++m_count;
     return node;
@@ -158,6 +168,7 @@ private:
   void take(Graph& other);       // moves everything out of `other`
 
   std::vector<Block> m_blocks;
+  std::unique_ptr<std::pmr::monotonic_buffer_resource> m_arena;  // the nodes' lists
   size_t m_used = 0;
   size_t m_capacity = 0;
   size_t m_count = 0;

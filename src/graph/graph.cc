@@ -15,11 +15,45 @@ namespace {
 constexpr size_t k_first_block_nodes = 256;
 constexpr size_t k_huge_page = size_t{2} << 20;
 
+// Memory of 2 MiB and more as transparent huge pages, the rest from
+// operator new: what the arena of the nodes' lists grows into.
+class HugePageResource : public std::pmr::memory_resource {
+  void* do_allocate(size_t bytes, size_t alignment) override {
+    if (bytes < k_huge_page) {
+      return ::operator new(bytes, std::align_val_t(alignment));
+    }
+    size_t rounded = (bytes + k_huge_page - 1) / k_huge_page * k_huge_page;
+    void* memory = std::aligned_alloc(k_huge_page, rounded);
+    if (memory == nullptr) {
+      throw std::bad_alloc();
+    }
+    ::madvise(memory, rounded, MADV_HUGEPAGE);  // a hint: fine if refused
+    return memory;
+  }
+  void do_deallocate(void* memory, size_t bytes, size_t alignment) override {
+    if (bytes < k_huge_page) {
+      ::operator delete(memory, std::align_val_t(alignment));
+    } else {
+      std::free(memory);
+    }
+  }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+};
+
+std::pmr::memory_resource* huge_pages() {
+  static HugePageResource resource;
+  return &resource;
+}
+
 }  // namespace
 
 void Graph::add_block() {
   Block block;
   if (m_blocks.empty()) {
+    m_arena = std::make_unique<std::pmr::monotonic_buffer_resource>(k_first_block_nodes * 64,
+                                                                    huge_pages());
     block.capacity = k_first_block_nodes;
     block.nodes = static_cast<Node*>(::operator new(block.capacity * sizeof(Node)));
   } else {
@@ -49,6 +83,7 @@ void Graph::release() {
     }
   }
   m_blocks.clear();
+  m_arena.reset();
   m_used = m_capacity = m_count = 0;
   m_storages.clear();
   root = nullptr;
@@ -56,6 +91,7 @@ void Graph::release() {
 
 void Graph::take(Graph& other) {
   m_blocks = std::move(other.m_blocks);
+  m_arena = std::move(other.m_arena);
   m_used = other.m_used;
   m_capacity = other.m_capacity;
   m_count = other.m_count;

@@ -65,7 +65,7 @@ std::vector<int64_t> int_tuple(const Node* callable, const Node* node, const cha
 }
 
 // The storage, offset, size and stride that every rebuild function starts with.
-TensorRef storage_view(const Node* callable, const std::vector<Node*>& args, size_t needed) {
+TensorRef storage_view(const Node* callable, const NodeList& args, size_t needed) {
   if (args.size() < needed) {
     malformed(callable, "takes at least " + std::to_string(needed) + " arguments, got " +
                             std::to_string(args.size()));
@@ -112,7 +112,7 @@ std::optional<TensorRef> interpret(const Node* callable, const Node* args_node) 
   if (args_node == nullptr || args_node->kind != NodeKind::k_tuple) {
     malformed(callable, "arguments are not a tuple");
   }
-  const std::vector<Node*>& args = args_node->items;
+  const NodeList& args = args_node->items;
   TensorRef ref;
   switch (kind) {
     case Rebuild::k_v1:

@@ -208,9 +208,9 @@ private:
   }
 
   Node* make(NodeKind kind) { return m_graph.make(kind); }
-  Node* make_tuple(std::vector<Node*> items) {
+  Node* make_tuple(const std::vector<Node*>& items) {
     Node* node = make(NodeKind::k_tuple);
-    node->items = std::move(items);
+    node->items.assign(items.begin(), items.end());
     return node;
   }
   Node* make_bytes(NodeKind kind, std::string_view raw) {
@@ -630,7 +630,8 @@ private:
       case EMPTY_LIST: push(make(NodeKind::k_list)); break;
       case LIST: {
         Node* list = make(NodeKind::k_list);
-        list->items = pop_mark();
+        std::vector<Node*> items = pop_mark();
+        list->items.assign(items.begin(), items.end());
         push(list);
         break;
       }
@@ -674,7 +675,8 @@ private:
       }
       case FROZENSET: {
         Node* set = make(NodeKind::k_frozenset);
-        set->items = pop_mark();
+        std::vector<Node*> items = pop_mark();
+        set->items.assign(items.begin(), items.end());
         push(set);
         break;
       }

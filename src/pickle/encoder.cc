@@ -193,7 +193,7 @@ private:
     return source == Items::k_exact ? total == 1 : n == 1;
   }
 
-  void batch_appends(const std::vector<Node*>& items, int depth, Items source) {
+  void batch_appends(const NodeList& items, int depth, Items source) {
     for (size_t start = 0; start < items.size(); start += k_batch_size) {
       size_t n = std::min(k_batch_size, items.size() - start);
       if (single(n, items.size(), source)) {
@@ -208,7 +208,7 @@ private:
       op('e');
     }
   }
-  void batch_setitems(const std::vector<std::pair<Node*, Node*>>& entries, int depth,
+  void batch_setitems(const NodeEntries& entries, int depth,
                       Items source) {
     for (size_t start = 0; start < entries.size(); start += k_batch_size) {
       size_t n = std::min(k_batch_size, entries.size() - start);

@@ -128,7 +128,7 @@ private:
       visit(value, path + subscript(key), depth + 1, in_optimizer);
     }
     if (node->kind == NodeKind::k_call) {
-      const std::vector<Node*>& args = node->args->items;
+      const NodeList& args = node->args->items;
       for (size_t i = 0; i < args.size(); ++i) {
         visit(args[i], path + ".args[" + std::to_string(i) + "]", depth + 1, in_optimizer);
       }
@@ -173,7 +173,7 @@ void rewrite_metadata(Graph& graph, Node* metadata, const Rules& rules) {
       source_length[it->second] = key->text.size();
     }
   }
-  metadata->entries = std::move(kept);
+  metadata->entries.assign(kept.begin(), kept.end());
 }
 
 }  // namespace
@@ -232,7 +232,7 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
       }
       kept.emplace_back(*new_key == key->text ? key : graph.make_str(*new_key), value);
     }
-    dict->entries = std::move(kept);
+    dict->entries.assign(kept.begin(), kept.end());
     if (Node* metadata = metadata_of(dict)) {
       rewrite_metadata(graph, metadata, rules);
     }
