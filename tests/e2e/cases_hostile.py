@@ -15,8 +15,9 @@ Registered in the registry of cases.py (cases.py imports this module), so they a
 - fault_*: disk full (a 64 KiB tmpfs; skipped, exit 77, where mounting is not allowed), a
   file size limit (RLIMIT_FSIZE), an output folder the tool may not write (as root: with
   CAP_DAC_OVERRIDE dropped), a missing output folder, SIGINT/SIGTERM/SIGHUP while a 128 MiB
-  checkpoint is being written, and the input truncated while it is copied (a short read)
-  or while verification reads it through its memory map (SIGBUS). Each: IN as it was (bar
+  checkpoint is being written, and the input truncated while it is copied (a short read),
+  while verification reads it through its memory map (legacy input: SIGBUS), or after the
+  copy (zip input, verified by CRC-32 without rereading it). Each: IN as it was (bar
   the truncation), no OUT, no temporary file, one clear line on stderr.
 - sweep_*: dp_tiny_cnn.pth truncated at 64 evenly spaced lengths and with one byte flipped
   (XOR 0xFF) at 200 evenly spaced positions: every run exits 0 with an output torch.load
