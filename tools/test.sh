@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test (unit tests, the fuzz
 # corpus replays, and end-to-end tests of the real binary judged by real
-# PyTorch); then builds and runs them all again under AddressSanitizer and
-# UndefinedBehaviorSanitizer (tools/sanitize.sh) when CKPT_SANITIZE_TESTS=1: off by
-# default until a full sanitizer run has been seen to pass within CI's time.
+# PyTorch); then builds and runs them all again under AddressSanitizer,
+# UndefinedBehaviorSanitizer and LeakSanitizer (tools/sanitize.sh).
+# CKPT_SANITIZE_TESTS=0 skips the sanitizer pass (for a quick local run).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/tools/install-deps.sh"
 "$root/tools/build.sh"
 build=${BUILD_DIR:-$root/build}
 (cd "$build" && ctest --output-on-failure -j "${JOBS:-$(nproc)}" "$@")
-if [ "${CKPT_SANITIZE_TESTS:-0}" != 0 ]; then
+if [ "${CKPT_SANITIZE_TESTS:-1}" != 0 ]; then
   "$root/tools/sanitize.sh" "$@"
 fi
