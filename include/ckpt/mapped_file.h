@@ -48,4 +48,8 @@ Error truncated_while_read(const std::string& path);
 // kernel's page cache keeps them, and a later access maps them again.
 void release_pages(ByteSpan range);
 
+// Maps the pages of `range` now, in one call, rather than fault by fault as
+// they are first read (a hint: does nothing where the kernel cannot).
+void populate_pages(ByteSpan range);
+
 }  // namespace ckpt

@@ -170,6 +170,19 @@ MappedFile::~MappedFile() {
   }
 }
 
+void populate_pages(ByteSpan range) {
+#ifdef MADV_POPULATE_READ
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  auto start = reinterpret_cast<uintptr_t>(range.data);
+  uintptr_t first = start & ~(page - 1);  // every page the range touches
+  if (range.size > 0) {
+    ::madvise(reinterpret_cast<void*>(first), start + range.size - first, MADV_POPULATE_READ);
+  }
+#else
+  (void)range;
+#endif
+}
+
 void release_pages(ByteSpan range) {
   static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   auto start = reinterpret_cast<uintptr_t>(range.data);
