@@ -49,6 +49,7 @@ private:
   void write_through(const void* data, size_t size);
   uint32_t buffer_from_file(int source_fd, uint64_t offset, uint64_t size,
                             std::optional<uint32_t> crc32);
+  void read_input(int source_fd, char* to, uint64_t size, uint64_t offset);
   [[noreturn]] void fail(const std::string& what, int error);
 
   int m_fd;

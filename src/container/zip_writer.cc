@@ -93,6 +93,21 @@ void ZipWriter::write_through(const void* data, size_t size) {
   }
 }
 
+// Reads exactly `size` bytes at `offset` of `source_fd` into `to`.
+void ZipWriter::read_input(int source_fd, char* to, uint64_t size, uint64_t offset) {
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(source_fd, to + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      fail("cannot read the input at byte " + std::to_string(offset + done), n < 0 ? errno : 0);
+    }
+    done += static_cast<uint64_t>(n);
+  }
+}
+
 // Appends `size` bytes at `offset` of `source_fd` to the buffer; returns
 // their CRC-32 when `crc32` is unknown.
 uint32_t ZipWriter::buffer_from_file(int source_fd, uint64_t offset, uint64_t size,
@@ -103,18 +118,7 @@ uint32_t ZipWriter::buffer_from_file(int source_fd, uint64_t offset, uint64_t si
   size_t start = m_buffer.size();
   m_buffer.resize(start + size);
   char* at = m_buffer.data() + start;
-  uint64_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(source_fd, at + done, size - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      m_buffer.resize(start);
-      fail("cannot read the input at byte " + std::to_string(offset + done), n < 0 ? errno : 0);
-    }
-    done += static_cast<uint64_t>(n);
-  }
+  read_input(source_fd, at, size, offset);
   m_offset += size;
   return crc32 ? *crc32 : crc32_update(0, at, size);
 }
@@ -208,19 +212,14 @@ void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t o
   uint32_t crc = 0;
   std::vector<char> buffer(left > 0 ? std::min<uint64_t>(left, 1 << 20) : 0);
   while (left > 0) {
-    ssize_t n = ::pread(source_fd, buffer.data(), std::min<uint64_t>(left, buffer.size()), in);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      fail("cannot read the input at byte " + std::to_string(in), n < 0 ? errno : 0);
-    }
+    uint64_t n = std::min<uint64_t>(left, buffer.size());
+    read_input(source_fd, buffer.data(), n, static_cast<uint64_t>(in));
     if (!crc32) {
-      crc = crc32_update(crc, buffer.data(), static_cast<size_t>(n));
+      crc = crc32_update(crc, buffer.data(), n);
     }
-    write(buffer.data(), static_cast<size_t>(n));
-    in += n;
-    left -= static_cast<uint64_t>(n);
+    write(buffer.data(), n);
+    in += static_cast<off_t>(n);
+    left -= n;
   }
   end_record(crc32 ? *crc32 : crc);
 }
