@@ -33,4 +33,8 @@ private:
 // SIGBUS handler of mapped_file.cc calls it.
 void remove_live_temp_file() noexcept;
 
+// Writes `text` to stderr with write(2) only: async-signal-safe, for the
+// messages of those handlers.
+void say_signal_safe(const char* text) noexcept;
+
 }  // namespace ckpt

@@ -37,29 +37,17 @@ LiveMapping g_mappings[16];
 
 constexpr char k_truncated[] = "the file was truncated while being read (changed by another process?)";
 
-void say(const char* text) {
-  size_t left = std::strlen(text);
-  while (left > 0) {
-    ssize_t n = ::write(STDERR_FILENO, text, left);
-    if (n <= 0) {
-      return;
-    }
-    text += n;
-    left -= static_cast<size_t>(n);
-  }
-}
-
 void on_sigbus(int signal_number, siginfo_t* info, void*) {
   auto address = reinterpret_cast<uintptr_t>(info->si_addr);
   for (LiveMapping& mapping : g_mappings) {
     uintptr_t start = mapping.start.load(std::memory_order_acquire);
     if (start > 1 && address >= start && address - start < mapping.size) {
       remove_live_temp_file();
-      say("ckpt-convert: error: ");
-      say(mapping.path);
-      say(": ");
-      say(k_truncated);
-      say("\n");
+      say_signal_safe("ckpt-convert: error: ");
+      say_signal_safe(mapping.path);
+      say_signal_safe(": ");
+      say_signal_safe(k_truncated);
+      say_signal_safe("\n");
       ::_exit(static_cast<int>(ExitStatus::k_bad_input));
     }
   }

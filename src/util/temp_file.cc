@@ -46,19 +46,6 @@ void release_slot(const void* owner) {
   }
 }
 
-// Writes `text` to stderr with write(2) only: async-signal-safe.
-void say(const char* text) {
-  size_t left = std::strlen(text);
-  while (left > 0) {
-    ssize_t n = ::write(STDERR_FILENO, text, left);
-    if (n <= 0) {
-      return;
-    }
-    text += n;
-    left -= static_cast<size_t>(n);
-  }
-}
-
 const char* signal_name(int signal_number) {
   switch (signal_number) {
     case SIGINT: return "SIGINT";
@@ -72,11 +59,11 @@ void remove_and_reraise(int signal_number) {
   for (LiveSlot& slot : g_live) {
     if (slot.state.load(std::memory_order_acquire) == k_live) {
       ::unlink(slot.path);
-      say("ckpt-convert: error: ");
-      say(slot.destination);
-      say(": interrupted by ");
-      say(signal_name(signal_number));
-      say("; the unfinished output was removed\n");
+      say_signal_safe("ckpt-convert: error: ");
+      say_signal_safe(slot.destination);
+      say_signal_safe(": interrupted by ");
+      say_signal_safe(signal_name(signal_number));
+      say_signal_safe("; the unfinished output was removed\n");
     }
   }
   std::signal(signal_number, SIG_DFL);
@@ -97,6 +84,18 @@ std::string name_of(const std::string& path) {
 }
 
 }  // namespace
+
+void say_signal_safe(const char* text) noexcept {
+  size_t left = std::strlen(text);
+  while (left > 0) {
+    ssize_t n = ::write(STDERR_FILENO, text, left);
+    if (n <= 0) {
+      return;
+    }
+    text += n;
+    left -= static_cast<size_t>(n);
+  }
+}
 
 void remove_live_temp_file() noexcept {
   for (LiveSlot& slot : g_live) {
