@@ -31,18 +31,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def _host():
-    """The cases.py module whose registry these cases join (see cases_rules._host)."""
-    mod = sys.modules.get('cases')
-    if mod is None:
-        main = sys.modules.get('__main__')
-        if main is not None and hasattr(main, 'CASES') and hasattr(main, 'judge_output'):
-            return main
-        import cases as mod    # imported on its own: cases.py imports this module back
-    return mod
+from judge import host_cases  # noqa: E402
 
-
-cases = _host()
+cases = host_cases()
 ERROR_PREFIX = 'ckpt-convert: error: '
 
 

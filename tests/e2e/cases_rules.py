@@ -28,19 +28,9 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 
-def _host():
-    """The cases.py module whose registry these cases join: `cases` when imported by
-    run_case.py, `__main__` when cases.py runs as a script."""
-    mod = sys.modules.get('cases')
-    if mod is None:
-        main = sys.modules.get('__main__')
-        if main is not None and hasattr(main, 'CASES') and hasattr(main, 'judge_output'):
-            return main
-        import cases as mod    # imported on its own: cases.py imports this module back
-    return mod
+from judge import host_cases  # noqa: E402
 
-
-cases = _host()
+cases = host_cases()
 
 cases.FIXTURES.update({
     # bearpaw optimizer lr/momentum and best_acc are Python floats: BINFLOAT

@@ -42,6 +42,18 @@ torch = _ImportedOnUse('torch')
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))   # models.py, cases.py
 
+def host_cases():
+    """The cases.py module whose registry the cases_*.py modules join: `cases` when imported
+    by run_case.py, `__main__` when cases.py runs as a script."""
+    mod = sys.modules.get('cases')
+    if mod is None:
+        main = sys.modules.get('__main__')
+        if main is not None and hasattr(main, 'CASES') and hasattr(main, 'judge_output'):
+            return main
+        import cases as mod    # imported on its own: cases.py imports the cases_*.py back
+    return mod
+
+
 ERROR_PREFIX = 'ckpt-convert: error: '
 # Never acceptable anywhere in the tool's output: crashes and uncaught exceptions.
 FORBIDDEN_OUTPUT = ('Traceback', 'terminate called', 'Segmentation', 'Aborted', 'AddressSanitizer',
