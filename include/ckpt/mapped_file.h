@@ -48,8 +48,9 @@ Error truncated_while_read(const std::string& path);
 // kernel's page cache keeps them, and a later access maps them again.
 void release_pages(ByteSpan range);
 
-// Maps the pages of `range` now, in one call, rather than fault by fault as
-// they are first read (a hint: does nothing where the kernel cannot).
-void populate_pages(ByteSpan range);
+// Reads `size` bytes at `offset` of `fd` into `to`, through short reads and
+// EINTR. Returns how many it read: fewer than `size` when the file ends first
+// (errno is then 0) or a read fails (errno says why).
+uint64_t read_at(int fd, void* to, uint64_t size, uint64_t offset);
 
 }  // namespace ckpt

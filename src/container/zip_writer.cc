@@ -31,6 +31,7 @@
 
 #include "ckpt/crc32.h"
 #include "ckpt/error.h"
+#include "ckpt/mapped_file.h"
 #include "ckpt/writer.h"
 
 namespace ckpt {
@@ -95,16 +96,9 @@ void ZipWriter::write_through(const void* data, size_t size) {
 
 // Reads exactly `size` bytes at `offset` of `source_fd` into `to`.
 void ZipWriter::read_input(int source_fd, char* to, uint64_t size, uint64_t offset) {
-  uint64_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(source_fd, to + done, size - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      fail("cannot read the input at byte " + std::to_string(offset + done), n < 0 ? errno : 0);
-    }
-    done += static_cast<uint64_t>(n);
+  uint64_t done = read_at(source_fd, to, size, offset);
+  if (done < size) {
+    fail("cannot read the input at byte " + std::to_string(offset + done), errno);
   }
 }
 

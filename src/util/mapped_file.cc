@@ -158,17 +158,23 @@ MappedFile::~MappedFile() {
   }
 }
 
-void populate_pages(ByteSpan range) {
-#ifdef MADV_POPULATE_READ
-  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  auto start = reinterpret_cast<uintptr_t>(range.data);
-  uintptr_t first = start & ~(page - 1);  // every page the range touches
-  if (range.size > 0) {
-    ::madvise(reinterpret_cast<void*>(first), start + range.size - first, MADV_POPULATE_READ);
+uint64_t read_at(int fd, void* to, uint64_t size, uint64_t offset) {
+  auto* at = static_cast<char*>(to);
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, at + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      if (n == 0) {
+        errno = 0;
+      }
+      break;
+    }
+    done += static_cast<uint64_t>(n);
   }
-#else
-  (void)range;
-#endif
+  return done;
 }
 
 void release_pages(ByteSpan range) {
