@@ -11,6 +11,7 @@
 #include "ckpt/checkpoint.h"
 
 #include <cstring>
+#include <string_view>
 #include <unordered_map>
 
 #include "ckpt/error.h"
@@ -34,14 +35,16 @@ std::string located(const std::string& where, const FormatError& e) {
   return message.rfind('@', 0) == 0 ? where + message : where + ": " + message;
 }
 
+// Storages by their key, viewing `Storage::key`.
+using StoragesByKey = std::unordered_map<std::string_view, Storage*>;
+
 bool is_tar(ByteSpan file) {
   return file.size >= 262 && std::memcmp(file.data + 257, "ustar", 5) == 0;
 }
 
 // The fields of a storage persistent id, checked. `fields` are the tuple's
 // items after the 'storage' tag: type, key, location, numel[, view].
-Storage* storage_from_id(Graph& graph, const std::vector<Node*>& fields,
-                         std::unordered_map<std::string, Storage*>& by_key) {
+Storage* storage_from_id(Graph& graph, Node* const* fields, StoragesByKey& by_key) {
   Node* type = fields[0];
   Node* key = fields[1];
   Node* location = fields[2];
@@ -56,19 +59,23 @@ Storage* storage_from_id(Graph& graph, const std::vector<Node*>& fields,
   if (key->kind != NodeKind::k_str && key->kind != NodeKind::k_int) {
     throw FormatError("storage key is not a str");
   }
-  std::string key_text = key->is_str() ? key->text : std::to_string(key->integer);
+  std::string number;
+  if (!key->is_str()) {
+    number = std::to_string(key->integer);
+  }
+  std::string_view key_text = key->is_str() ? std::string_view(key->text) : number;
   if (!location->is_str()) {
     throw FormatError("storage location is not a str");
   }
   if (numel->kind != NodeKind::k_int || !numel->text.empty() || numel->integer < 0 ||
       numel->integer > (int64_t{1} << 56)) {
-    throw FormatError("storage '" + key_text + "' has an invalid element count");
+    throw FormatError("storage '" + std::string(key_text) + "' has an invalid element count");
   }
   auto found = by_key.find(key_text);
   if (found != by_key.end()) {
     Storage* storage = found->second;
     if (storage->dtype != *dtype || storage->numel != numel->integer) {
-      throw FormatError("storage '" + key_text + "' is declared twice with different types");
+      throw FormatError("storage '" + std::string(key_text) + "' is declared twice with different types");
     }
     return storage;
   }
@@ -78,13 +85,13 @@ Storage* storage_from_id(Graph& graph, const std::vector<Node*>& fields,
   storage->location = location;
   storage->dtype = *dtype;
   storage->numel = numel->integer;
-  by_key.emplace(key_text, storage);
+  by_key.emplace(storage->key, storage);  // the deque never moves it
   return storage;
 }
 
 // Unpacks `('storage', type, key, location, numel[, view])`; returns the other
-// fields, or throws naming what is wrong.
-std::vector<Node*> storage_id_fields(Node* id, size_t field_count) {
+// fields (in the tuple), or throws naming what is wrong.
+Node* const* storage_id_fields(const Node* id, size_t field_count) {
   if (id->kind != NodeKind::k_tuple || id->items.empty()) {
     throw FormatError("persistent id is not a tuple");
   }
@@ -97,7 +104,7 @@ std::vector<Node*> storage_id_fields(Node* id, size_t field_count) {
     throw FormatError("storage persistent id has " + std::to_string(id->items.size()) +
                       " fields, expected " + std::to_string(field_count + 1));
   }
-  return {id->items.begin() + 1, id->items.end()};
+  return id->items.data() + 1;
 }
 
 Node* storage_node(Graph& graph, Storage* storage) {
@@ -134,15 +141,17 @@ void read_zip(Checkpoint& ckpt) {
   }
   ckpt.archive_name = entries[0].name.substr(0, slash);
   std::string prefix = ckpt.archive_name + "/";
-  std::unordered_map<std::string, const ZipEntry*> by_name;
+  // Keyed by views of the names in `entries`, which outlive the maps.
+  std::unordered_map<std::string_view, const ZipEntry*> by_name;
   by_name.reserve(entries.size());
+  ckpt.records.reserve(entries.size());
   for (const ZipEntry& entry : entries) {
     if (entry.name.compare(0, prefix.size(), prefix) != 0) {
       fail(ckpt.path, "zip record '" + entry.name + "' lies outside the archive folder '" +
                           prefix + "'");
     }
-    std::string name = entry.name.substr(prefix.size());
-    ckpt.records.push_back(name);
+    std::string_view name = std::string_view(entry.name).substr(prefix.size());
+    ckpt.records.emplace_back(name);
     by_name.emplace(name, &entry);
   }
   if (by_name.count("constants.pkl") != 0 || by_name.count("code/") != 0 ||
@@ -188,12 +197,14 @@ void read_zip(Checkpoint& ckpt) {
     fail(ckpt.path + ":" + ckpt.pickle_record, "CRC-32 mismatch: the record is corrupt");
   }
 
-  std::unordered_map<std::string, Storage*> by_key;
+  StoragesByKey by_key;
+  by_key.reserve(entries.size());
+  std::string name = "data/";
   PersistentLoader load = [&](Graph& graph, Node* id) -> Node* {
-    std::vector<Node*> fields = storage_id_fields(id, 4);
+    Node* const* fields = storage_id_fields(id, 4);
     Storage* storage = storage_from_id(graph, fields, by_key);
     if (storage->bytes.data == nullptr) {
-      std::string name = "data/" + storage->key;
+      name.replace(5, std::string::npos, storage->key);
       auto found = by_name.find(name);
       if (found == by_name.end()) {
         throw FormatError("storage '" + storage->key + "' has no record '" + prefix + name + "'");
@@ -252,7 +263,7 @@ void read_legacy(Checkpoint& ckpt) {
                     "file)");
   }
 
-  std::unordered_map<std::string, Storage*> by_key;
+  StoragesByKey by_key;
   PersistentLoader load = [&](Graph& graph, Node* id) -> Node* {
     if (id->kind == NodeKind::k_tuple && !id->items.empty() && id->items[0]->is_str() &&
         id->items[0]->text == "module") {
@@ -262,7 +273,7 @@ void read_legacy(Checkpoint& ckpt) {
       }
       return id->items[1];
     }
-    std::vector<Node*> fields = storage_id_fields(id, 5);
+    Node* const* fields = storage_id_fields(id, 5);
     if (fields[4]->kind != NodeKind::k_none) {
       throw FormatError("legacy storage views are not supported");
     }
@@ -322,7 +333,7 @@ void read_legacy(Checkpoint& ckpt) {
   }
   for (const auto& [key, storage] : by_key) {
     if (storage->bytes.data == nullptr && storage->numel > 0) {
-      fail(ckpt.path, "legacy storage '" + key + "' is used but its bytes are missing");
+      fail(ckpt.path, "legacy storage '" + std::string(key) + "' is used but its bytes are missing");
     }
   }
 }

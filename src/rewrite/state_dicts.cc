@@ -193,9 +193,14 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
     const StateDictRef& ref = dicts[d];
     StateDictChange change;
     change.path = ref.path;
-    std::unordered_map<std::string, const std::string*> origin;
+    // Keyed by views of the new keys in renamed[d], reserved so they stay put.
+    std::unordered_map<std::string_view, const std::string*> origin;
+    origin.reserve(ref.dict->entries.size());
+    renamed[d].reserve(ref.dict->entries.size());
+    report.mapping.reserve(report.mapping.size() + ref.dict->entries.size());
     for (const auto& [key, value] : ref.dict->entries) {
-      std::optional<std::string> new_key = rules.apply(key->text, &report.rule_matches);
+      const std::optional<std::string>& new_key =
+          renamed[d].emplace_back(rules.apply(key->text, &report.rule_matches));
       ++change.keys;
       if (!new_key) {
         ++change.dropped;
@@ -210,7 +215,6 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
         ++(*new_key == key->text ? change.unchanged : change.renamed);
       }
       report.mapping.push_back({ref.path, key->text, new_key});
-      renamed[d].push_back(std::move(new_key));
     }
     report.renamed += change.renamed;
     report.dropped += change.dropped;
