@@ -17,8 +17,8 @@ public:
   // messages; records are named `<archive>/<name>`.
   ZipWriter(int fd, std::string path, std::string archive = "archive");
 
-  // A record from memory.
-  void add(const std::string& name, ByteSpan data);
+  // A record from memory, with its CRC-32 when already known.
+  void add(const std::string& name, ByteSpan data, std::optional<uint32_t> crc32 = std::nullopt);
   // A record of `size` bytes at `offset` of the open file `source_fd`. With
   // `crc32` known, the bytes are copied inside the kernel (copy_file_range);
   // without, they stream through a buffer while their CRC-32 is computed.
@@ -29,6 +29,10 @@ public:
   uint64_t finish();
 
   uint64_t written() const { return m_offset; }
+
+  // Records up to this size are gathered in the buffer rather than copied
+  // with a syscall of their own.
+  static constexpr uint64_t k_small_record = 64 * 1024;
 
 private:
   struct Entry {
@@ -43,7 +47,6 @@ private:
   // Records are small next to a syscall: headers, descriptors and small
   // tensors collect in a buffer, flushed before each large record.
   static constexpr size_t k_buffer_size = size_t{1} << 20;
-  static constexpr uint64_t k_small_record = 64 * 1024;
   void write(const void* data, size_t size);
   void flush();
   void write_through(const void* data, size_t size);
