@@ -39,7 +39,8 @@ std::optional<TensorRef> as_tensor(const Node* node);
 bool is_tensor(const Node* node);
 
 // Every tensor reachable from `root`, each once, in pickle order. Throws
-// `FormatError` for a malformed one.
-std::vector<TensorRef> tensors_reachable(const Node* root);
+// `FormatError` for a malformed one. `expected`, how many there are likely to
+// be, saves growing the vector (50,000 tensors: 17 moves of all of them).
+std::vector<TensorRef> tensors_reachable(const Node* root, size_t expected = 0);
 
 }  // namespace ckpt

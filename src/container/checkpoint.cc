@@ -115,7 +115,7 @@ Node* storage_node(Graph& graph, Storage* storage) {
 
 void collect_tensors(Checkpoint& ckpt) {
   try {
-    ckpt.tensors = tensors_reachable(ckpt.graph.root);
+    ckpt.tensors = tensors_reachable(ckpt.graph.root, ckpt.graph.storages().size());
   } catch (const FormatError& e) {
     throw Error(located(ckpt.path + ":" + ckpt.pickle_record, e));
   }

@@ -124,7 +124,7 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
       set_locations(input.graph, options.location);
     }
     check_output_globals(root, options.allowed_globals);
-    std::vector<TensorRef> tensors = tensors_reachable(root);
+    std::vector<TensorRef> tensors = tensors_reachable(root, input.tensors.size());
     report.tensors = tensors.size();
     report.seconds.rewrite = seconds_since(stage);
     spdlog::debug("rewrote {} state dict(s): {} renamed, {} dropped, {} unchanged, {:.3f} s",

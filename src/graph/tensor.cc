@@ -223,8 +223,9 @@ bool is_tensor(const Node* node) {
   return node->kind == NodeKind::k_call && rebuild_kind(node->callable) != Rebuild::k_none;
 }
 
-std::vector<TensorRef> tensors_reachable(const Node* root) {
+std::vector<TensorRef> tensors_reachable(const Node* root, size_t expected) {
   std::vector<TensorRef> tensors;
+  tensors.reserve(expected);
   for_each_reachable(root, [&](const Node* node) {
     if (std::optional<TensorRef> tensor = as_tensor(node)) {
       tensors.push_back(std::move(*tensor));
