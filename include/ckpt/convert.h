@@ -47,7 +47,6 @@ struct ConvertReport {
   bool dry_run = false;
   std::string format;                 // input container: zip or legacy; empty if unread
   std::vector<Rule> rules;
-  std::vector<StateDictRef> state_dicts;
   RewriteReport rewrite;
   std::vector<std::string> warnings;
   std::vector<GlobalUse> globals;     // every global the input names

@@ -149,6 +149,11 @@ public:
     return &m_storages.back();
   }
 
+  // Frees every node but keeps the storages, for a caller done with the
+  // objects but not with the storages' bytes. Every Node* into the graph
+  // dangles after it; `root` and the storages' `type` and `location` are null.
+  void release_nodes();
+
   size_t node_count() const { return m_count; }
   std::deque<Storage>& storages() { return m_storages; }
   const std::deque<Storage>& storages() const { return m_storages; }
@@ -164,7 +169,7 @@ private:
     bool huge = false;  // from aligned_alloc, else operator new
   };
   void add_block();
-  void release();                // destroys the nodes, frees the blocks
+  void release();                // release_nodes() and the storages
   void take(Graph& other);       // moves everything out of `other`
 
   std::vector<Block> m_blocks;

@@ -73,6 +73,11 @@ void Graph::add_block() {
 }
 
 void Graph::release() {
+  release_nodes();
+  m_storages.clear();
+}
+
+void Graph::release_nodes() {
   for (size_t i = 0; i < m_blocks.size(); ++i) {
     Block& block = m_blocks[i];
     std::destroy_n(block.nodes, i + 1 == m_blocks.size() ? m_used : block.capacity);
@@ -85,8 +90,11 @@ void Graph::release() {
   m_blocks.clear();
   m_arena.reset();
   m_used = m_capacity = m_count = 0;
-  m_storages.clear();
   root = nullptr;
+  for (Storage& storage : m_storages) {
+    storage.type = nullptr;
+    storage.location = nullptr;
+  }
 }
 
 void Graph::take(Graph& other) {

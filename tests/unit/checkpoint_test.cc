@@ -46,6 +46,31 @@ TEST(ReadCheckpoint, ReadsAZipStateDict) {
   EXPECT_EQ(ckpt.tensors[0].storage->location->text, "cpu");
 }
 
+TEST(ReadCheckpoint, ReleasingTheNodesKeepsTheStoragesBytes) {
+  Checkpoint ckpt = read_checkpoint(data("dp_tiny_cnn.pth"));
+  std::vector<std::pair<const uint8_t*, uint64_t>> before;
+  for (const Storage& storage : ckpt.graph.storages()) {
+    before.emplace_back(storage.bytes.data, storage.bytes.size);
+  }
+  ASSERT_GT(ckpt.graph.node_count(), 0u);
+  ckpt.graph.release_nodes();
+  EXPECT_EQ(ckpt.graph.node_count(), 0u);
+  EXPECT_EQ(ckpt.graph.root, nullptr);
+  ASSERT_EQ(ckpt.graph.storages().size(), before.size());
+  size_t i = 0;
+  for (const Storage& storage : ckpt.graph.storages()) {
+    EXPECT_EQ(storage.bytes.data, before[i].first);
+    EXPECT_EQ(storage.bytes.size, before[i].second);
+    EXPECT_EQ(storage.type, nullptr);
+    EXPECT_EQ(storage.location, nullptr);
+    ++i;
+  }
+  // The graph takes new nodes after.
+  Node* node = ckpt.graph.make_int(7);
+  EXPECT_EQ(node->integer, 7);
+  EXPECT_EQ(ckpt.graph.node_count(), 1u);
+}
+
 TEST(ReadCheckpoint, LegacyAndZipOfOneStateDictEncodeAlike) {
   Checkpoint legacy = read_checkpoint(data("legacy_dp.pth"));
   Checkpoint zip = read_checkpoint(data("dp_tiny_cnn.pth"));
