@@ -22,6 +22,14 @@ struct VerifyReport {
   std::string device;
 };
 
+// The input the sources were read from: to reread their bytes, and for
+// messages.
+struct VerifySource {
+  std::string path;     // the input file
+  std::string records;  // its storage records' prefix: `in.pth:archive/data/`
+  int fd = -1;          // open on it; -1 when the sources' bytes are only in memory
+};
+
 // Checks the archive at `path` against `sources` (the tensors of the root
 // that was encoded into it, in pickle order): our reader decodes it to a
 // graph that encodes to the same pickle bytes; the tensors match in dtype,
@@ -35,11 +43,11 @@ struct VerifyReport {
 // file) and the first difference. `progress`, when set, hears ("verify",
 // bytes done, bytes total). A storage whose bytes fail the CRC-32 copied
 // from its input record is the input's defect: an `Error` (bad input) naming
-// `input_records` + key (`in.pth:archive/data/`).
+// `input.records` + key, as is an input that shrinks while it is reread.
 // `pickle` is the data.pkl that was written (the encoding of the root).
 VerifyReport verify_output(
     const std::vector<TensorRef>& sources, const std::string& pickle, const std::string& path,
-    const std::string& shown_as, const std::string& device, const std::string& input_records,
+    const std::string& shown_as, const std::string& device, const VerifySource& input,
     const std::function<void(const char*, uint64_t, uint64_t)>& progress = {});
 
 }  // namespace ckpt

@@ -162,9 +162,10 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
                   report.seconds.write);
     if (options.verify) {
       stage = Clock::now();
-      std::string input_records = options.input + ":" + input.archive_name + "/data/";
+      VerifySource source{options.input, options.input + ":" + input.archive_name + "/data/",
+                          input.file.fd()};
       report.verified = verify_output(tensors, encoded.bytes, temp.path(), options.output,
-                                      options.device, input_records, options.progress);
+                                      options.device, source, options.progress);
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
                     options.device, report.seconds.verify);

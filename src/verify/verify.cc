@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <thread>
 #include <unordered_map>
@@ -30,9 +31,6 @@
 namespace ckpt {
 namespace {
 
-constexpr uint64_t k_chunk = 32ull << 20;
-constexpr uint64_t k_read_from = 64 << 10;
-
 [[noreturn]] void mismatch(const std::string& path, const std::string& what) {
   throw Error(path + ": verification failed: " + what, ExitStatus::k_verify_failed);
 }
@@ -41,7 +39,7 @@ std::string describe(size_t index, const TensorRef& ref) {
   return "tensor #" + std::to_string(index) + " (" + std::string(dtype_name(ref.dtype)) + ")";
 }
 
-// Reports `n` more bytes done and lets their pages go.
+// Tells the caller's progress callback of bytes verified.
 class Progress {
 public:
   Progress(uint64_t total, const std::function<void(const char*, uint64_t, uint64_t)>& report)
@@ -59,83 +57,160 @@ private:
   const std::function<void(const char*, uint64_t, uint64_t)>& m_report;
 };
 
-// The CRC-32 of `size` bytes at `offset` of `file`, read a megabyte at a time
-// into a buffer that stays in the CPU's cache. (Summing the mapped pages in
-// place costs twice as much: the kernel must map every page first.) Returns
-// false, with errno set or 0 for the end of the file, when a read fails.
-bool crc32_of_range(const MappedFile& file, uint64_t offset, uint64_t size, uint32_t& crc) {
-  constexpr uint64_t k_buffer = 1 << 20;
-  std::vector<uint8_t> buffer(std::min(size, k_buffer));
-  crc = 0;
-  for (uint64_t at = 0; at < size;) {
-    uint64_t n = std::min(k_buffer, size - at);
-    if (read_at(file.fd(), buffer.data(), n, offset + at) != n) {
-      return false;
-    }
-    crc = crc32_update(crc, buffer.data(), n);
-    at += n;
-  }
-  return true;
-}
+// Storage bytes are read a megabyte at a time into buffers that stay in the
+// CPU's cache: summing or comparing mapped page-cache pages in place costs
+// twice as much, since the kernel must map every page first. Storages under
+// 64 KiB are read in place: a syscall each would cost more than their few
+// page faults (50,000 small tensors). One core reads about 4 GB/s of page
+// cache, so a storage of 4 MiB or more is split in two halves done on two
+// threads (1.3 GB: 0.31 -> 0.18 s); a thread costs tens of microseconds,
+// 4 MiB about one millisecond. (Compared in place, storages go a chunk at a
+// time, whose pages are let go after.)
+constexpr uint64_t k_read_from = 64 << 10;
+constexpr uint64_t k_buffer = 1 << 20;
+constexpr uint64_t k_split_from = 4 << 20;
+constexpr uint64_t k_chunk = 32ull << 20;
 
-// The CRC-32 of `bytes`, a storage of the mapped `file`, read from the file
-// from 64 KiB on.
-// One core reads and sums about 4 GB/s of page cache (1.3 GB: 0.31 s), so a
-// storage of 4 MiB or more is split in two halves summed on two threads and
-// combined (0.18 s); a thread costs tens of microseconds, 4 MiB about one
-// millisecond.
-uint32_t crc32_streamed(const MappedFile& file, const std::string& shown_as, ByteSpan bytes,
-                        Progress& progress) {
-  constexpr uint64_t k_split_from = 4 << 20;
-  if (bytes.size < k_read_from) {
-    // A small storage: a syscall would cost more than its few page faults.
-    progress.done(bytes.size);
-    return crc32_update(0, bytes.data, bytes.size);
-  }
-  uint64_t offset = static_cast<uint64_t>(bytes.data - file.bytes().data);
-  uint64_t first_size = bytes.size;
-  uint32_t first = 0;
-  uint32_t second = 0;
-  bool second_read = true;
-  int second_error = 0;
+// Calls `scan(begin, end)` for [0, half) here and [half, size) on a second
+// thread, where half is size / 2 from 4 MiB on and size below; returns half.
+// What either throws is rethrown once both are done.
+template <typename Scan>
+uint64_t in_two_halves(uint64_t size, const Scan& scan) {
+  uint64_t half = size;
+  std::exception_ptr helper_failed;
   std::thread helper;
-  if (bytes.size >= k_split_from && std::thread::hardware_concurrency() >= 2) {
-    first_size = bytes.size / 2;
+  if (size >= k_split_from && std::thread::hardware_concurrency() >= 2) {
+    half = size / 2;
     helper = std::thread([&] {
-      second_read = crc32_of_range(file, offset + first_size, bytes.size - first_size, second);
-      second_error = errno;
+      try {
+        scan(half, size);
+      } catch (...) {
+        helper_failed = std::current_exception();
+      }
     });
   }
-  bool first_read = crc32_of_range(file, offset, first_size, first);
-  int error = errno;
+  std::exception_ptr failed;
+  try {
+    scan(0, half);
+  } catch (...) {
+    failed = std::current_exception();
+  }
   if (helper.joinable()) {
     helper.join();
   }
-  if (!first_read || !second_read) {
-    int cause = !first_read ? error : second_error;
-    mismatch(shown_as, std::string("cannot reread the output's tensor data: ") +
-                           (cause != 0 ? std::strerror(cause) : "the file was truncated"));
+  if (failed || helper_failed) {
+    std::rethrow_exception(failed ? failed : helper_failed);
   }
-  uint32_t crc = first;
-  if (first_size < bytes.size) {
-    crc = static_cast<uint32_t>(
-        ::crc32_combine(first, second, static_cast<z_off_t>(bytes.size - first_size)));
+  return half;
+}
+
+// Where a storage's bytes are read from: `fd` at `offset`, or only the
+// mapping (`fd` < 0); `name` is the file for messages.
+struct StorageFile {
+  int fd;
+  uint64_t offset;
+  const std::string& name;
+  bool is_output;
+};
+
+void read_chunk(const StorageFile& file, uint8_t* to, uint64_t n, uint64_t at) {
+  if (read_at(file.fd, to, n, file.offset + at) == n) {
+    return;
+  }
+  if (!file.is_output) {
+    throw truncated_while_read(file.name);  // the input changed under us
+  }
+  int cause = errno;
+  mismatch(file.name, std::string("cannot reread the output's tensor data: ") +
+                          (cause != 0 ? std::strerror(cause) : "the file was truncated"));
+}
+
+// The CRC-32 of `bytes`, a storage of the mapped `file` (see above).
+uint32_t crc32_streamed(const MappedFile& file, const std::string& shown_as, ByteSpan bytes,
+                        Progress& progress) {
+  uint32_t crc = 0;
+  if (bytes.size < k_read_from) {
+    crc = crc32_update(0, bytes.data, bytes.size);
+  } else {
+    StorageFile from{file.fd(), static_cast<uint64_t>(bytes.data - file.bytes().data), shown_as,
+                     true};
+    uint32_t halves[2] = {0, 0};
+    uint64_t half = in_two_halves(bytes.size, [&](uint64_t begin, uint64_t end) {
+      std::vector<uint8_t> buffer(std::min(end - begin, k_buffer));
+      uint32_t& sum = halves[begin == 0 ? 0 : 1];
+      for (uint64_t at = begin; at < end; at += buffer.size()) {
+        uint64_t n = std::min<uint64_t>(buffer.size(), end - at);
+        read_chunk(from, buffer.data(), n, at);
+        sum = crc32_update(sum, buffer.data(), n);
+      }
+    });
+    crc = halves[0];
+    if (half < bytes.size) {
+      crc = static_cast<uint32_t>(
+          ::crc32_combine(halves[0], halves[1], static_cast<z_off_t>(bytes.size - half)));
+    }
   }
   progress.done(bytes.size);
   return crc;
 }
 
-// Where `a` and `b` (of one size) first differ, compared a chunk at a time.
-std::optional<uint64_t> first_difference(ByteSpan a, ByteSpan b) {
-  for (uint64_t at = 0; at < a.size; at += k_chunk) {
-    uint64_t n = std::min(k_chunk, a.size - at);
-    if (std::memcmp(a.data + at, b.data + at, n) != 0) {
-      return at;
+// The byte comparison of a storage with its source.
+struct Comparison {
+  std::optional<uint64_t> first_difference;  // near which byte they differ
+  uint32_t written_crc32 = 0;                // of the written bytes, when equal
+};
+
+// Compares `source` and `written` (storages of one size): read from their
+// files side by side (see above), or in place when small or when the source
+// is not in a file (`source_file.fd` < 0). Sums the written bytes on the way,
+// so that they are read once. `progress`, when set, hears of the bytes done.
+Comparison compare_with_source(const StorageFile& source_file, ByteSpan source,
+                               const StorageFile& written_file, ByteSpan written,
+                               Progress* progress) {
+  Comparison result;
+  if (source.size < k_read_from || source_file.fd < 0) {
+    for (uint64_t at = 0; at < source.size; at += k_chunk) {
+      uint64_t n = std::min(k_chunk, source.size - at);
+      if (std::memcmp(source.data + at, written.data + at, n) != 0) {
+        result.first_difference = at;
+        return result;
+      }
+      result.written_crc32 = crc32_update(result.written_crc32, written.data + at, n);
+      release_pages({source.data + at, n});
+      release_pages({written.data + at, n});
     }
-    release_pages({a.data + at, n});
-    release_pages({b.data + at, n});
+  } else {
+    uint64_t differs[2] = {UINT64_MAX, UINT64_MAX};
+    uint32_t sums[2] = {0, 0};
+    uint64_t half = in_two_halves(source.size, [&](uint64_t begin, uint64_t end) {
+      std::vector<uint8_t> a(std::min(end - begin, k_buffer));
+      std::vector<uint8_t> b(a.size());
+      int which = begin == 0 ? 0 : 1;
+      for (uint64_t at = begin; at < end; at += a.size()) {
+        uint64_t n = std::min<uint64_t>(a.size(), end - at);
+        read_chunk(source_file, a.data(), n, at);
+        read_chunk(written_file, b.data(), n, at);
+        if (std::memcmp(a.data(), b.data(), n) != 0) {
+          differs[which] = at;
+          return;
+        }
+        sums[which] = crc32_update(sums[which], b.data(), n);
+      }
+    });
+    if (std::min(differs[0], differs[1]) != UINT64_MAX) {
+      result.first_difference = std::min(differs[0], differs[1]);
+      return result;
+    }
+    result.written_crc32 = sums[0];
+    if (half < source.size) {
+      result.written_crc32 = static_cast<uint32_t>(
+          ::crc32_combine(sums[0], sums[1], static_cast<z_off_t>(source.size - half)));
+    }
   }
-  return std::nullopt;
+  if (progress != nullptr) {
+    progress->done(source.size);
+  }
+  return result;
 }
 
 // Checks that `written` holds the bytes of `source` and the CRC-32 its record
@@ -145,7 +220,7 @@ std::optional<uint64_t> first_difference(ByteSpan a, ByteSpan b) {
 // and all but one in four billion other damage). Only when that fails, or
 // the input has no CRC-32 (legacy format), are the bytes compared with the
 // source, which also tells whose bytes are damaged.
-void check_storage(const std::string& shown_as, const std::string& input_records,
+void check_storage(const std::string& shown_as, const VerifySource& input,
                    const MappedFile& output, const Storage& source, const Storage& written,
                    Progress& progress) {
   const ByteSpan& a = source.bytes;
@@ -159,15 +234,22 @@ void check_storage(const std::string& shown_as, const std::string& input_records
   if (same_crc_as_input && crc32_streamed(output, shown_as, b, progress) == written.crc32) {
     return;
   }
-  if (std::optional<uint64_t> at = first_difference(a, b)) {
-    mismatch(shown_as, name + " differs from its source near byte " + std::to_string(*at));
+  StorageFile source_file{input.fd, source.file_offset, input.path, false};
+  StorageFile written_file{output.fd(), static_cast<uint64_t>(b.data - output.bytes().data),
+                           shown_as, true};
+  // After a failed CRC-32 the bytes were counted already.
+  Comparison compared = compare_with_source(source_file, a, written_file, b,
+                                            same_crc_as_input ? nullptr : &progress);
+  if (compared.first_difference) {
+    mismatch(shown_as, name + " differs from its source near byte " +
+                           std::to_string(*compared.first_difference));
   }
   if (same_crc_as_input) {
     // The bytes equal the input's, which fail the CRC-32 of the input record.
-    throw Error(input_records + source.key + ": CRC-32 mismatch: the tensor data is corrupt "
+    throw Error(input.records + source.key + ": CRC-32 mismatch: the tensor data is corrupt "
                 "(the file was damaged after it was saved)");
   }
-  if (!written.has_crc32 || crc32_streamed(output, shown_as, b, progress) != written.crc32) {
+  if (!written.has_crc32 || compared.written_crc32 != written.crc32) {
     mismatch(shown_as, name + ": the CRC-32 in the archive does not match its bytes");
   }
 }
@@ -176,8 +258,7 @@ void check_storage(const std::string& shown_as, const std::string& input_records
 
 VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::string& pickle,
                            const std::string& path, const std::string& shown_as,
-                           const std::string& device,
-                           const std::string& input_records,
+                           const std::string& device, const VerifySource& input,
                            const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
   VerifyReport report;
   report.device = device;
@@ -219,7 +300,7 @@ VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::str
       mismatch(shown_as, describe(i, src) + " does not share storage as its source does");
     }
     if (new_pair) {
-      check_storage(shown_as, input_records, written.file, *src.storage, *out.storage, verified);
+      check_storage(shown_as, input, written.file, *src.storage, *out.storage, verified);
       ++report.storages;
       report.bytes += src.storage->bytes.size;
     }

@@ -1,6 +1,8 @@
 // Verification of a written checkpoint: it passes on a faithful copy, and a
 // damaged byte is blamed on the right file (the output: exit 3; the input,
-// whose record CRC-32 no longer matches: exit 1), for zip and legacy inputs.
+// whose record CRC-32 no longer matches: exit 1), for zip and legacy inputs,
+// for small storages (compared in place) and large ones (read from the files,
+// from 4 MiB in two halves on two threads).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -8,8 +10,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <vector>
 
 #include "ckpt/checkpoint.h"
+#include "ckpt/pickle.h"
 #include "ckpt/verify.h"
 #include "ckpt/writer.h"
 #include "test_util.h"
@@ -61,7 +65,7 @@ Checkpoint write_copy(const std::string& input, const std::string& output) {
 
 VerifyReport verify(const Checkpoint& input, const std::string& output) {
   return verify_output(input.tensors, encode_pickle(input.graph.root).bytes, output, output, "cpu",
-                       input.path + ":archive/data/");
+                       {input.path, input.path + ":archive/data/", input.file.fd()});
 }
 
 // The exit status and message verification fails with, or {0, ""}.
@@ -109,16 +113,103 @@ TEST(Verify, ADamagedOutputFailsVerification) {
   }
 }
 
-TEST(Verify, ADamagedZipInputIsBlamedOnTheInputRecord) {
-  ScratchFile damaged("damaged.pth");
-  spit(damaged.path(), slurp(k_data + "/dp_tiny_cnn.pth"));
-  flip_byte(damaged.path(), first_storage_offset(damaged.path()) + 3);
+// Writes dp_tiny_cnn.pth with its first tensor's storage grown to `size`
+// bytes (the tensor still views its start), with our writer.
+void write_with_big_storage(const std::string& path, uint64_t size) {
+  Checkpoint small = read_checkpoint(k_data + "/dp_tiny_cnn.pth");
+  Storage& storage = *small.tensors.at(0).storage;
+  std::vector<uint8_t> bytes(size);
+  for (uint64_t i = 0; i < size; ++i) {
+    bytes[i] = static_cast<uint8_t>(i * 131 + (i >> 12));
+  }
+  std::copy(storage.bytes.data, storage.bytes.data + storage.bytes.size, bytes.begin());
+  storage.numel = static_cast<int64_t>(size / element_size(storage.dtype));
+  storage.bytes = {bytes.data(), size};
+  storage.has_crc32 = false;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  write_checkpoint(encode_pickle(small.graph.root), -1, fd, path);
+  ::close(fd);
+}
+
+constexpr uint64_t k_big = 5 << 20;  // past 4 MiB: read in two halves
+constexpr uint64_t k_damage_at = 3'500'000;  // in the second half
+
+// Where verification says a storage differs: the number after "near byte ".
+uint64_t near_byte(const std::string& message) {
+  size_t at = message.find("near byte ");
+  EXPECT_NE(at, std::string::npos) << message;
+  return at == std::string::npos ? UINT64_MAX : std::stoull(message.substr(at + 10));
+}
+
+TEST(Verify, BigStoragesPassWithAndWithoutAnInputCrc) {
+  ScratchFile big("big.pth");
+  write_with_big_storage(big.path(), k_big);
   ScratchFile out("out.pth");
-  Checkpoint input = write_copy(damaged.path(), out.path());
+  Checkpoint input = write_copy(big.path(), out.path());
+  ASSERT_EQ(input.tensors.at(0).storage->bytes.size, k_big);
+  VerifyReport report = verify(input, out.path());
+  EXPECT_GE(report.bytes, k_big);
+  // As for a legacy input: compared with the input's bytes, the output's
+  // CRC-32 summed on the way.
+  for (Storage& storage : input.graph.storages()) {
+    storage.has_crc32 = false;
+  }
+  report = verify(input, out.path());
+  EXPECT_GE(report.bytes, k_big);
+}
+
+TEST(Verify, ADamagedBigOutputFailsNearTheDamage) {
+  for (bool input_crc : {true, false}) {
+    ScratchFile big("big.pth");
+    write_with_big_storage(big.path(), k_big);
+    ScratchFile out("out.pth");
+    Checkpoint input = write_copy(big.path(), out.path());
+    for (Storage& storage : input.graph.storages()) {
+      storage.has_crc32 = storage.has_crc32 && input_crc;
+    }
+    flip_byte(out.path(), first_storage_offset(out.path()) + k_damage_at);
+    auto [status, message] = failure_of(input, out.path());
+    EXPECT_EQ(status, ExitStatus::k_verify_failed) << message;
+    EXPECT_NE(message.find("data/0 differs from its source"), std::string::npos) << message;
+    // Named by the start of the megabyte read that holds it.
+    EXPECT_LE(near_byte(message), k_damage_at) << message;
+    EXPECT_GT(near_byte(message) + (1 << 20), k_damage_at) << message;
+  }
+}
+
+TEST(Verify, ADamagedZipInputIsBlamedOnTheInputRecord) {
+  for (uint64_t big : {uint64_t{0}, k_big}) {
+    ScratchFile damaged("damaged.pth");
+    if (big == 0) {
+      spit(damaged.path(), slurp(k_data + "/dp_tiny_cnn.pth"));
+    } else {
+      write_with_big_storage(damaged.path(), big);
+    }
+    flip_byte(damaged.path(), first_storage_offset(damaged.path()) + (big == 0 ? 3 : k_damage_at));
+    ScratchFile out("out.pth");
+    Checkpoint input = write_copy(damaged.path(), out.path());
+    auto [status, message] = failure_of(input, out.path());
+    EXPECT_EQ(status, ExitStatus::k_bad_input) << message;
+    EXPECT_NE(message.find(damaged.path() + ":archive/data/"), std::string::npos) << message;
+    EXPECT_NE(message.find("CRC-32 mismatch"), std::string::npos) << message;
+  }
+}
+
+TEST(Verify, AnInputTruncatedBeforeTheComparisonIsBlamedOnTheInput) {
+  ScratchFile big("big.pth");
+  write_with_big_storage(big.path(), k_big);
+  ScratchFile out("out.pth");
+  Checkpoint input = write_copy(big.path(), out.path());
+  for (Storage& storage : input.graph.storages()) {
+    storage.has_crc32 = false;  // compared with the input, as a legacy one
+  }
+  ASSERT_EQ(::truncate(big.path().c_str(), static_cast<off_t>(first_storage_offset(big.path()) +
+                                                              k_damage_at)), 0);
   auto [status, message] = failure_of(input, out.path());
   EXPECT_EQ(status, ExitStatus::k_bad_input) << message;
-  EXPECT_NE(message.find(damaged.path() + ":archive/data/"), std::string::npos) << message;
-  EXPECT_NE(message.find("CRC-32 mismatch"), std::string::npos) << message;
+  EXPECT_NE(message.find(big.path() + ": the file was truncated while being read"),
+            std::string::npos) << message;
 }
 
 }  // namespace
