@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckpt/graph.h"
@@ -12,7 +13,7 @@
 namespace ckpt {
 
 struct ZipEntry {
-  std::string name;          // full name, archive folder included
+  std::string_view name;     // full name, archive folder included (in the file's bytes)
   uint64_t data_offset = 0;  // where the record's bytes start in the file
   uint64_t size = 0;         // stored (= uncompressed) size
   uint32_t crc32 = 0;
@@ -23,7 +24,7 @@ struct ZipEntry {
 bool looks_like_zip(ByteSpan file);
 
 // Reads the central directory (zip64 included) and checks every entry against
-// its local header and the file's bounds. Throws `FormatError` naming the
+// its local header and the file's bounds. The entries' names view `file`. Throws `FormatError` naming the
 // defect: truncation, duplicate names, header mismatch, encryption, an entry
 // that overlaps the directory.
 std::vector<ZipEntry> read_zip_index(ByteSpan file);

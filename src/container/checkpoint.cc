@@ -35,57 +35,65 @@ std::string located(const std::string& where, const FormatError& e) {
   return message.rfind('@', 0) == 0 ? where + message : where + ": " + message;
 }
 
-// Storages by their key, viewing `Storage::key`.
-using StoragesByKey = std::unordered_map<std::string_view, Storage*>;
-
 bool is_tar(ByteSpan file) {
   return file.size >= 262 && std::memcmp(file.data + 257, "ustar", 5) == 0;
 }
 
+// What a storage persistent id says.
+struct StorageId {
+  Node* type = nullptr;
+  Node* location = nullptr;
+  Dtype dtype = Dtype::k_untyped;
+  std::string key;
+  int64_t numel = 0;
+};
+
 // The fields of a storage persistent id, checked. `fields` are the tuple's
 // items after the 'storage' tag: type, key, location, numel[, view].
-Storage* storage_from_id(Graph& graph, Node* const* fields, StoragesByKey& by_key) {
-  Node* type = fields[0];
+StorageId parse_storage_id(Node* const* fields) {
+  StorageId id;
+  id.type = fields[0];
   Node* key = fields[1];
-  Node* location = fields[2];
+  id.location = fields[2];
   Node* numel = fields[3];
-  if (type->kind != NodeKind::k_global || type->text != "torch") {
+  if (id.type->kind != NodeKind::k_global || id.type->text != "torch") {
     throw FormatError("storage type is not a torch storage class");
   }
-  std::optional<Dtype> dtype = dtype_of_storage_class(type->name);
+  std::optional<Dtype> dtype = dtype_of_storage_class(id.type->name);
   if (!dtype) {
-    throw FormatError("unknown storage class torch." + type->name);
+    throw FormatError("unknown storage class torch." + id.type->name);
   }
+  id.dtype = *dtype;
   if (key->kind != NodeKind::k_str && key->kind != NodeKind::k_int) {
     throw FormatError("storage key is not a str");
   }
-  std::string number;
-  if (!key->is_str()) {
-    number = std::to_string(key->integer);
-  }
-  std::string_view key_text = key->is_str() ? std::string_view(key->text) : number;
-  if (!location->is_str()) {
+  id.key = key->is_str() ? key->text : std::to_string(key->integer);
+  if (!id.location->is_str()) {
     throw FormatError("storage location is not a str");
   }
   if (numel->kind != NodeKind::k_int || !numel->text.empty() || numel->integer < 0 ||
       numel->integer > (int64_t{1} << 56)) {
-    throw FormatError("storage '" + std::string(key_text) + "' has an invalid element count");
+    throw FormatError("storage '" + id.key + "' has an invalid element count");
   }
-  auto found = by_key.find(key_text);
-  if (found != by_key.end()) {
-    Storage* storage = found->second;
-    if (storage->dtype != *dtype || storage->numel != numel->integer) {
-      throw FormatError("storage '" + std::string(key_text) + "' is declared twice with different types");
+  id.numel = numel->integer;
+  return id;
+}
+
+// The storage `id` stands for: `known`, the one made before for its key
+// (which must agree), or a new one.
+Storage* storage_for(Graph& graph, const StorageId& id, Storage* known) {
+  if (known != nullptr) {
+    if (known->dtype != id.dtype || known->numel != id.numel) {
+      throw FormatError("storage '" + id.key + "' is declared twice with different types");
     }
-    return storage;
+    return known;
   }
   Storage* storage = graph.make_storage();
-  storage->key = key_text;
-  storage->type = type;
-  storage->location = location;
-  storage->dtype = *dtype;
-  storage->numel = numel->integer;
-  by_key.emplace(storage->key, storage);  // the deque never moves it
+  storage->key = id.key;
+  storage->type = id.type;
+  storage->location = id.location;
+  storage->dtype = id.dtype;
+  storage->numel = id.numel;
   return storage;
 }
 
@@ -136,23 +144,34 @@ void read_zip(Checkpoint& ckpt) {
   }
   size_t slash = entries[0].name.find('/');
   if (slash == std::string::npos || slash == 0) {
-    fail(ckpt.path, "not a PyTorch checkpoint: zip record '" + entries[0].name +
+    fail(ckpt.path, "not a PyTorch checkpoint: zip record '" + std::string(entries[0].name) +
                         "' is not inside an archive folder");
   }
   ckpt.archive_name = entries[0].name.substr(0, slash);
   std::string prefix = ckpt.archive_name + "/";
-  // Keyed by views of the names in `entries`, which outlive the maps.
+  // The storage records (`data/<key>`) by key, each with the storage made
+  // for it once a persistent id names it; the other records by name. Keyed
+  // by views of the names, which are in the mapped file.
+  struct StorageRecord {
+    const ZipEntry* entry;
+    Storage* storage;
+  };
+  std::unordered_map<std::string_view, StorageRecord> storage_records;
+  storage_records.reserve(entries.size());
   std::unordered_map<std::string_view, const ZipEntry*> by_name;
-  by_name.reserve(entries.size());
   ckpt.records.reserve(entries.size());
   for (const ZipEntry& entry : entries) {
     if (entry.name.compare(0, prefix.size(), prefix) != 0) {
-      fail(ckpt.path, "zip record '" + entry.name + "' lies outside the archive folder '" +
-                          prefix + "'");
+      fail(ckpt.path, "zip record '" + std::string(entry.name) +
+                          "' lies outside the archive folder '" + prefix + "'");
     }
-    std::string_view name = std::string_view(entry.name).substr(prefix.size());
+    std::string_view name = entry.name.substr(prefix.size());
     ckpt.records.emplace_back(name);
-    by_name.emplace(name, &entry);
+    if (name.compare(0, 5, "data/") == 0) {
+      storage_records.emplace(name.substr(5), StorageRecord{&entry, nullptr});
+    } else {
+      by_name.emplace(name, &entry);
+    }
   }
   if (by_name.count("constants.pkl") != 0 || by_name.count("code/") != 0 ||
       std::any_of(ckpt.records.begin(), ckpt.records.end(),
@@ -162,7 +181,7 @@ void read_zip(Checkpoint& ckpt) {
   }
   auto record_of = [&](const ZipEntry* entry) -> ByteSpan {
     if (entry->method != 0) {
-      fail(ckpt.path + ":" + entry->name,
+      fail(ckpt.path + ":" + std::string(entry->name),
            "record is compressed (method " + std::to_string(entry->method) +
                "); torch.save stores records uncompressed: re-save the checkpoint");
     }
@@ -197,24 +216,23 @@ void read_zip(Checkpoint& ckpt) {
     fail(ckpt.path + ":" + ckpt.pickle_record, "CRC-32 mismatch: the record is corrupt");
   }
 
-  StoragesByKey by_key;
-  by_key.reserve(entries.size());
-  std::string name = "data/";
   PersistentLoader load = [&](Graph& graph, Node* id) -> Node* {
-    Node* const* fields = storage_id_fields(id, 4);
-    Storage* storage = storage_from_id(graph, fields, by_key);
-    if (storage->bytes.data == nullptr) {
-      name.replace(5, std::string::npos, storage->key);
-      auto found = by_name.find(name);
-      if (found == by_name.end()) {
-        throw FormatError("storage '" + storage->key + "' has no record '" + prefix + name + "'");
-      }
-      const ZipEntry* entry = found->second;
+    StorageId storage_id = parse_storage_id(storage_id_fields(id, 4));
+    auto found = storage_records.find(storage_id.key);
+    if (found == storage_records.end()) {
+      throw FormatError("storage '" + storage_id.key + "' has no record '" + prefix + "data/" +
+                        storage_id.key + "'");
+    }
+    StorageRecord& slot = found->second;
+    bool is_new = slot.storage == nullptr;
+    Storage* storage = slot.storage = storage_for(graph, storage_id, slot.storage);
+    if (is_new) {
+      const ZipEntry* entry = slot.entry;
       ByteSpan bytes = record_of(entry);
       uint64_t needed = static_cast<uint64_t>(storage->numel) *
                         static_cast<uint64_t>(element_size(storage->dtype));
       if (bytes.size < needed) {
-        throw FormatError("storage record '" + prefix + name + "' holds " +
+        throw FormatError("storage record '" + prefix + "data/" + storage->key + "' holds " +
                           std::to_string(bytes.size) + " bytes, but its " +
                           std::to_string(storage->numel) + " elements need " +
                           std::to_string(needed));
@@ -263,7 +281,8 @@ void read_legacy(Checkpoint& ckpt) {
                     "file)");
   }
 
-  StoragesByKey by_key;
+  // Storages by key, viewing `Storage::key` (in the graph's deque: it never moves).
+  std::unordered_map<std::string_view, Storage*> by_key;
   PersistentLoader load = [&](Graph& graph, Node* id) -> Node* {
     if (id->kind == NodeKind::k_tuple && !id->items.empty() && id->items[0]->is_str() &&
         id->items[0]->text == "module") {
@@ -277,7 +296,13 @@ void read_legacy(Checkpoint& ckpt) {
     if (fields[4]->kind != NodeKind::k_none) {
       throw FormatError("legacy storage views are not supported");
     }
-    return storage_node(graph, storage_from_id(graph, fields, by_key));
+    StorageId storage_id = parse_storage_id(fields);
+    auto found = by_key.find(storage_id.key);
+    Storage* storage = storage_for(graph, storage_id, found == by_key.end() ? nullptr : found->second);
+    if (found == by_key.end()) {
+      by_key.emplace(storage->key, storage);
+    }
+    return storage_node(graph, storage);
   };
   Node* keys = nullptr;
   try {

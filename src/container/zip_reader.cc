@@ -46,7 +46,7 @@ public:
     }
     return value;
   }
-  std::string text(uint64_t offset, uint64_t length, const char* what) const {
+  std::string_view text(uint64_t offset, uint64_t length, const char* what) const {
     if (offset > m_file.size || length > m_file.size - offset) {
       throw FormatError("zip archive is truncated: " + std::string(what) + " at byte " +
                         std::to_string(offset) + " lies past the end of the file");
@@ -148,7 +148,8 @@ std::vector<ZipEntry> read_zip_index(ByteSpan file) {
   Directory dir = read_directory(in);
   std::vector<ZipEntry> entries;
   entries.reserve(dir.entries);
-  std::unordered_set<std::string> names;
+  std::unordered_set<std::string_view> names;
+  names.reserve(dir.entries);
   uint64_t pos = dir.offset;
   for (uint64_t i = 0; i < dir.entries; ++i) {
     if (in.read(pos, 4, "central directory entry") != k_central_signature) {
@@ -170,39 +171,39 @@ std::vector<ZipEntry> read_zip_index(ByteSpan file) {
                       local);
     pos += k_central_size + name_len + extra_len + comment_len;
     if (pos > dir.offset + dir.size) {
-      throw FormatError("zip central directory entry '" + entry.name +
+      throw FormatError("zip central directory entry '" + std::string(entry.name) +
                         "' runs past the directory");
     }
     if ((flags & (k_flag_encrypted | k_flag_strong_encryption)) != 0) {
-      throw FormatError("zip record '" + entry.name + "' is marked encrypted");
+      throw FormatError("zip record '" + std::string(entry.name) + "' is marked encrypted");
     }
     if (!names.insert(entry.name).second) {
-      throw FormatError("zip archive has two records named '" + entry.name + "'");
+      throw FormatError("zip archive has two records named '" + std::string(entry.name) + "'");
     }
 
     // The local header must tell the same story as the central directory.
     if (in.read(local, 4, "local header") != k_local_signature) {
-      throw FormatError("zip record '" + entry.name + "': no local header at byte " +
+      throw FormatError("zip record '" + std::string(entry.name) + "': no local header at byte " +
                         std::to_string(local));
     }
     auto local_flags = static_cast<uint16_t>(in.read(local + 6, 2, "local header"));
     auto local_method = static_cast<uint16_t>(in.read(local + 8, 2, "local header"));
     uint64_t local_name_len = in.read(local + 26, 2, "local header");
     uint64_t local_extra_len = in.read(local + 28, 2, "local header");
-    std::string local_name = in.text(local + k_local_size, local_name_len, "local name");
+    std::string_view local_name = in.text(local + k_local_size, local_name_len, "local name");
     if (local_name != entry.name || local_method != entry.method ||
         (local_flags & (k_flag_encrypted | k_flag_strong_encryption)) != 0) {
-      throw FormatError("zip record '" + entry.name +
+      throw FormatError("zip record '" + std::string(entry.name) +
                         "': local header disagrees with the central directory (name '" +
-                        local_name + "', method " + std::to_string(local_method) + ", flags " +
+                        std::string(local_name) + "', method " + std::to_string(local_method) + ", flags " +
                         std::to_string(local_flags) + ")");
     }
     entry.data_offset = local + k_local_size + local_name_len + local_extra_len;
     if (entry.method == 0 && compressed != entry.size) {
-      throw FormatError("zip record '" + entry.name + "' is stored but its sizes differ");
+      throw FormatError("zip record '" + std::string(entry.name) + "' is stored but its sizes differ");
     }
     if (entry.data_offset > dir.offset || compressed > dir.offset - entry.data_offset) {
-      throw FormatError("zip archive is truncated: record '" + entry.name + "' (" +
+      throw FormatError("zip archive is truncated: record '" + std::string(entry.name) + "' (" +
                         std::to_string(compressed) + " bytes at byte " +
                         std::to_string(entry.data_offset) + ") runs past its data");
     }
