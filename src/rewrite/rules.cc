@@ -69,46 +69,70 @@ std::string drop_component(const std::string& key, const std::string& component)
   return out;
 }
 
-// `key` after `rule`, or nothing when the rule removes it.
-std::optional<std::string> apply_rule(const Rule& rule, const std::string& key) {
+// What a rule did to a key.
+enum class Outcome { k_kept, k_changed, k_dropped };
+
+// Applies `rule` to `key` in place (a state dict has tens of thousands of
+// keys: no copy of those a rule leaves alone).
+Outcome apply_rule(const Rule& rule, std::string& key) {
+  auto replaced = [&](std::string next) {
+    if (next == key) {
+      return Outcome::k_kept;
+    }
+    key = std::move(next);
+    return Outcome::k_changed;
+  };
   switch (rule.kind) {
     case RuleKind::k_strip:
-      return starts_with(key, rule.args[0]) ? key.substr(rule.args[0].size()) : key;
+      if (!rule.args[0].empty() && starts_with(key, rule.args[0])) {
+        key.erase(0, rule.args[0].size());
+        return Outcome::k_changed;
+      }
+      return Outcome::k_kept;
     case RuleKind::k_strip_repeated: {
-      std::string out = key;
+      Outcome outcome = Outcome::k_kept;
       bool stripped = true;
       while (stripped) {
         stripped = false;
         for (const std::string& prefix : rule.args) {
-          if (!prefix.empty() && starts_with(out, prefix)) {
-            out.erase(0, prefix.size());
+          if (!prefix.empty() && starts_with(key, prefix)) {
+            key.erase(0, prefix.size());
             stripped = true;
+            outcome = Outcome::k_changed;
           }
         }
       }
-      return out;
+      return outcome;
     }
     case RuleKind::k_add_prefix:
-      return rule.args[0] + key;
+      if (rule.args[0].empty()) {
+        return Outcome::k_kept;
+      }
+      key.insert(0, rule.args[0]);
+      return Outcome::k_changed;
     case RuleKind::k_replace:
-      return starts_with(key, rule.args[0]) ? rule.args[1] + key.substr(rule.args[0].size()) : key;
+      if (!starts_with(key, rule.args[0])) {
+        return Outcome::k_kept;
+      }
+      return replaced(rule.args[1] + key.substr(rule.args[0].size()));
     case RuleKind::k_drop_component: {
       std::string out = key;
       for (const std::string& component : rule.args) {
         out = drop_component(out, component);
       }
-      return out;
+      return replaced(std::move(out));
     }
     case RuleKind::k_regex: {
       std::string out;
-      return RE2::Extract(key, *rule.pattern, rule.args[1], &out) ? out : key;
+      return RE2::Extract(key, *rule.pattern, rule.args[1], &out) ? replaced(std::move(out))
+                                                                   : Outcome::k_kept;
     }
     case RuleKind::k_drop:
-      return RE2::PartialMatch(key, *rule.pattern) ? std::nullopt : std::optional<std::string>(key);
+      return RE2::PartialMatch(key, *rule.pattern) ? Outcome::k_dropped : Outcome::k_kept;
     case RuleKind::k_keep:
-      return RE2::PartialMatch(key, *rule.pattern) ? std::optional<std::string>(key) : std::nullopt;
+      return RE2::PartialMatch(key, *rule.pattern) ? Outcome::k_kept : Outcome::k_dropped;
   }
-  return key;
+  return Outcome::k_kept;
 }
 
 size_t edit_distance(const std::string& a, const std::string& b) {
@@ -260,14 +284,13 @@ std::string Rules::describe_presets() {
 std::optional<std::string> Rules::apply(const std::string& key, std::vector<size_t>* matches) const {
   std::string out = key;
   for (size_t i = 0; i < m_rules.size(); ++i) {
-    std::optional<std::string> next = apply_rule(m_rules[i], out);
-    if (matches != nullptr && (!next || *next != out)) {
+    Outcome outcome = apply_rule(m_rules[i], out);
+    if (matches != nullptr && outcome != Outcome::k_kept) {
       ++(*matches)[i];
     }
-    if (!next) {
+    if (outcome == Outcome::k_dropped) {
       return std::nullopt;
     }
-    out = std::move(*next);
   }
   return out;
 }
@@ -276,7 +299,7 @@ std::string Rules::rename(const std::string& key) const {
   std::string out = key;
   for (const Rule& rule : m_rules) {
     if (rule.renames()) {
-      out = *apply_rule(rule, out);
+      apply_rule(rule, out);
     }
   }
   return out;
