@@ -83,6 +83,24 @@ size_t child_count(const Node* node) {
   return 3 + node->items.size() + 2 * node->entries.size() + 1 + 2;
 }
 
+// A node without children: a str, a number, a global's name… (The decoder
+// refuses BUILD, APPEND and SETITEM on these kinds.)
+bool is_leaf(const Node* node) {
+  switch (node->kind) {
+    case NodeKind::k_none:
+    case NodeKind::k_bool:
+    case NodeKind::k_int:
+    case NodeKind::k_float:
+    case NodeKind::k_str:
+    case NodeKind::k_bytes:
+    case NodeKind::k_bytearray:
+    case NodeKind::k_global:
+      return true;
+    default:
+      return false;
+  }
+}
+
 const Node* child_at(const Node* node, size_t i) {
   if (i < 3) {
     return i == 0 ? node->callable : i == 1 ? node->args : node->kwargs;
@@ -171,7 +189,9 @@ std::vector<GlobalUse> list_globals(const Node* root) {
     if (child->kind == NodeKind::k_global) {
       record(child, stack);
     }
-    stack.push_back({child, 0});
+    if (!is_leaf(child)) {  // a third of a state dict's nodes: no frame for them
+      stack.push_back({child, 0});
+    }
   }
   return uses;
 }
