@@ -124,7 +124,11 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
       set_locations(input.graph, options.location);
     }
     check_output_globals(root, options.allowed_globals);
-    std::vector<TensorRef> tensors = tensors_reachable(root, input.tensors.size());
+    // Renaming keys leaves the tensors and their order as they were; only
+    // --extract and dropped keys change which are reachable.
+    std::vector<TensorRef> tensors = root == input.graph.root && report.rewrite.dropped == 0
+                                         ? std::move(input.tensors)
+                                         : tensors_reachable(root, input.tensors.size());
     report.tensors = tensors.size();
     report.seconds.rewrite = seconds_since(stage);
     spdlog::debug("rewrote {} state dict(s): {} renamed, {} dropped, {} unchanged, {:.3f} s",
