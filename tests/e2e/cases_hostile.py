@@ -16,8 +16,9 @@ Registered in the registry of cases.py (cases.py imports this module), so they a
   file size limit (RLIMIT_FSIZE), an output folder the tool may not write (as root: with
   CAP_DAC_OVERRIDE dropped), a missing output folder, SIGINT/SIGTERM/SIGHUP while a 128 MiB
   checkpoint is being written, and the input truncated while it is copied (a short read),
-  while verification reads it through its memory map (legacy input: SIGBUS), or after the
-  copy (zip input, verified by CRC-32 without rereading it). Each: IN as it was (bar
+  while verification compares the output with it (legacy input: a short read, or SIGBUS
+  where small tensors are compared in their memory maps), or after the copy (zip input,
+  verified by CRC-32 without rereading it). Each: IN as it was (bar
   the truncation), no OUT, no temporary file, one clear line on stderr.
 - sweep_*: dp_tiny_cnn.pth truncated at 64 evenly spaced lengths and with one byte flipped
   (XOR 0xFF) at 200 evenly spaced positions: every run exits 0 with an output torch.load
@@ -183,14 +184,17 @@ def attack_extract_writes_weights_without_payload(ctx):
 
 # ----------------------------------------------------------------------------- faults
 
-def checkpoint_of(path, mib, legacy=False):
-    """A state dict of MIB MiB of float32 (and a small bias) saved with torch.save, in the
-    zip format or (LEGACY) the pre-1.6 stream, whose storages ckpt-convert copies through a
-    buffer (computing their CRC-32) rather than inside the kernel: a slower write to hit."""
+def checkpoint_of(path, mib, legacy=False, tensors=1):
+    """A state dict of MIB MiB of float32 in TENSORS tensors (and a small bias) saved with
+    torch.save, in the zip format or (LEGACY) the pre-1.6 stream, whose storages ckpt-convert
+    copies through a buffer (computing their CRC-32) rather than inside the kernel: a slower
+    write to hit."""
     import torch
-    floats = mib * 2**18
-    torch.save({'module.weight': torch.arange(floats, dtype=torch.float32),
-                'module.bias': torch.ones(4)}, path, _use_new_zipfile_serialization=not legacy)
+    floats = mib * 2**18 // tensors
+    state = {f'module.weight{i}': torch.arange(floats, dtype=torch.float32) + i
+             for i in range(tensors)}
+    state['module.bias'] = torch.ones(4)
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
     return path
 
 
@@ -401,11 +405,11 @@ def fault_sighup_during_write_removes_output(ctx):
     _interrupted(ctx, signal.SIGHUP)
 
 
-def _truncated(ctx, legacy, at_least, below):
+def _truncated(ctx, legacy, at_least, below, tensors=1):
     """Runs ckpt-convert on a 128 MiB checkpoint; once its temporary output holds AT_LEAST
     (and fewer than BELOW) bytes, stops it, cuts the input to 4 KiB, and lets it go on."""
     j = J()
-    inp = checkpoint_of(ctx.in_dir / 'big.pth', BIG_MIB, legacy=legacy)
+    inp = checkpoint_of(ctx.in_dir / 'big.pth', BIG_MIB, legacy=legacy, tensors=tensors)
     out = ctx.out_dir / 'out.pth'
     run = Running(ctx, inp, out)
     size = run.wait_for_output(at_least, below)
@@ -430,10 +434,17 @@ def fault_input_truncated_while_copied_exits_cleanly(ctx):
 @case
 def fault_input_truncated_while_verified_exits_cleanly(ctx):
     """The input (128 MiB, legacy format: no CRC-32s, so verification compares the output with
-    it through their memory maps) is cut to 4 KiB after the output is written: reading the
-    lost pages raises SIGBUS, which the tool turns into exit 1 naming the input, removing its
-    temporary output."""
+    it, reading both files) is cut to 4 KiB after the output is written: the reads run short;
+    exit 1 naming the input, its temporary output removed."""
     _truncated(ctx, legacy=True, at_least=BIG_MIB * 2**20, below=None)
+
+
+@case
+def fault_input_of_small_tensors_truncated_while_verified_exits_cleanly(ctx):
+    """As above with 4,096 tensors of 32 KiB, which verification compares in place in the
+    memory maps: touching the input's lost pages raises SIGBUS, which the tool turns into
+    exit 1 naming the input, removing its temporary output."""
+    _truncated(ctx, legacy=True, at_least=BIG_MIB * 2**20, below=None, tensors=4096)
 
 
 @case
