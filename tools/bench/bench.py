@@ -84,6 +84,7 @@ def bench_batch(args, workdir):
                                       '--jobs', str(n)] for n in (1, 2)}
     commands['cp -r (the same files)'] = ['cp', '-r', str(zoo), str(out)]
     times = {k: [] for k in commands}
+    cpus = {k: [] for k in commands}
     rss = {k: 0.0 for k in commands}
     for cmd in commands.values():  # warm the page cache alike
         shutil.rmtree(out, ignore_errors=True)
@@ -91,17 +92,30 @@ def bench_batch(args, workdir):
     for _ in range(args.runs):
         for label, cmd in commands.items():
             shutil.rmtree(out, ignore_errors=True)
-            wall, peak = run(cmd)
+            wall, peak, cpu = run(cmd)
             times[label].append(wall)
+            cpus[label].append(cpu)
             rss[label] = max(rss[label], peak)
     shutil.rmtree(out, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
     print(f'\n### batch: {len(files)} files, {total_mb:,.0f} MB, verify on cpu, median of {args.runs} runs\n')
-    print('| command | median s | MB/s | × jobs 1 throughput | peak RSS MB |')
-    print('| --- | ---: | ---: | ---: | ---: |')
+    print('| command | median s | MB/s | × jobs 1 throughput | CPU s (user + sys) | cores busy '
+          '| peak RSS MB |')
+    print('| --- | ---: | ---: | ---: | ---: | ---: | ---: |')
     for label in commands:
         print(f'| {label} | {med[label]:.3f} | {total_mb / med[label]:,.0f} | '
-              f'{med["batch --jobs 1"] / med[label]:.2f} | {rss[label]:.0f} |')
+              f'{med["batch --jobs 1"] / med[label]:.2f} | {cpu[label]:.2f} | '
+              f'{cpu[label] / med[label]:.2f} | {rss[label]:.0f} |')
+    # What bounds two jobs: the cores they keep busy, and how much more CPU time the same
+    # work takes when two jobs share the machine.
+    cores = os.cpu_count() or 1
+    one, two = cpu['batch --jobs 1'], cpu['batch --jobs 2']
+    one_busy = one / med['batch --jobs 1']
+    print(f'\nOne job keeps {one_busy:.2f} cores busy, two {two / med["batch --jobs 2"]:.2f} of '
+          f'{cores}; two jobs take {two / one:.2f}× the CPU time of one for the same files, so '
+          f'{cores} busy cores allow at most {cores * one / (two * one_busy):.2f}× the '
+          f'throughput of one job.')
     sys.stdout.flush()
 
 
@@ -114,15 +128,18 @@ torch.save(sd, sys.argv[2])
 
 
 def run(cmd):
-    """(wall seconds, peak RSS in MB) of one command; fails loudly."""
+    """(wall seconds, peak RSS in MB, CPU seconds: user + system) of one command; fails
+    loudly."""
     start = time.perf_counter()
     p = subprocess.run(['/usr/bin/time', '-v'] + cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if p.returncode != 0:
         sys.exit(f'bench: {" ".join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}')
-    rss_kb = next(int(line.split(':')[1]) for line in p.stderr.splitlines()
-                  if 'Maximum resident set size' in line)
-    return wall, rss_kb / 1024
+    fields = {line.split(':')[0].strip(): line.split(':')[-1].strip()
+              for line in p.stderr.splitlines() if ':' in line}
+    rss_kb = int(fields['Maximum resident set size (kbytes)'])
+    cpu = float(fields['User time (seconds)']) + float(fields['System time (seconds)'])
+    return wall, rss_kb / 1024, cpu
 
 
 def bench(name, src, args, workdir):
@@ -144,7 +161,7 @@ def bench(name, src, args, workdir):
         for label, cmd in commands.items():
             if out.exists():
                 out.unlink()
-            wall, peak = run(cmd)
+            wall, peak, _ = run(cmd)
             times[label].append(wall)
             rss[label] = max(rss[label], peak)
     if out.exists():
