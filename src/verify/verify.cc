@@ -104,8 +104,8 @@ uint64_t in_two_halves(uint64_t size, const Scan& scan) {
   return half;
 }
 
-// Where a storage's bytes are read from: `fd` at `offset`, or only the
-// mapping (`fd` < 0); `name` is the file for messages.
+// Where a storage's bytes are read from: `fd` at `offset` (for a source, -1
+// when it is only in memory); `name` is the file for messages.
 struct StorageFile {
   int fd;
   uint64_t offset;
@@ -117,10 +117,13 @@ void read_chunk(const StorageFile& file, uint8_t* to, uint64_t n, uint64_t at) {
   if (read_at(file.fd, to, n, file.offset + at) == n) {
     return;
   }
+  int cause = errno;  // 0: the file ended early
   if (!file.is_output) {
-    throw truncated_while_read(file.name);  // the input changed under us
+    if (cause == 0) {
+      throw truncated_while_read(file.name);  // the input changed under us
+    }
+    throw Error(file.name + ": cannot read: " + std::strerror(cause));
   }
-  int cause = errno;
   mismatch(file.name, std::string("cannot reread the output's tensor data: ") +
                           (cause != 0 ? std::strerror(cause) : "the file was truncated"));
 }
