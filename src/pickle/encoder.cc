@@ -9,6 +9,7 @@
 // written (globals by name, since Python memoizes the one class object), and
 // persistent ids are written afresh each time, as torch.save's
 // `persistent_id` returns a new tuple per tensor.
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <unordered_map>
@@ -166,6 +167,13 @@ private:
       node->memo_index = it->second;
       write_get(it->second);
       return;
+    }
+    if (node->text.find('\n') != std::string::npos || node->name.find('\n') != std::string::npos) {
+      // STACK_GLOBAL can name one so; GLOBAL, a line each, cannot (and no
+      // importable module or name holds a line break).
+      std::string shown = qualified_name(*node).substr(0, 80);
+      std::replace(shown.begin(), shown.end(), '\n', ' ');
+      throw FormatError("global '" + shown + "' has a line break in its name: it cannot be written");
     }
     op('c');
     write_line(node->text);

@@ -142,5 +142,17 @@ TEST(PickleEncoder, RefusesNestingPastTheLimit) {
             "objects nested deeper than 10 levels");
 }
 
+TEST(PickleEncoder, RefusesAGlobalWithALineBreakInItsName) {
+  // STACK_GLOBAL takes any two str: 'os\nx' 'system' decodes, but GLOBAL
+  // writes module and name a line each, so it cannot be written back (the
+  // fuzzer found the encoding decoding to something else).
+  Graph graph;
+  Node* root = decode_plain(graph, std::string("\x80\x04\x8c\x04os\nx\x8c\x06system\x93.", 18));
+  ASSERT_EQ(root->kind, NodeKind::k_global);
+  EXPECT_EQ(root->text, "os\nx");
+  EXPECT_EQ(format_error_of([&] { encode_pickle(root); }),
+            "global 'os x.system' has a line break in its name: it cannot be written");
+}
+
 }  // namespace
 }  // namespace ckpt::test
