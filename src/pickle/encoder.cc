@@ -258,12 +258,15 @@ private:
     memoize(node);
   }
 
-  // `set`/`frozenset` in protocol 2: REDUCE(builtins.set, ([items],)).
+  // `set`/`frozenset` in protocol 2: REDUCE(builtins.set, ([items],)). Read
+  // back, its items sit three levels down (the call, its arguments, the
+  // list), and are counted so: what this encoder writes must encode again
+  // within the same depth limit once read back (verification does that).
   void save_set(const Node* node, int depth) {
     save_global("__builtin__", node->kind == NodeKind::k_set ? "set" : "frozenset");
     op(']');
     memoize_fresh();
-    batch_appends(node->items, depth, Items::k_exact);
+    batch_appends(node->items, depth + 2, Items::k_exact);
     op(uint8_t{0x85});
     memoize_fresh();
     op('R');
@@ -372,10 +375,14 @@ private:
     op('Q');
   }
 
-  void save(const Node* node, int depth) {
-    if (++depth > m_max_depth) {
+  void check_depth(int depth) const {
+    if (depth > m_max_depth) {
       throw FormatError("objects nested deeper than " + std::to_string(m_max_depth) + " levels");
     }
+  }
+
+  void save(const Node* node, int depth) {
+    check_depth(++depth);
     if (m_out.size() > m_max_bytes) {
       throw FormatError("the pickle would grow past " + std::to_string(m_max_bytes) +
                         " bytes: it uses shared objects (through its memo or DUP) so often "
@@ -402,7 +409,10 @@ private:
     switch (node->kind) {
       case NodeKind::k_str: save_str(node); return;
       case NodeKind::k_bytes:
-      case NodeKind::k_bytearray: save_bytes(node); return;
+      case NodeKind::k_bytearray:
+        check_depth(depth + 2);  // read back: a call, its arguments, a str (see save_set)
+        save_bytes(node);
+        return;
       case NodeKind::k_tuple: save_tuple(node, depth); return;
       case NodeKind::k_list:
         op(']');

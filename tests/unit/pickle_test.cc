@@ -154,5 +154,30 @@ TEST(PickleEncoder, RefusesAGlobalWithALineBreakInItsName) {
             "global 'os x.system' has a line break in its name: it cannot be written");
 }
 
+TEST(PickleEncoder, CountsNestingAsItReadsBack) {
+  // A frozenset is written as builtins.frozenset([items]): read back, each
+  // level is three (a call, its arguments, a list). What the encoder accepts
+  // must encode again within the same limit once read back (the fuzzer found
+  // a chain of sets that did not); so 300 levels pass, 400 do not.
+  for (int levels : {300, 400}) {
+    Graph graph;
+    Node* root = graph.make(NodeKind::k_frozenset);
+    Node* node = root;
+    for (int i = 1; i < levels; ++i) {
+      Node* child = graph.make(NodeKind::k_frozenset);
+      node->items = {child};
+      node = child;
+    }
+    if (levels == 400) {
+      EXPECT_EQ(format_error_of([&] { encode_pickle(root); }),
+                "objects nested deeper than 1000 levels");
+      continue;
+    }
+    std::string written = encode_pickle(root).bytes;
+    Graph again;
+    EXPECT_EQ(encode_pickle(decode_plain(again, written)).bytes, written);
+  }
+}
+
 }  // namespace
 }  // namespace ckpt::test
