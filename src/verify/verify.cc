@@ -128,6 +128,48 @@ void read_chunk(const StorageFile& file, uint8_t* to, uint64_t n, uint64_t at) {
                           (cause != 0 ? std::strerror(cause) : "the file was truncated"));
 }
 
+// The byte comparison of a storage with its source.
+struct Comparison {
+  std::optional<uint64_t> first_difference;  // near which byte they differ
+  uint32_t written_crc32 = 0;                // of the written bytes, when equal
+};
+
+// Reads `size` bytes of `written` (and, when given, the same of `source`
+// beside them, compared chunk by chunk) through cached buffers, in two
+// halves from 4 MiB (see above), summing the written bytes' CRC-32.
+Comparison read_storage(const StorageFile& written, uint64_t size, const StorageFile* source) {
+  uint64_t differs[2] = {UINT64_MAX, UINT64_MAX};
+  uint32_t sums[2] = {0, 0};
+  uint64_t half = in_two_halves(size, [&](uint64_t begin, uint64_t end) {
+    std::vector<uint8_t> b(std::min(end - begin, k_buffer));
+    std::vector<uint8_t> a(source != nullptr ? b.size() : 0);
+    int which = begin == 0 ? 0 : 1;
+    for (uint64_t at = begin; at < end; at += b.size()) {
+      uint64_t n = std::min<uint64_t>(b.size(), end - at);
+      if (source != nullptr) {
+        read_chunk(*source, a.data(), n, at);
+      }
+      read_chunk(written, b.data(), n, at);
+      if (source != nullptr && std::memcmp(a.data(), b.data(), n) != 0) {
+        differs[which] = at;
+        return;
+      }
+      sums[which] = crc32_update(sums[which], b.data(), n);
+    }
+  });
+  Comparison result;
+  if (std::min(differs[0], differs[1]) != UINT64_MAX) {
+    result.first_difference = std::min(differs[0], differs[1]);
+    return result;
+  }
+  result.written_crc32 = sums[0];
+  if (half < size) {
+    result.written_crc32 = static_cast<uint32_t>(
+        ::crc32_combine(sums[0], sums[1], static_cast<z_off_t>(size - half)));
+  }
+  return result;
+}
+
 // The CRC-32 of `bytes`, a storage of the mapped `file` (see above).
 uint32_t crc32_streamed(const MappedFile& file, const std::string& shown_as, ByteSpan bytes,
                         Progress& progress) {
@@ -137,31 +179,11 @@ uint32_t crc32_streamed(const MappedFile& file, const std::string& shown_as, Byt
   } else {
     StorageFile from{file.fd(), static_cast<uint64_t>(bytes.data - file.bytes().data), shown_as,
                      true};
-    uint32_t halves[2] = {0, 0};
-    uint64_t half = in_two_halves(bytes.size, [&](uint64_t begin, uint64_t end) {
-      std::vector<uint8_t> buffer(std::min(end - begin, k_buffer));
-      uint32_t& sum = halves[begin == 0 ? 0 : 1];
-      for (uint64_t at = begin; at < end; at += buffer.size()) {
-        uint64_t n = std::min<uint64_t>(buffer.size(), end - at);
-        read_chunk(from, buffer.data(), n, at);
-        sum = crc32_update(sum, buffer.data(), n);
-      }
-    });
-    crc = halves[0];
-    if (half < bytes.size) {
-      crc = static_cast<uint32_t>(
-          ::crc32_combine(halves[0], halves[1], static_cast<z_off_t>(bytes.size - half)));
-    }
+    crc = read_storage(from, bytes.size, nullptr).written_crc32;
   }
   progress.done(bytes.size);
   return crc;
 }
-
-// The byte comparison of a storage with its source.
-struct Comparison {
-  std::optional<uint64_t> first_difference;  // near which byte they differ
-  uint32_t written_crc32 = 0;                // of the written bytes, when equal
-};
 
 // Compares `source` and `written` (storages of one size): read from their
 // files side by side (see above), or in place when small or when the source
@@ -183,31 +205,9 @@ Comparison compare_with_source(const StorageFile& source_file, ByteSpan source,
       release_pages({written.data + at, n});
     }
   } else {
-    uint64_t differs[2] = {UINT64_MAX, UINT64_MAX};
-    uint32_t sums[2] = {0, 0};
-    uint64_t half = in_two_halves(source.size, [&](uint64_t begin, uint64_t end) {
-      std::vector<uint8_t> a(std::min(end - begin, k_buffer));
-      std::vector<uint8_t> b(a.size());
-      int which = begin == 0 ? 0 : 1;
-      for (uint64_t at = begin; at < end; at += a.size()) {
-        uint64_t n = std::min<uint64_t>(a.size(), end - at);
-        read_chunk(source_file, a.data(), n, at);
-        read_chunk(written_file, b.data(), n, at);
-        if (std::memcmp(a.data(), b.data(), n) != 0) {
-          differs[which] = at;
-          return;
-        }
-        sums[which] = crc32_update(sums[which], b.data(), n);
-      }
-    });
-    if (std::min(differs[0], differs[1]) != UINT64_MAX) {
-      result.first_difference = std::min(differs[0], differs[1]);
+    result = read_storage(written_file, source.size, &source_file);
+    if (result.first_difference) {
       return result;
-    }
-    result.written_crc32 = sums[0];
-    if (half < source.size) {
-      result.written_crc32 = static_cast<uint32_t>(
-          ::crc32_combine(sums[0], sums[1], static_cast<z_off_t>(source.size - half)));
     }
   }
   if (progress != nullptr) {
