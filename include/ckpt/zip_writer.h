@@ -30,10 +30,6 @@ public:
 
   uint64_t written() const { return m_offset; }
 
-  // Records up to this size are gathered in the buffer rather than copied
-  // with a syscall of their own.
-  static constexpr uint64_t k_small_record = 64 * 1024;
-
 private:
   struct Entry {
     std::string name;
@@ -50,8 +46,6 @@ private:
   void write(const void* data, size_t size);
   void flush();
   void write_through(const void* data, size_t size);
-  uint32_t buffer_from_file(int source_fd, uint64_t offset, uint64_t size,
-                            std::optional<uint32_t> crc32);
   void read_input(int source_fd, char* to, uint64_t size, uint64_t offset);
   [[noreturn]] void fail(const std::string& what, int error);
 

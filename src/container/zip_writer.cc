@@ -41,6 +41,10 @@ constexpr uint64_t k_max32 = 0xffffffff;
 constexpr uint64_t k_alignment = 64;
 constexpr uint16_t k_flags_utf8 = 0x0800;
 constexpr uint16_t k_flags_descriptor = 0x0008;
+// Tensor records up to this size are copied from the mapped input into the
+// write buffer: a syscall each (pread, or copy_file_range between two
+// writes) would cost 50,000 of them for 50,000 small tensors.
+constexpr uint64_t k_small_record = 64 * 1024;
 
 void put(std::string& out, uint64_t value, int bytes) {
   for (int i = 0; i < bytes; ++i) {
@@ -100,21 +104,6 @@ void ZipWriter::read_input(int source_fd, char* to, uint64_t size, uint64_t offs
   if (done < size) {
     fail("cannot read the input at byte " + std::to_string(offset + done), errno);
   }
-}
-
-// Appends `size` bytes at `offset` of `source_fd` to the buffer; returns
-// their CRC-32 when `crc32` is unknown.
-uint32_t ZipWriter::buffer_from_file(int source_fd, uint64_t offset, uint64_t size,
-                                     std::optional<uint32_t> crc32) {
-  if (m_buffer.size() + size > k_buffer_size) {
-    flush();
-  }
-  size_t start = m_buffer.size();
-  m_buffer.resize(start + size);
-  char* at = m_buffer.data() + start;
-  read_input(source_fd, at, size, offset);
-  m_offset += size;
-  return crc32 ? *crc32 : crc32_update(0, at, size);
 }
 
 void ZipWriter::begin_record(const std::string& name, uint64_t size) {
@@ -181,12 +170,6 @@ void ZipWriter::add(const std::string& name, ByteSpan data, std::optional<uint32
 void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t offset,
                               uint64_t size, std::optional<uint32_t> crc32) {
   begin_record(name, size);
-  if (size <= k_small_record) {
-    // One pread into the buffer beats a copy_file_range between two writes:
-    // a state dict of 50,000 small tensors is 50,000 records.
-    end_record(buffer_from_file(source_fd, offset, size, crc32));
-    return;
-  }
   flush();
   uint64_t left = size;
   auto in = static_cast<off_t>(offset);
@@ -302,11 +285,9 @@ uint64_t write_checkpoint(const EncodedPickle& pickle, int input_fd, int fd,
     if (storage->has_crc32) {
       crc32 = storage->crc32;
     }
-    if (input_fd >= 0 && storage->bytes.size > ZipWriter::k_small_record) {
+    if (input_fd >= 0 && storage->bytes.size > k_small_record) {
       zip.add_from_file(name, input_fd, storage->file_offset, storage->bytes.size, crc32);
     } else {
-      // Small: copied from the mapped input, where a pread each would cost
-      // 50,000 syscalls for 50,000 small tensors.
       zip.add(name, storage->bytes, crc32);
     }
     if (progress) {
