@@ -184,23 +184,28 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
                            const Rules& rules) {
   RewriteReport report;
   report.rule_matches.assign(rules.rules().size(), 0);
-  // First compute every new key and check them all; change nothing until
-  // every state dict passed.
-  std::vector<std::vector<std::optional<std::string>>> renamed(dicts.size());
+  // First compute every new key (into report.mapping, where dict d's start
+  // at first[d]) and check them all; change nothing until every state dict
+  // passed.
+  std::vector<size_t> first(dicts.size());
   std::string problems;
   auto problem = [&](const std::string& line) { problems += (problems.empty() ? "" : "\n") + line; };
   for (size_t d = 0; d < dicts.size(); ++d) {
     const StateDictRef& ref = dicts[d];
     StateDictChange change;
     change.path = ref.path;
-    // Keyed by views of the new keys in renamed[d], reserved so they stay put.
+    // Keyed by views of the new keys in report.mapping, reserved so that
+    // they stay put.
     std::unordered_map<std::string_view, const std::string*> origin;
     origin.reserve(ref.dict->entries.size());
-    renamed[d].reserve(ref.dict->entries.size());
+    first[d] = report.mapping.size();
     report.mapping.reserve(report.mapping.size() + ref.dict->entries.size());
     for (const auto& [key, value] : ref.dict->entries) {
       const std::optional<std::string>& new_key =
-          renamed[d].emplace_back(rules.apply(key->text, &report.rule_matches));
+          report.mapping
+              .emplace_back(KeyMapping{ref.path, key->text,
+                                       rules.apply(key->text, &report.rule_matches)})
+              .new_key;
       ++change.keys;
       if (!new_key) {
         ++change.dropped;
@@ -214,7 +219,6 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
         }
         ++(*new_key == key->text ? change.unchanged : change.renamed);
       }
-      report.mapping.push_back({ref.path, key->text, new_key});
     }
     report.renamed += change.renamed;
     report.dropped += change.dropped;
@@ -230,7 +234,7 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
     kept.reserve(dict->entries.size());
     for (size_t i = 0; i < dict->entries.size(); ++i) {
       auto [key, value] = dict->entries[i];
-      const std::optional<std::string>& new_key = renamed[d][i];
+      const std::optional<std::string>& new_key = report.mapping[first[d] + i].new_key;
       if (!new_key) {
         continue;
       }
