@@ -24,9 +24,9 @@ struct ZipEntry {
 bool looks_like_zip(ByteSpan file);
 
 // Reads the central directory (zip64 included) and checks every entry against
-// its local header and the file's bounds. The entries' names view `file`. Throws `FormatError` naming the
-// defect: truncation, duplicate names, header mismatch, encryption, an entry
-// that overlaps the directory.
+// its local header and the file's bounds; the entries' names view `file`.
+// Throws `FormatError` naming the defect: truncation, duplicate names, header
+// mismatch, encryption, an entry that overlaps the directory.
 std::vector<ZipEntry> read_zip_index(ByteSpan file);
 
 // CRC-32 (zip's polynomial) of `bytes`.
