@@ -196,22 +196,47 @@ private:
     }
     return m_stack.back();
   }
-  std::vector<Node*> pop_mark() {
+  // The values above the innermost MARK, which they leave on the stack:
+  // callers read them, then `drop_to(mark)` (no copy for every tuple).
+  struct Marked {
+    size_t mark;
+    Node* const* items;
+    size_t size;
+  };
+  Marked pop_mark() {
     if (m_marks.empty()) {
       fail("no MARK to pop to");
     }
     size_t mark = m_marks.back();
     m_marks.pop_back();
-    std::vector<Node*> items(m_stack.begin() + static_cast<std::ptrdiff_t>(mark), m_stack.end());
-    m_stack.resize(mark);
-    return items;
+    return {mark, m_stack.data() + mark, m_stack.size() - mark};
+  }
+  void drop_to(const Marked& marked) { m_stack.resize(marked.mark); }
+  // The value under the MARK `marked` came from: what APPENDS, SETITEMS and
+  // ADDITEMS add to.
+  Node* below(const Marked& marked) {
+    if (marked.mark <= floor()) {
+      fail("empty stack");
+    }
+    return m_stack[marked.mark - 1];
   }
 
   Node* make(NodeKind kind) { return m_graph.make(kind); }
-  Node* make_tuple(const std::vector<Node*>& items) {
+  Node* make_tuple(Node* const* items, size_t size) {
+    if (size == 0) {
+      return make_empty_tuple();
+    }
     Node* node = make(NodeKind::k_tuple);
-    node->items.assign(items.begin(), items.end());
+    node->items.assign(items, items + size);
     return node;
+  }
+  // Nothing changes a tuple in place and Python never memoizes `()`, so one
+  // node serves every empty tuple (each tensor's OrderedDict() has one).
+  Node* make_empty_tuple() {
+    if (m_empty_tuple == nullptr) {
+      m_empty_tuple = make(NodeKind::k_tuple);
+    }
+    return m_empty_tuple;
   }
   Node* make_bytes(NodeKind kind, std::string_view raw) {
     Node* node = make(kind);
@@ -473,22 +498,22 @@ private:
     return true;
   }
 
-  void set_items(Node* target, const std::vector<Node*>& flat, const char* opcode) {
-    if (flat.size() % 2 != 0) {
+  void set_items(Node* target, Node* const* flat, size_t size, const char* opcode) {
+    if (size % 2 != 0) {
       fail(std::string(opcode) + " with an odd number of items");
     }
     if (target->kind != NodeKind::k_dict && target->kind != NodeKind::k_call) {
       fail(std::string(opcode) + " on a " + kind_name(target->kind) + ", not a dict");
     }
-    for (size_t i = 0; i < flat.size(); i += 2) {
+    for (size_t i = 0; i < size; i += 2) {
       target->entries.emplace_back(flat[i], flat[i + 1]);
     }
   }
-  void append_items(Node* target, const std::vector<Node*>& items, const char* opcode) {
+  void append_items(Node* target, Node* const* items, size_t size, const char* opcode) {
     if (target->kind != NodeKind::k_list && target->kind != NodeKind::k_call) {
       fail(std::string(opcode) + " on a " + kind_name(target->kind) + ", not a list");
     }
-    target->items.insert(target->items.end(), items.begin(), items.end());
+    target->items.insert(target->items.end(), items, items + size);
   }
   void build(Node* target, Node* state) {
     bool buildable = target->kind == NodeKind::k_call ||
@@ -525,12 +550,12 @@ private:
         if (m_stack.size() > floor()) {
           m_stack.pop_back();
         } else if (!m_marks.empty()) {
-          pop_mark();  // CPython: POP with nothing above the MARK drops the MARK
+          drop_to(pop_mark());  // CPython: POP with nothing above the MARK drops the MARK
         } else {
           fail("pop from an empty stack");
         }
         break;
-      case POP_MARK: pop_mark(); break;
+      case POP_MARK: drop_to(pop_mark()); break;
       case DUP: push(top()); break;
 
       case NONE: push(make_none()); break;
@@ -607,76 +632,84 @@ private:
       case NEXT_BUFFER: fail("out-of-band buffers (NEXT_BUFFER) are not supported");
       case READONLY_BUFFER: top(); break;
 
-      case EMPTY_TUPLE: push(make_tuple({})); break;
-      case TUPLE: push(make_tuple(pop_mark())); break;
-      case TUPLE1: {
-        Node* a = pop();
-        push(make_tuple({a}));
+      case EMPTY_TUPLE: push(make_empty_tuple()); break;
+      case TUPLE: {
+        Marked marked = pop_mark();
+        Node* tuple = make_tuple(marked.items, marked.size);
+        drop_to(marked);
+        push(tuple);
         break;
       }
-      case TUPLE2: {
-        Node* b = pop();
-        Node* a = pop();
-        push(make_tuple({a, b}));
-        break;
-      }
+      case TUPLE1:
+      case TUPLE2:
       case TUPLE3: {
-        Node* c = pop();
-        Node* b = pop();
-        Node* a = pop();
-        push(make_tuple({a, b, c}));
+        size_t size = op - TUPLE1 + 1;
+        if (m_stack.size() < floor() + size) {
+          fail("pop from an empty stack");
+        }
+        Node* tuple = make_tuple(m_stack.data() + m_stack.size() - size, size);
+        m_stack.resize(m_stack.size() - size);
+        push(tuple);
         break;
       }
       case EMPTY_LIST: push(make(NodeKind::k_list)); break;
       case LIST: {
         Node* list = make(NodeKind::k_list);
-        std::vector<Node*> items = pop_mark();
-        list->items.assign(items.begin(), items.end());
+        Marked marked = pop_mark();
+        list->items.assign(marked.items, marked.items + marked.size);
+        drop_to(marked);
         push(list);
         break;
       }
       case APPEND: {
         Node* item = pop();
-        append_items(top(), {item}, "APPEND");
+        append_items(top(), &item, 1, "APPEND");
         break;
       }
       case APPENDS: {
-        std::vector<Node*> items = pop_mark();
-        append_items(top(), items, "APPENDS");
+        Marked marked = pop_mark();
+        append_items(below(marked), marked.items, marked.size, "APPENDS");
+        drop_to(marked);
         break;
       }
       case EMPTY_DICT: push(make(NodeKind::k_dict)); break;
       case DICT: {
         Node* dict = make(NodeKind::k_dict);
-        set_items(dict, pop_mark(), "DICT");
+        Marked marked = pop_mark();
+        set_items(dict, marked.items, marked.size, "DICT");
+        drop_to(marked);
         push(dict);
         break;
       }
       case SETITEM: {
         Node* value = pop();
         Node* key = pop();
-        set_items(top(), {key, value}, "SETITEM");
+        Node* pair[2] = {key, value};
+        set_items(top(), pair, 2, "SETITEM");
         break;
       }
       case SETITEMS: {
-        std::vector<Node*> flat = pop_mark();
-        set_items(top(), flat, "SETITEMS");
+        Marked marked = pop_mark();
+        set_items(below(marked), marked.items, marked.size, "SETITEMS");
+        drop_to(marked);
         break;
       }
       case EMPTY_SET: push(make(NodeKind::k_set)); break;
       case ADDITEMS: {
-        std::vector<Node*> items = pop_mark();
-        Node* set = top();
+        Marked marked = pop_mark();
+        Node* set = below(marked);
         if (set->kind != NodeKind::k_set) {
           fail(std::string("ADDITEMS on a ") + kind_name(set->kind) + ", not a set");
         }
-        set->items.insert(set->items.end(), items.begin(), items.end());
+        set->items.insert(set->items.end(), marked.items, marked.items + marked.size);
+        drop_to(marked);
         break;
       }
       case FROZENSET: {
         Node* set = make(NodeKind::k_frozenset);
-        std::vector<Node*> items = pop_mark();
-        set->items.assign(items.begin(), items.end());
+        Marked marked = pop_mark();
+        set->items.assign(marked.items, marked.items + marked.size);
+        drop_to(marked);
         push(set);
         break;
       }
@@ -724,18 +757,21 @@ private:
       case INST: {
         std::string_view module = read_line();
         std::string_view name = read_line();
-        Node* args = make_tuple(pop_mark());
+        Marked marked = pop_mark();
+        Node* args = make_tuple(marked.items, marked.size);
+        drop_to(marked);
         push(make_call(make_global(module, name), args, CallStyle::k_reduce));
         break;
       }
       case OBJ: {
-        std::vector<Node*> items = pop_mark();
-        if (items.empty()) {
+        Marked marked = pop_mark();
+        if (marked.size == 0) {
           fail("OBJ without a class");
         }
-        Node* cls = items.front();
-        items.erase(items.begin());
-        push(make_call(cls, make_tuple(std::move(items)), CallStyle::k_reduce));
+        Node* cls = marked.items[0];
+        Node* args = make_tuple(marked.items + 1, marked.size - 1);
+        drop_to(marked);
+        push(make_call(cls, args, CallStyle::k_reduce));
         break;
       }
       case BUILD: {
@@ -798,6 +834,7 @@ private:
   std::vector<Node*> m_ints = std::vector<Node*>(k_shared_ints, nullptr);
   Node* m_bools[2] = {nullptr, nullptr};
   Node* m_none = nullptr;
+  Node* m_empty_tuple = nullptr;
 };
 
 }  // namespace
