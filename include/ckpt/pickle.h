@@ -45,8 +45,10 @@ struct EncodedPickle {
 // (recursive tuples, nesting past `max_depth`), and once the output passes
 // `max_bytes`: objects Python never memoizes (ints, floats) are written out
 // at every use, so a hand-made pickle that refers to one 4 KB integer a
-// million times, 1 byte each (DUP), would re-encode to 4 GB.
+// million times, 1 byte each (DUP), would re-encode to 4 GB. `expected_bytes`
+// is reserved up front (the input pickle's size spares a 5 MB pickle a dozen
+// copies as it grows).
 EncodedPickle encode_pickle(const Node* root, int max_depth = 1000,
-                            uint64_t max_bytes = UINT64_MAX);
+                            uint64_t max_bytes = UINT64_MAX, uint64_t expected_bytes = 0);
 
 }  // namespace ckpt

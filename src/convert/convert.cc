@@ -142,7 +142,8 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
     stage = Clock::now();
     // Rules that lengthen keys grow a pickle a little; only a pickle that
     // refers to one object over and over grows 16-fold (see encode_pickle).
-    EncodedPickle encoded = encode_pickle(root, 1000, 16 * input.pickle_bytes + (64 << 20));
+    EncodedPickle encoded = encode_pickle(root, 1000, 16 * input.pickle_bytes + (64 << 20),
+                                          input.pickle_bytes + input.pickle_bytes / 8);
     report.storages = encoded.storages.size();
     for (const Storage* storage : encoded.storages) {
       report.storage_bytes += storage->bytes.size;

@@ -24,7 +24,9 @@ constexpr size_t k_batch_size = 1000;  // CPython's _BATCHSIZE
 
 class Encoder {
 public:
-  Encoder(int max_depth, uint64_t max_bytes) : m_max_depth(max_depth), m_max_bytes(max_bytes) {
+  Encoder(int max_depth, uint64_t max_bytes, uint64_t expected_bytes)
+      : m_max_depth(max_depth), m_max_bytes(max_bytes) {
+    m_out.reserve(std::min(expected_bytes, max_bytes) + 64);
     m_storage_literal.kind = NodeKind::k_str;
     m_storage_literal.text = "storage";
   }
@@ -440,8 +442,9 @@ private:
 
 }  // namespace
 
-EncodedPickle encode_pickle(const Node* root, int max_depth, uint64_t max_bytes) {
-  return Encoder(max_depth, max_bytes).run(root);
+EncodedPickle encode_pickle(const Node* root, int max_depth, uint64_t max_bytes,
+                            uint64_t expected_bytes) {
+  return Encoder(max_depth, max_bytes, expected_bytes).run(root);
 }
 
 }  // namespace ckpt

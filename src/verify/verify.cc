@@ -273,7 +273,7 @@ VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::str
     mismatch(shown_as, std::string("cannot reread the output: ") + e.what());
   }
 
-  if (encode_pickle(written.graph.root).bytes != pickle) {
+  if (encode_pickle(written.graph.root, 1000, UINT64_MAX, pickle.size()).bytes != pickle) {
     mismatch(shown_as, "the written pickle decodes to a different object graph");
   }
 
@@ -289,6 +289,8 @@ VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::str
   Progress verified(total, progress);
   std::unordered_map<const Storage*, const Storage*> source_to_output;
   std::unordered_map<const Storage*, const Storage*> output_to_source;
+  source_to_output.reserve(written.graph.storages().size());
+  output_to_source.reserve(written.graph.storages().size());
   for (size_t i = 0; i < sources.size(); ++i) {
     const TensorRef& src = sources[i];
     const TensorRef& out = outputs[i];
