@@ -72,15 +72,15 @@ def zip_records(path):
         return [(i, z.read(i.filename)) for i in z.infolist()]
 
 
-def rewrite_zip(src, dst, mutate):
-    """Copy the zip SRC to DST (STORED, same names and dates) passing each record's
-    bytes through mutate(name, data) -> bytes or None (drop the record)."""
+def rewrite_zip(src, dst, mutate, rename=lambda name: name):
+    """Copy the zip SRC to DST (STORED, same dates) passing each record's bytes through
+    mutate(name, data) -> bytes or None (drop the record), and its name through rename."""
     with zipfile.ZipFile(dst, 'w', zipfile.ZIP_STORED) as w:
         for info, data in zip_records(src):
             data = mutate(info.filename, data)
             if data is None:
                 continue
-            zi = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            zi = zipfile.ZipInfo(rename(info.filename), date_time=info.date_time)
             zi.compress_type = zipfile.ZIP_STORED
             zi.external_attr = info.external_attr
             w.writestr(zi, data)
@@ -168,6 +168,39 @@ def tensors_equal(a, b):
 def dp_tiny_cnn(out):
     """DataParallel(TinyCNN).state_dict(): 'module.' keys, BN buffers, _metadata."""
     save(dp(trained_tiny_cnn(1)).state_dict(), out / 'dp_tiny_cnn.pth')
+
+
+def named_storages(out):
+    """dp_tiny_cnn.pth with storages 0, 1 and 8 named 'w', '007' and '99' (records and
+    persistent ids alike), as torch.save never names them; torch.load reads them by name."""
+    renamed = {'0': 'w', '1': '007', '8': '99'}
+    tmpdir = out / 'named_storages.tmp'
+    tmpdir.mkdir(exist_ok=True)
+    tmp = tmpdir / 'named_storages.pth'  # torch names the archive's top folder after the stem
+    sd = dp(trained_tiny_cnn(1)).state_dict()
+    save(sd, tmp)
+
+    def patch_pickle(name, data):
+        if not name.endswith('/data.pkl'):
+            return data
+        for old, new in renamed.items():  # each key is one BINUNICODE in the persistent ids
+            old_op = b'X' + struct.pack('<I', len(old)) + old.encode()
+            assert data.count(old_op) == 1, (old, data.count(old_op))
+            data = data.replace(old_op, b'X' + struct.pack('<I', len(new)) + new.encode())
+        return data
+
+    def rename(name):
+        folder, *rest = name.split('/')
+        if len(rest) == 2 and rest[0] == 'data' and rest[1] in renamed:
+            return f'{folder}/data/{renamed[rest[1]]}'
+        return name
+
+    p = out / 'named_storages.pth'
+    rewrite_zip(tmp, p, patch_pickle, rename)
+    tmp.unlink()
+    tmpdir.rmdir()
+    assert tensors_equal(load_cpu(p), sd)
+    assert {n.split('/')[-1] for n in zipfile.ZipFile(p).namelist()} >= set(renamed.values())
 
 
 def imagenet_checkpoint(out):
@@ -407,7 +440,7 @@ def backbone_aux(out):
     save(sd, out / 'backbone_aux.pth')
 
 
-SMALL = [dp_tiny_cnn, imagenet_checkpoint, legacy_dp, orig_mod_module, module_orig_mod,
+SMALL = [dp_tiny_cnn, named_storages, imagenet_checkpoint, legacy_dp, orig_mod_module, module_orig_mod,
          fsdp_style, tied_weights, cuda3_tagged, dtypes, views, namespace_numpy, clean_cpu,
          bearpaw_vgg, lightning, lightning_fabric, backbone_aux]
 

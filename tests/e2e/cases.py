@@ -41,6 +41,7 @@ NUMPY_GLOBALS = {'global numpy.core.multiarray.scalar', 'global numpy.core.multi
 
 FIXTURES = {
     'dp_tiny_cnn.pth': Fixture('tiny_cnn'),
+    'named_storages.pth': Fixture('tiny_cnn'),
     # optimizer lr/momentum and scheduler gamma are Python floats: BINFLOAT
     'imagenet_checkpoint.pth': Fixture('tiny_cnn', 'state_dict', weights_only_limits={'opcode BINFLOAT'}),
     'legacy_dp.pth': Fixture('tiny_cnn'),
@@ -245,6 +246,13 @@ def bad(ctx, name, *options, cause=None, same_file=None):
 @case
 def convert_dp_tiny_cnn_loads_strict(ctx):
     judge_output(ctx, 'dp_tiny_cnn.pth', *convert(ctx, 'dp_tiny_cnn.pth'))
+
+
+@case
+def convert_named_storages_loads_strict(ctx):
+    """Storage records named 'w', '007', '99' beside 2..7 (torch.save names them 0, 1, 2...):
+    each tensor still gets its own record's bytes; the output numbers them afresh."""
+    judge_output(ctx, 'named_storages.pth', *convert(ctx, 'named_storages.pth'))
 
 
 @case

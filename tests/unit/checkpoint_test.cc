@@ -2,6 +2,8 @@
 // PyTorch) and rewriting their state dicts.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
 #include "ckpt/globals.h"
@@ -44,6 +46,23 @@ TEST(ReadCheckpoint, ReadsAZipStateDict) {
   EXPECT_EQ(ckpt.tensors.size(), 9u);
   EXPECT_EQ(ckpt.graph.storages().size(), 9u);
   EXPECT_EQ(ckpt.tensors[0].storage->location->text, "cpu");
+}
+
+TEST(ReadCheckpoint, FindsStorageRecordsByNameNotOnlyByNumber) {
+  // dp_tiny_cnn.pth with storages 0, 1 and 8 named 'w', '007' and '99'.
+  Checkpoint named = read_checkpoint(data("named_storages.pth"));
+  Checkpoint numbered = read_checkpoint(data("dp_tiny_cnn.pth"));
+  ASSERT_EQ(named.tensors.size(), numbered.tensors.size());
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < named.tensors.size(); ++i) {
+    const Storage& a = *named.tensors[i].storage;
+    const Storage& b = *numbered.tensors[i].storage;
+    keys.push_back(a.key);
+    ASSERT_EQ(a.bytes.size, b.bytes.size) << a.key;
+    EXPECT_EQ(std::memcmp(a.bytes.data, b.bytes.data, a.bytes.size), 0) << a.key;
+    EXPECT_EQ(a.crc32, b.crc32) << a.key;
+  }
+  EXPECT_EQ(keys, (std::vector<std::string>{"w", "007", "2", "3", "4", "5", "6", "7", "99"}));
 }
 
 TEST(ReadCheckpoint, ReleasingTheNodesKeepsTheStoragesBytes) {
