@@ -30,4 +30,10 @@ std::vector<GlobalUse> list_globals(const Node* root);
 // how to proceed (`--extract`, `--allow-global NAME`).
 void check_output_globals(const Node* root, const std::vector<std::string>& allowed);
 
+// True when one of `uses` is neither benign nor in `allowed`. A graph whose
+// globals (listed before it changed) pass has nothing for
+// `check_output_globals` to find once changes that add no global are made.
+bool has_refused_global(const std::vector<GlobalUse>& uses,
+                        const std::vector<std::string>& allowed);
+
 }  // namespace ckpt

@@ -123,7 +123,13 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
     if (options.location != "keep") {
       set_locations(input.graph, options.location);
     }
-    check_output_globals(root, options.allowed_globals);
+    // Rewriting adds no global (only keys and location strings), so the
+    // output's globals are among the input's: walk the graph again only if
+    // the input has one the output may not keep (--extract or --drop may
+    // have left it behind).
+    if (has_refused_global(report.globals, options.allowed_globals)) {
+      check_output_globals(root, options.allowed_globals);
+    }
     // Renaming keys leaves the tensors and their order as they were; only
     // --extract and dropped keys change which are reachable.
     std::vector<TensorRef> tensors = root == input.graph.root && report.rewrite.dropped == 0

@@ -196,10 +196,23 @@ std::vector<GlobalUse> list_globals(const Node* root) {
   return uses;
 }
 
+namespace {
+
+bool refused(const GlobalUse& use, const std::vector<std::string>& allowed) {
+  return !use.benign && std::find(allowed.begin(), allowed.end(), use.name) == allowed.end();
+}
+
+}  // namespace
+
+bool has_refused_global(const std::vector<GlobalUse>& uses,
+                        const std::vector<std::string>& allowed) {
+  return std::any_of(uses.begin(), uses.end(),
+                     [&](const GlobalUse& use) { return refused(use, allowed); });
+}
+
 void check_output_globals(const Node* root, const std::vector<std::string>& allowed) {
   for (const GlobalUse& use : list_globals(root)) {
-    bool explicitly_allowed = std::find(allowed.begin(), allowed.end(), use.name) != allowed.end();
-    if (!use.benign && !explicitly_allowed) {
+    if (refused(use, allowed)) {
       throw FormatError("refusing to write global '" + use.name + "' at " + use.first_path +
                         ": loading it in Python would import and may run it; use --extract to "
                         "write only the model's state dict, or --allow-global " + use.name +

@@ -145,6 +145,11 @@ TEST(ReadCheckpoint, DecodesAMaliciousPickleWithoutRunningIt) {
             "--allow-global os.system if you trust it");
   EXPECT_EQ(format_error_of([&] { check_output_globals(ckpt.graph.root, {"os.system"}); }),
             "no error");
+  // What convert asks before walking the output's graph again.
+  EXPECT_TRUE(has_refused_global(globals, {}));
+  EXPECT_FALSE(has_refused_global(globals, {"os.system"}));
+  Checkpoint clean = read_checkpoint(data("dp_tiny_cnn.pth"));
+  EXPECT_FALSE(has_refused_global(list_globals(clean.graph.root), {}));
 }
 
 TEST(StateDicts, FindsTheModelButNotTheOptimizerState) {
