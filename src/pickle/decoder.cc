@@ -7,6 +7,7 @@
 // record the items. The memo keeps shared references shared. Every read is
 // bounds-checked and every structure is capped (see `PickleLimits`), so a
 // hostile pickle can only produce an error naming the byte offset.
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -108,7 +109,11 @@ class Decoder {
 public:
   Decoder(Graph& graph, ByteSpan in, const PersistentLoader& load, uint64_t report_base,
           const PickleLimits& limits)
-      : m_graph(graph), m_in(in), m_load(load), m_limits(limits), m_report_base(report_base) {}
+      : m_graph(graph), m_in(in), m_load(load), m_limits(limits), m_report_base(report_base) {
+    // torch.save's BINPUTs take 2 bytes: room for one every 2 bytes (virtual
+    // memory, touched only as used) spares the memo its moves as it grows.
+    m_memo.reserve(std::min<uint64_t>(in.size / 2 + 1, uint64_t{1} << 24));
+  }
 
   Node* run(uint64_t* consumed) {
     while (true) {
@@ -418,6 +423,11 @@ private:
   // and a 1 MB pickle take 8 GB.
   void memo_put(uint64_t index) {
     Node* node = top();
+    if (index == m_memo.size()) {  // the usual case: Python numbers puts 0, 1, 2…
+      m_memo.push_back(node);
+      ++m_dense_puts;
+      return;
+    }
     if (index < m_memo.size() + 4096 && index <= 2 * m_dense_puts + 4096) {
       if (index >= m_memo.size()) {
         m_memo.resize(index + 1, nullptr);
