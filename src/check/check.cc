@@ -121,7 +121,7 @@ public:
             quoted(want.key) + " is not a tensor, expected one of shape " + shape_text(*want.sizes));
       } else if (have.tensor->sizes != *want.sizes) {
         add(CheckProblemKind::k_shape, want.key,
-            "size mismatch for " + quoted(want.key) + ": " + shape_text(have.tensor->sizes) +
+            "size mismatch for " + quoted(want.key) + ": " + shape_text(have.tensor->sizes.vec()) +
                 " in the file, " + shape_text(*want.sizes) + " expected");
       }
     }

@@ -160,7 +160,7 @@ NonFinite count_non_finite(const TensorRef& tensor) {
     for (int64_t i = 0; i < numel; ++i) {
       int kind = classify_element(base + i * element, f);
       if (kind != 0) {
-        note(out, kind, out.nan + out.inf == 0 ? unravel(i, tensor.sizes) : std::vector<int64_t>{});
+        note(out, kind, out.nan + out.inf == 0 ? unravel(i, tensor.sizes.vec()) : std::vector<int64_t>{});
       }
     }
     return out;

@@ -47,7 +47,7 @@ int64_t int_arg(const Node* callable, const Node* node, const char* what) {
   return node->integer;
 }
 
-std::vector<int64_t> int_tuple(const Node* callable, const Node* node, const char* what) {
+Dims int_tuple(const Node* callable, const Node* node, const char* what) {
   // torch.Size arrives as REDUCE(torch.Size, ((…),)).
   if (node->kind == NodeKind::k_call && node->callable != nullptr &&
       node->callable->is_global("torch", "Size") && node->args->items.size() == 1) {
@@ -56,8 +56,7 @@ std::vector<int64_t> int_tuple(const Node* callable, const Node* node, const cha
   if (node->kind != NodeKind::k_tuple && node->kind != NodeKind::k_list) {
     malformed(callable, std::string(what) + " is not a tuple");
   }
-  std::vector<int64_t> values;
-  values.reserve(node->items.size());
+  Dims values;
   for (const Node* item : node->items) {
     values.push_back(int_arg(callable, item, what));
   }
