@@ -16,6 +16,7 @@
 
 #include "ckpt/error.h"
 #include "ckpt/zip.h"
+#include "util/string_index.h"
 
 namespace ckpt {
 namespace {
@@ -137,36 +138,6 @@ void apply_zip64_extra(const Cursor& in, uint64_t extra, uint64_t extra_len, uin
   }
 }
 
-// Names seen so far, to refuse a second record of one name. Open addressing
-// in one array: a hash set's node per name cost 50,000 allocations (and
-// their frees) for a state dict of 50,000 tensors.
-class NameSet {
-public:
-  explicit NameSet(uint64_t expected) {
-    size_t slots = 16;
-    while (slots < 2 * expected) {
-      slots *= 2;
-    }
-    m_slots.assign(slots, std::string_view());
-  }
-  // False when `name` was inserted before.
-  bool insert(std::string_view name) {
-    size_t mask = m_slots.size() - 1;
-    for (size_t i = std::hash<std::string_view>()(name) & mask;; i = (i + 1) & mask) {
-      if (m_slots[i].data() == nullptr) {
-        m_slots[i] = name;
-        return true;
-      }
-      if (m_slots[i] == name) {
-        return false;
-      }
-    }
-  }
-
-private:
-  std::vector<std::string_view> m_slots;  // a null data() marks a free slot
-};
-
 }  // namespace
 
 bool looks_like_zip(ByteSpan file) {
@@ -179,7 +150,7 @@ std::vector<ZipEntry> read_zip_index(ByteSpan file) {
   Directory dir = read_directory(in);
   std::vector<ZipEntry> entries;
   entries.reserve(dir.entries);
-  NameSet names(dir.entries);
+  StringIndex names(dir.entries);  // to refuse a second record of one name
   uint64_t pos = dir.offset;
   for (uint64_t i = 0; i < dir.entries; ++i) {
     if (in.read(pos, 4, "central directory entry") != k_central_signature) {
@@ -207,7 +178,7 @@ std::vector<ZipEntry> read_zip_index(ByteSpan file) {
     if ((flags & (k_flag_encrypted | k_flag_strong_encryption)) != 0) {
       throw FormatError("zip record '" + std::string(entry.name) + "' is marked encrypted");
     }
-    if (!names.insert(entry.name)) {
+    if (names.insert(entry.name, i)) {
       throw FormatError("zip archive has two records named '" + std::string(entry.name) + "'");
     }
 
