@@ -53,7 +53,7 @@ public:
         numel->integer > (int64_t{1} << 40)) {
       throw FormatError("malformed storage id");
     }
-    auto found = m_by_key.find(key->text);
+    auto found = m_by_key.find(key->text.str());
     Storage* storage = nullptr;
     if (found != m_by_key.end()) {
       storage = found->second;
@@ -88,7 +88,7 @@ inline void check_round_trip(const EncodedPickle& encoded) {
   PersistentLoader load = [&](Graph& graph, Node* id) -> Node* {
     CKPT_FUZZ_CHECK(id->kind == NodeKind::k_tuple && id->items.size() == 5);
     CKPT_FUZZ_CHECK(id->items[2]->is_str() && id->items[4]->kind == NodeKind::k_int);
-    const std::string& key = id->items[2]->text;
+    const std::string key = id->items[2]->text.str();
     Storage*& storage = by_key[key];
     if (storage == nullptr) {
       size_t index = std::stoul(key);

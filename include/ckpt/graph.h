@@ -11,13 +11,17 @@
 // and million-deep chains cost no recursion on destruction.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <memory_resource>
 #include <new>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -31,6 +35,42 @@ struct Node;
 struct ByteSpan {
   const uint8_t* data = nullptr;
   uint64_t size = 0;
+};
+
+// A string a node holds: a str's UTF-8, a bytes' raw bytes, a global's
+// module or name, an int past int64's two's complement. It views bytes that
+// live as long as the graph (its arena, or a string literal): as a
+// std::string, each of a state dict's keys cost a malloc and a free, and 32
+// bytes in every node. Compares like a std::string_view.
+class Text {
+public:
+  constexpr Text() = default;
+  // `bytes` must outlive every use: the graph's arena, or a literal.
+  explicit constexpr Text(std::string_view bytes) : m_data(bytes.data()), m_size(bytes.size()) {}
+
+  std::string_view view() const { return {m_data, m_size}; }
+  operator std::string_view() const { return view(); }  // NOLINT: a view converts freely
+  std::string str() const { return std::string(m_data, m_size); }
+  const char* data() const { return m_data; }
+  size_t size() const { return m_size; }
+  bool empty() const { return m_size == 0; }
+  char operator[](size_t i) const { return m_data[i]; }
+  const char* begin() const { return m_data; }
+  const char* end() const { return m_data + m_size; }
+
+  friend bool operator==(Text a, Text b) { return a.view() == b.view(); }
+  friend bool operator==(Text a, std::string_view b) { return a.view() == b; }
+  friend bool operator==(std::string_view a, Text b) { return a == b.view(); }
+  friend bool operator!=(Text a, Text b) { return !(a == b); }
+  friend bool operator!=(Text a, std::string_view b) { return !(a == b); }
+  friend bool operator!=(std::string_view a, Text b) { return !(a == b); }
+  friend std::string operator+(std::string a, Text b) { return a.append(b.m_data, b.m_size); }
+  friend std::string operator+(Text a, std::string_view b) { return a.str().append(b); }
+  friend std::string operator+(const char* a, Text b) { return std::string(a) + b; }
+
+private:
+  const char* m_data = "";
+  size_t m_size = 0;
 };
 
 // A storage record of the checkpoint: `('storage', type, key, location, numel)`.
@@ -48,8 +88,38 @@ struct Storage {
   mutable uint32_t memo_index = 0;
 };
 
-using NodeList = std::pmr::vector<Node*>;
-using NodeEntries = std::pmr::vector<std::pair<Node*, Node*>>;
+// A node's list (its items or its entries) in memory of the node's graph.
+// It reads like a std::vector; it changes only through `Graph::assign` and
+// `Graph::append`, which take the memory from the graph's arena. 16 bytes,
+// where a std::pmr::vector is 32.
+template <typename T>
+class ArenaList {
+public:
+  size_t size() const { return m_size; }
+  bool empty() const { return m_size == 0; }
+  const T* data() const { return m_data; }
+  const T* begin() const { return m_data; }
+  const T* end() const { return m_data + m_size; }
+  std::reverse_iterator<const T*> rbegin() const { return std::reverse_iterator<const T*>(end()); }
+  std::reverse_iterator<const T*> rend() const { return std::reverse_iterator<const T*>(begin()); }
+  const T& operator[](size_t i) const { return m_data[i]; }
+  T& operator[](size_t i) { return m_data[i]; }
+
+private:
+  friend class Graph;
+  T* m_data = nullptr;
+  uint32_t m_size = 0;
+  uint32_t m_capacity = 0;
+};
+
+// A dict item: key and value (a pair that copies as plain bytes).
+struct NodeEntry {
+  Node* first = nullptr;
+  Node* second = nullptr;
+};
+
+using NodeList = ArenaList<Node*>;
+using NodeEntries = ArenaList<NodeEntry>;
 
 enum class NodeKind : uint8_t {
   k_none, k_bool, k_int, k_float, k_str, k_bytes, k_bytearray,
@@ -77,11 +147,11 @@ struct Node {
   };
   // k_str (UTF-8), k_bytes/k_bytearray (raw), k_global (module), and a k_int
   // past int64 (minimal little-endian two's complement).
-  std::string text;
-  std::string name;         // k_global (qualified name)
-  // Allocated from the graph's arena: a state dict's graph holds hundreds of
-  // thousands of short lists, which malloc and free one by one cost most of
-  // the time of reading it.
+  Text text;
+  Text name;  // k_global (qualified name)
+  // In the graph's arena: a state dict's graph holds hundreds of thousands
+  // of short lists, which malloc and free one by one cost most of the time
+  // of reading it.
   NodeList items;       // list/tuple/set elements; call APPENDs
   NodeEntries entries;  // dict items; call SETITEMs
   Node* callable = nullptr;  // k_call; for k_dict, the OrderedDict class or null for dict
@@ -90,14 +160,17 @@ struct Node {
   Node* state = nullptr;     // k_dict/k_call: the BUILD state, or null without BUILD
   Storage* storage = nullptr;  // k_storage
 
-  Node() = default;
-  explicit Node(std::pmr::memory_resource* arena) : items(arena), entries(arena) {}
 
   bool is_global(const char* module, const char* qualified_name) const {
     return kind == NodeKind::k_global && text == module && name == qualified_name;
   }
   bool is_str() const { return kind == NodeKind::k_str; }
 };
+
+// A node owns nothing (its texts and lists are in the graph's arena), so a
+// graph frees its blocks without visiting a node; and it is 128 bytes, where
+// a std::string and a std::pmr::vector each made it 192.
+static_assert(std::is_trivially_destructible_v<Node>);
 
 // Owns every node of one pickle. Addresses are stable: nodes live in blocks
 // and never move. A state dict of 50,000 tensors has a million nodes: one
@@ -123,14 +196,35 @@ public:
     if (m_used == m_capacity) {
       add_block();
     }
-    Node* node = new (&m_blocks.back().nodes[m_used++]) Node(m_arena.get());  // made when needed
+    Node* node = new (&m_blocks.back().nodes[m_used++]) Node();  // made when needed
     node->kind = kind;
     ++m_count;
     return node;
   }
-  Node* make_str(std::string text) {
+  // `bytes` copied into the graph's arena, where they live as long as it.
+  Text copy_text(std::string_view bytes);
+
+  // Sets `list` (of a node of this graph) to `count` values, or appends them.
+  template <typename T>
+  void assign(ArenaList<T>& list, const T* values, size_t count) {
+    list.m_size = 0;
+    append(list, values, count);
+  }
+  template <typename T>
+  void append(ArenaList<T>& list, const T* values, size_t count) {
+    if (count > list.m_capacity - list.m_size) {
+      grow(list, count);
+    }
+    std::copy(values, values + count, list.m_data + list.m_size);
+    list.m_size += static_cast<uint32_t>(count);
+  }
+  template <typename T>
+  void push_back(ArenaList<T>& list, const T& value) {
+    append(list, &value, 1);
+  }
+  Node* make_str(std::string_view text) {
     Node* node = make(NodeKind::k_str);
-    node->text = std::move(text);
+    node->text = copy_text(text);
     return node;
   }
   Node* make_int(int64_t value) {
@@ -138,10 +232,10 @@ public:
     node->integer = value;
     return node;
   }
-  Node* make_global(std::string module, std::string name) {
+  Node* make_global(std::string_view module, std::string_view name) {
     Node* node = make(NodeKind::k_global);
-    node->text = std::move(module);
-    node->name = std::move(name);
+    node->text = copy_text(module);
+    node->name = copy_text(name);
     return node;
   }
   Storage* make_storage() {
@@ -170,6 +264,23 @@ private:
   };
   void add_block();
   void release();                // release_nodes() and the storages
+  void* arena_allocate(size_t bytes, size_t alignment);
+  [[noreturn]] static void list_too_long();
+  // Room in `list` for `more` values: room for the old ones and the new,
+  // doubled; the old memory stays in the arena, as a vector's growth leaves.
+  template <typename T>
+  void grow(ArenaList<T>& list, size_t more) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    uint64_t needed = uint64_t{list.m_size} + more;
+    if (needed > UINT32_MAX) {
+      list_too_long();
+    }
+    uint64_t capacity = std::min<uint64_t>(UINT32_MAX, std::max<uint64_t>(needed, 2 * uint64_t{list.m_capacity}));
+    auto* data = static_cast<T*>(arena_allocate(capacity * sizeof(T), alignof(T)));
+    std::copy(list.m_data, list.m_data + list.m_size, data);
+    list.m_data = data;
+    list.m_capacity = static_cast<uint32_t>(capacity);
+  }
   void take(Graph& other);       // moves everything out of `other`
 
   std::vector<Block> m_blocks;

@@ -272,7 +272,7 @@ CheckReport check_checkpoint(const CheckOptions& options) {
     dict = find_model_state_dict(checkpoint.graph.root, options.state_dict_key);
     for (const auto& [key, value] : dict->entries) {
       Entry entry;
-      entry.key = key->is_str() ? key->text : "(a key that is not a string)";
+      entry.key = key->is_str() ? key->text.str() : "(a key that is not a string)";
       entry.tensor = as_tensor(value);
       entries.push_back(std::move(entry));
     }

@@ -68,7 +68,7 @@ StorageId parse_storage_id(Node* const* fields) {
   if (key->kind != NodeKind::k_str && key->kind != NodeKind::k_int) {
     throw FormatError("storage key is not a str");
   }
-  id.key = key->is_str() ? key->text : std::to_string(key->integer);
+  id.key = key->is_str() ? key->text.str() : std::to_string(key->integer);
   if (!id.location->is_str()) {
     throw FormatError("storage location is not a str");
   }

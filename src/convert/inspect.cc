@@ -17,14 +17,14 @@ namespace ckpt {
 namespace {
 
 // Names that wrappers leave in keys: leading prefixes and inner components.
-void count_wrappers(const std::string& key, std::map<std::string, size_t>& wrappers) {
+void count_wrappers(std::string_view key, std::map<std::string, size_t>& wrappers) {
   for (const char* prefix : {"module.", "_orig_mod.", "_forward_module."}) {
     if (key.rfind(prefix, 0) == 0) {
       ++wrappers[prefix];
     }
   }
   for (const char* component : {"_fsdp_wrapped_module", "_checkpoint_wrapped_module"}) {
-    std::string dotted = std::string(".") + key + ".";
+    std::string dotted = std::string(".").append(key).append(".");
     if (dotted.find(std::string(".") + component + ".") != std::string::npos) {
       ++wrappers[component];
     }
@@ -58,7 +58,7 @@ StateDictSummary summarize(const StateDictRef& ref) {
     ++summary.tensors;
     summary.elements += tensor->numel();
     ++summary.dtypes[std::string(dtype_name(tensor->dtype))];
-    ++summary.locations[tensor->storage->location->text];
+    ++summary.locations[tensor->storage->location->text.str()];
     if (storages.insert(tensor->storage).second) {
       summary.bytes += tensor->storage->bytes.size;
     }
@@ -96,7 +96,7 @@ InspectReport inspect_checkpoint(const std::string& path) {
   if (root->kind == NodeKind::k_dict) {
     for (const auto& [key, value] : root->entries) {
       if (key->is_str()) {
-        report.top_level_keys.push_back(key->text);
+        report.top_level_keys.emplace_back(key->text);
       }
     }
   }

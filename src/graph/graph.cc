@@ -2,9 +2,12 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "ckpt/graph.h"
+
+#include "ckpt/error.h"
 
 namespace ckpt {
 namespace {
@@ -72,15 +75,33 @@ void Graph::add_block() {
   m_capacity = block.capacity;
 }
 
+void* Graph::arena_allocate(size_t bytes, size_t alignment) {
+  if (m_arena == nullptr) {
+    add_block();  // makes the arena
+  }
+  return m_arena->allocate(bytes, alignment);
+}
+
+void Graph::list_too_long() {
+  throw FormatError("a list or dict of more than " + std::to_string(UINT32_MAX) + " items");
+}
+
+Text Graph::copy_text(std::string_view bytes) {
+  if (bytes.empty()) {
+    return Text();
+  }
+  auto* copy = static_cast<char*>(arena_allocate(bytes.size(), 1));
+  std::memcpy(copy, bytes.data(), bytes.size());
+  return Text(std::string_view(copy, bytes.size()));
+}
+
 void Graph::release() {
   release_nodes();
   m_storages.clear();
 }
 
 void Graph::release_nodes() {
-  for (size_t i = 0; i < m_blocks.size(); ++i) {
-    Block& block = m_blocks[i];
-    std::destroy_n(block.nodes, i + 1 == m_blocks.size() ? m_used : block.capacity);
+  for (Block& block : m_blocks) {  // nodes need no destructor (see graph.h)
     if (block.huge) {
       std::free(block.nodes);
     } else {

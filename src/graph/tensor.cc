@@ -22,7 +22,7 @@ Rebuild rebuild_kind(const Node* callable) {
   if (callable->text != "torch._utils") {
     return Rebuild::k_none;
   }
-  const std::string& name = callable->name;
+  std::string_view name = callable->name;
   if (name == "_rebuild_tensor") return Rebuild::k_v1;
   if (name == "_rebuild_tensor_v2") return Rebuild::k_v2;
   if (name == "_rebuild_tensor_v3") return Rebuild::k_v3;

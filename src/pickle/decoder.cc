@@ -232,7 +232,7 @@ private:
       return make_empty_tuple();
     }
     Node* node = make(NodeKind::k_tuple);
-    node->items.assign(items, items + size);
+    m_graph.assign(node->items, items, size);
     return node;
   }
   // Nothing changes a tuple in place and Python never memoizes `()`, so one
@@ -245,7 +245,7 @@ private:
   }
   Node* make_bytes(NodeKind kind, std::string_view raw) {
     Node* node = make(kind);
-    node->text.assign(raw);
+    node->text = m_graph.copy_text(raw);
     return node;
   }
   // Python never memoizes ints, bools or None, and nothing changes a node of
@@ -296,7 +296,7 @@ private:
       }
       node->integer = static_cast<int64_t>(value);
     } else {
-      node->text = std::move(bytes);
+      node->text = m_graph.copy_text(bytes);
     }
     return node;
   }
@@ -411,7 +411,7 @@ private:
   }
 
   Node* make_global(std::string_view module, std::string_view name) {
-    return m_graph.make_global(std::string(module), std::string(name));
+    return m_graph.make_global(module, name);
   }
 
   // --- memo ------------------------------------------------------------------
@@ -479,7 +479,7 @@ private:
       dict->callable = callable;
       if (!args->items.empty()) {
         for (Node* pair : args->items[0]->items) {
-          dict->entries.emplace_back(pair->items[0], pair->items[1]);
+          m_graph.push_back(dict->entries, NodeEntry{pair->items[0], pair->items[1]});
         }
       }
       return dict;
@@ -516,14 +516,14 @@ private:
       fail(std::string(opcode) + " on a " + kind_name(target->kind) + ", not a dict");
     }
     for (size_t i = 0; i < size; i += 2) {
-      target->entries.emplace_back(flat[i], flat[i + 1]);
+      m_graph.push_back(target->entries, NodeEntry{flat[i], flat[i + 1]});
     }
   }
   void append_items(Node* target, Node* const* items, size_t size, const char* opcode) {
     if (target->kind != NodeKind::k_list && target->kind != NodeKind::k_call) {
       fail(std::string(opcode) + " on a " + kind_name(target->kind) + ", not a list");
     }
-    target->items.insert(target->items.end(), items, items + size);
+    m_graph.append(target->items, items, size);
   }
   void build(Node* target, Node* state) {
     bool buildable = target->kind == NodeKind::k_call ||
@@ -620,9 +620,9 @@ private:
         break;
       }
 
-      case BINUNICODE: push(m_graph.make_str(std::string(read_counted(read_le(4))))); break;
-      case SHORT_BINUNICODE: push(m_graph.make_str(std::string(read_counted(read_byte())))); break;
-      case BINUNICODE8: push(m_graph.make_str(std::string(read_counted(read_le(8))))); break;
+      case BINUNICODE: push(m_graph.make_str(read_counted(read_le(4)))); break;
+      case SHORT_BINUNICODE: push(m_graph.make_str(read_counted(read_byte()))); break;
+      case BINUNICODE8: push(m_graph.make_str(read_counted(read_le(8)))); break;
       case UNICODE: push(m_graph.make_str(raw_unicode_escape(read_line()))); break;
       // Python 2 str: torch.load decodes it to str; Latin-1 keeps every byte.
       case STRING: push(m_graph.make_str(latin1_to_utf8(unquote(read_line())))); break;
@@ -666,7 +666,7 @@ private:
       case LIST: {
         Node* list = make(NodeKind::k_list);
         Marked marked = pop_mark();
-        list->items.assign(marked.items, marked.items + marked.size);
+        m_graph.assign(list->items, marked.items, marked.size);
         drop_to(marked);
         push(list);
         break;
@@ -711,14 +711,14 @@ private:
         if (set->kind != NodeKind::k_set) {
           fail(std::string("ADDITEMS on a ") + kind_name(set->kind) + ", not a set");
         }
-        set->items.insert(set->items.end(), marked.items, marked.items + marked.size);
+        m_graph.append(set->items, marked.items, marked.size);
         drop_to(marked);
         break;
       }
       case FROZENSET: {
         Node* set = make(NodeKind::k_frozenset);
         Marked marked = pop_mark();
-        set->items.assign(marked.items, marked.items + marked.size);
+        m_graph.assign(set->items, marked.items, marked.size);
         drop_to(marked);
         push(set);
         break;
@@ -796,7 +796,7 @@ private:
       }
       case PERSID: {
         std::string_view line = read_line();
-        push(load_persistent(m_graph.make_str(std::string(line))));
+        push(load_persistent(m_graph.make_str(line)));
         break;
       }
       case EXT1:

@@ -28,7 +28,7 @@ public:
       : m_max_depth(max_depth), m_max_bytes(max_bytes) {
     m_out.reserve(std::min(expected_bytes, max_bytes) + 64);
     m_storage_literal.kind = NodeKind::k_str;
-    m_storage_literal.text = "storage";
+    m_storage_literal.text = Text("storage");
   }
 
   EncodedPickle run(const Node* root) {
@@ -52,7 +52,7 @@ private:
       m_out += static_cast<char>((value >> (8 * i)) & 0xff);
     }
   }
-  void write_line(const std::string& text) {
+  void write_line(std::string_view text) {
     m_out += text;
     m_out += '\n';
   }
@@ -124,7 +124,7 @@ private:
       save_long_bytes(bytes);
     }
   }
-  void save_long_bytes(const std::string& bytes) {
+  void save_long_bytes(std::string_view bytes) {
     if (bytes.size() < 256) {
       op(uint8_t{0x8a});
       le(bytes.size(), 1);
@@ -170,7 +170,8 @@ private:
       write_get(it->second);
       return;
     }
-    if (node->text.find('\n') != std::string::npos || node->name.find('\n') != std::string::npos) {
+    if (node->text.view().find('\n') != std::string_view::npos ||
+        node->name.view().find('\n') != std::string_view::npos) {
       // STACK_GLOBAL can name one so; GLOBAL, a line each, cannot (and no
       // importable module or name holds a line break).
       std::string shown = qualified_name(*node).substr(0, 80);
@@ -184,11 +185,11 @@ private:
     m_global_memo.emplace(std::move(key), node->memo_index);
   }
   // A global the encoder writes itself (builtins set, _codecs.encode).
-  void save_global(const std::string& module, const std::string& name) {
+  void save_global(const char* module, const char* name) {
     Node& node = m_made_globals.emplace_back();
     node.kind = NodeKind::k_global;
-    node.text = module;
-    node.name = name;
+    node.text = Text(module);  // literals: they outlive the node
+    node.name = Text(name);
     save_global(&node);
   }
 

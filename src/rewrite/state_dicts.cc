@@ -14,13 +14,14 @@
 #include "ckpt/error.h"
 #include "ckpt/rewrite.h"
 #include "ckpt/tensor.h"
+#include "util/string_index.h"
 
 namespace ckpt {
 namespace {
 
 constexpr int k_max_depth = 1000;
 
-std::string quote(const std::string& text) {
+std::string quote(std::string_view text) {
   std::string out = "\"";
   for (char c : text) {
     if (c == '"' || c == '\\') {
@@ -154,26 +155,26 @@ std::string rewrite_prefix(const Rules& rules, const std::string& prefix) {
 
 void rewrite_metadata(Graph& graph, Node* metadata, const Rules& rules) {
   std::unordered_map<std::string, size_t> slot_of;  // new prefix → index in `kept`
-  std::vector<std::pair<Node*, Node*>> kept;
+  std::vector<NodeEntry> kept;
   std::vector<size_t> source_length;
   for (const auto& [key, value] : metadata->entries) {
     if (!key->is_str()) {
-      kept.emplace_back(key, value);
+      kept.push_back({key, value});
       source_length.push_back(0);
       continue;
     }
-    std::string renamed = rewrite_prefix(rules, key->text);
+    std::string renamed = rewrite_prefix(rules, key->text.str());
     Node* new_key = renamed == key->text ? key : graph.make_str(renamed);
     auto [it, inserted] = slot_of.emplace(renamed, kept.size());
     if (inserted) {
-      kept.emplace_back(new_key, value);
+      kept.push_back({new_key, value});
       source_length.push_back(key->text.size());
     } else if (key->text.size() > source_length[it->second]) {
       kept[it->second] = {new_key, value};
       source_length[it->second] = key->text.size();
     }
   }
-  metadata->entries.assign(kept.begin(), kept.end());
+  graph.assign(metadata->entries, kept.data(), kept.size());
 }
 
 }  // namespace
@@ -194,28 +195,27 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
     const StateDictRef& ref = dicts[d];
     StateDictChange change;
     change.path = ref.path;
-    // Keyed by views of the new keys in report.mapping, reserved so that
-    // they stay put.
-    std::unordered_map<std::string_view, const std::string*> origin;
-    origin.reserve(ref.dict->entries.size());
+    // The new keys, viewed in report.mapping (reserved so that they stay
+    // put), each with the index of its mapping.
+    StringIndex origin(ref.dict->entries.size());
     first[d] = report.mapping.size();
     report.mapping.reserve(report.mapping.size() + ref.dict->entries.size());
     for (const auto& [key, value] : ref.dict->entries) {
-      const std::optional<std::string>& new_key =
-          report.mapping
-              .emplace_back(KeyMapping{ref.path, key->text,
-                                       rules.apply(key->text, &report.rule_matches)})
-              .new_key;
+      KeyMapping& mapping = report.mapping.emplace_back();
+      mapping.state_dict = ref.path;
+      mapping.old_key = key->text.str();
+      mapping.new_key = rules.apply(mapping.old_key, &report.rule_matches);
+      const std::optional<std::string>& new_key = mapping.new_key;
       ++change.keys;
       if (!new_key) {
         ++change.dropped;
       } else if (new_key->empty()) {
         problem("state dict " + ref.path + ": key '" + key->text + "' becomes empty under the rules");
       } else {
-        auto [it, inserted] = origin.emplace(*new_key, &key->text);
-        if (!inserted) {
-          problem("state dict " + ref.path + ": keys collide: '" + *it->second + "' and '" +
-                  key->text + "' both become '" + *new_key + "'");
+        if (std::optional<size_t> earlier = origin.insert(*new_key, report.mapping.size() - 1)) {
+          problem("state dict " + ref.path + ": keys collide: '" +
+                  report.mapping[*earlier].old_key + "' and '" + key->text + "' both become '" +
+                  *new_key + "'");
         }
         ++(*new_key == key->text ? change.unchanged : change.renamed);
       }
@@ -230,7 +230,7 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
   }
   for (size_t d = 0; d < dicts.size(); ++d) {
     Node* dict = dicts[d].dict;
-    std::vector<std::pair<Node*, Node*>> kept;
+    std::vector<NodeEntry> kept;
     kept.reserve(dict->entries.size());
     for (size_t i = 0; i < dict->entries.size(); ++i) {
       auto [key, value] = dict->entries[i];
@@ -238,9 +238,9 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
       if (!new_key) {
         continue;
       }
-      kept.emplace_back(*new_key == key->text ? key : graph.make_str(*new_key), value);
+      kept.push_back({*new_key == key->text ? key : graph.make_str(*new_key), value});
     }
-    dict->entries.assign(kept.begin(), kept.end());
+    graph.assign(dict->entries, kept.data(), kept.size());
     if (Node* metadata = metadata_of(dict)) {
       rewrite_metadata(graph, metadata, rules);
     }

@@ -115,8 +115,8 @@ TEST(PickleEncoder, RefusesRecursiveTuples) {
   Graph graph;
   Node* tuple = graph.make(NodeKind::k_tuple);
   Node* list = graph.make(NodeKind::k_list);
-  tuple->items = {list};
-  list->items = {tuple};
+  graph.push_back(tuple->items, list);
+  graph.push_back(list->items, tuple);
   EXPECT_EQ(format_error_of([&] { encode_pickle(tuple); }),
             "a tuple contains itself; such a pickle cannot be written");
 }
@@ -124,7 +124,7 @@ TEST(PickleEncoder, RefusesRecursiveTuples) {
 TEST(PickleEncoder, WritesSelfReferencingListsThroughTheMemo) {
   Graph graph;
   Node* list = graph.make(NodeKind::k_list);
-  list->items = {list};
+  graph.push_back(list->items, list);
   // Python: l = []; l.append(l); pickle.dumps(l, 2)
   EXPECT_EQ(encode_pickle(list).bytes, std::string("\x80\x02]q\x00h\x00" "a.", 9));
 }
@@ -135,7 +135,7 @@ TEST(PickleEncoder, RefusesNestingPastTheLimit) {
   Node* node = root;
   for (int i = 0; i < 20; ++i) {
     Node* child = graph.make(NodeKind::k_list);
-    node->items = {child};
+    graph.push_back(node->items, child);
     node = child;
   }
   EXPECT_EQ(format_error_of([&] { encode_pickle(root, 10); }),
@@ -165,7 +165,7 @@ TEST(PickleEncoder, CountsNestingAsItReadsBack) {
     Node* node = root;
     for (int i = 1; i < levels; ++i) {
       Node* child = graph.make(NodeKind::k_frozenset);
-      node->items = {child};
+      graph.push_back(node->items, child);
       node = child;
     }
     if (levels == 400) {
