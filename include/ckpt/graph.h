@@ -17,7 +17,6 @@
 #include <functional>
 #include <iterator>
 #include <memory>
-#include <memory_resource>
 #include <new>
 #include <string>
 #include <string_view>
@@ -173,10 +172,11 @@ struct Node {
 static_assert(std::is_trivially_destructible_v<Node>);
 
 // Owns every node of one pickle. Addresses are stable: nodes live in blocks
-// and never move. A state dict of 50,000 tensors has a million nodes: one
-// allocation each was most of the time spent reading it, and so were the page
-// faults of 4 KiB pages, so blocks after the first are 2 MiB transparent huge
-// pages and nodes are constructed only when made.
+// and never move. Nodes, texts and lists are bump-allocated in the graph's
+// blocks: a state dict of 50,000 tensors has half a million nodes, and one
+// allocation each was most of the time spent reading it. Blocks after the
+// first are 2 MiB, each a transparent huge page, reused from one graph to the
+// next (see graph.cc).
 class Graph {
 public:
   Graph() = default;
@@ -193,10 +193,7 @@ public:
   ~Graph() { release(); }
 
   Node* make(NodeKind kind) {
-    if (m_used == m_capacity) {
-      add_block();
-    }
-    Node* node = new (&m_blocks.back().nodes[m_used++]) Node();  // made when needed
+    Node* node = new (allocate(sizeof(Node), alignof(Node))) Node();
     node->kind = kind;
     ++m_count;
     return node;
@@ -255,16 +252,22 @@ public:
   Node* root = nullptr;
 
 private:
-  // Raw memory for `capacity` nodes, of which the graph constructed the first
-  // `m_used` of the last block and all of the others.
   struct Block {
-    Node* nodes = nullptr;
-    size_t capacity = 0;
-    bool huge = false;  // from aligned_alloc, else operator new
+    void* memory = nullptr;
+    size_t alignment = 0;  // 0: a cached 2 MiB block, else from operator new
   };
-  void add_block();
+  // `bytes` from the last block, or a new one.
+  void* allocate(size_t bytes, size_t alignment) {
+    uintptr_t start = (reinterpret_cast<uintptr_t>(m_next) + alignment - 1) & ~(alignment - 1);
+    if (start > reinterpret_cast<uintptr_t>(m_end) ||
+        bytes > reinterpret_cast<uintptr_t>(m_end) - start) {
+      return allocate_in_new_block(bytes, alignment);
+    }
+    m_next = reinterpret_cast<char*>(start + bytes);
+    return reinterpret_cast<void*>(start);
+  }
+  void* allocate_in_new_block(size_t bytes, size_t alignment);
   void release();                // release_nodes() and the storages
-  void* arena_allocate(size_t bytes, size_t alignment);
   [[noreturn]] static void list_too_long();
   // Room in `list` for `more` values: room for the old ones and the new,
   // doubled; the old memory stays in the arena, as a vector's growth leaves.
@@ -276,7 +279,7 @@ private:
       list_too_long();
     }
     uint64_t capacity = std::min<uint64_t>(UINT32_MAX, std::max<uint64_t>(needed, 2 * uint64_t{list.m_capacity}));
-    auto* data = static_cast<T*>(arena_allocate(capacity * sizeof(T), alignof(T)));
+    auto* data = static_cast<T*>(allocate(capacity * sizeof(T), alignof(T)));
     std::copy(list.m_data, list.m_data + list.m_size, data);
     list.m_data = data;
     list.m_capacity = static_cast<uint32_t>(capacity);
@@ -284,9 +287,8 @@ private:
   void take(Graph& other);       // moves everything out of `other`
 
   std::vector<Block> m_blocks;
-  std::unique_ptr<std::pmr::monotonic_buffer_resource> m_arena;  // the nodes' lists
-  size_t m_used = 0;
-  size_t m_capacity = 0;
+  char* m_next = nullptr;  // free memory of the last block
+  char* m_end = nullptr;
   size_t m_count = 0;
   std::deque<Storage> m_storages;
 };
