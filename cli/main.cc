@@ -11,8 +11,10 @@
 
 #include "ckpt/error.h"
 #include "commands.h"
+#include "huge_heap.h"
 
 int main(int argc, char** argv) {
+  ckpt::cli::prefer_huge_pages_for_the_heap();
   CLI::App app{"Turn multi-GPU PyTorch checkpoints into clean single-GPU state dicts.",
                "ckpt-convert"};
   app.require_subcommand(0, 1);
