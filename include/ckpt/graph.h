@@ -159,7 +159,6 @@ struct Node {
   Node* state = nullptr;     // k_dict/k_call: the BUILD state, or null without BUILD
   Storage* storage = nullptr;  // k_storage
 
-
   bool is_global(const char* module, const char* qualified_name) const {
     return kind == NodeKind::k_global && text == module && name == qualified_name;
   }
