@@ -13,7 +13,18 @@
 #include <cstdint>
 #include <cstdlib>  // defines __GLIBC__ when the C library is glibc
 
-#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+// Sanitizers bring their own malloc (GCC says so with __SANITIZE_*__, clang
+// with __has_feature; some of their mallopt() succeed without doing anything).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CKPT_OWN_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define CKPT_OWN_MALLOC 1
+#endif
+#endif
+
+#if defined(__GLIBC__) && !defined(CKPT_OWN_MALLOC)
 #include <malloc.h>
 #include <sys/mman.h>
 #include <unistd.h>

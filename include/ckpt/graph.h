@@ -277,7 +277,8 @@ private:
     if (needed > UINT32_MAX) {
       list_too_long();
     }
-    uint64_t capacity = std::min<uint64_t>(UINT32_MAX, std::max<uint64_t>(needed, 2 * uint64_t{list.m_capacity}));
+    uint64_t doubled = 2 * uint64_t{list.m_capacity};
+    uint64_t capacity = std::min<uint64_t>(UINT32_MAX, std::max(needed, doubled));
     auto* data = static_cast<T*>(allocate(capacity * sizeof(T), alignof(T)));
     std::copy(list.m_data, list.m_data + list.m_size, data);
     list.m_data = data;
