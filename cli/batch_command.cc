@@ -12,6 +12,7 @@
 #include "ckpt/error.h"
 #include "commands.h"
 #include "convert_options.h"
+#include "json_errors.h"
 
 namespace ckpt::cli {
 namespace {
@@ -148,7 +149,9 @@ Runner add_batch(CLI::App& app) {
   app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
   app.add_flag("-v,--verbose", args->verbosity,
                "-v: a line per input converted or skipped; -vv: every stage and key too");
-  return [args, &app]() -> int { return run(app, *args); };
+  return [args, &app]() -> int {
+    return run_with_json_errors(args->json, "batch", [&]() -> int { return run(app, *args); });
+  };
 }
 
 }  // namespace ckpt::cli

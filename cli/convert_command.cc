@@ -31,18 +31,20 @@ int run(const CLI::App& app, ConvertArgs& args) {
     return 0;
   }
   ConvertOptions& options = args.convert.options;
-  if (options.input.empty() || options.output.empty()) {
-    throw Error("expected IN and OUT (see ckpt-convert --help)", ExitStatus::k_usage);
-  }
-  set_log_level(args.quiet, args.verbosity);
-  finish_convert_flags(app, args.convert);
-  std::unique_ptr<ProgressBar> bar = ProgressBar::for_stderr(options.input, args.quiet);
-  if (bar) {
-    options.progress = bar->callback();
-  }
-
+  std::unique_ptr<ProgressBar> bar;
   ConvertReport report;
   try {
+    if (options.input.empty() || options.output.empty()) {
+      throw Error("expected IN and OUT" + swallowed_out_hint(args.convert) +
+                      " (see ckpt-convert --help)",
+                  ExitStatus::k_usage);
+    }
+    set_log_level(args.quiet, args.verbosity);
+    finish_convert_flags(app, args.convert);
+    bar = ProgressBar::for_stderr(options.input, args.quiet);
+    if (bar) {
+      options.progress = bar->callback();
+    }
     convert(options, report);
   } catch (const Error& e) {
     if (bar) {

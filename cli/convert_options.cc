@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "ckpt/error.h"
+#include "ckpt/location.h"
 #include "ckpt/rule_file.h"
 
 namespace ckpt::cli {
@@ -41,15 +42,13 @@ void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group) {
       "Remove the entries whose key matches the RE2 PATTERN",
       "Remove the entries whose key does not match the RE2 PATTERN",
   };
-  const char* const value_names[] = {"P", "P", "OLD NEW", "NAME", "PATTERN REPL", "PATTERN",
-                                     "PATTERN"};
   for (size_t i = 0; i < flags.rule_flags.size(); ++i) {
     RuleFlag& rule_flag = flags.rule_flags[i];
     app.add_option(rule_flag.flag, rule_flag.values, help[i])
         ->expected(static_cast<int>(rule_arity(rule_flag.kind)))
         ->allow_extra_args(false)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-        ->option_text(value_names[i])
+        ->option_text(rule_flag.value_names)
         ->group("Rules (repeatable, applied in the order given)");
   }
   grouped(app.add_flag("--require-match", o.require_match,
@@ -98,12 +97,53 @@ void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {
     rules.add(std::move(rule));
   }
   ConvertOptions& o = flags.options;
+  check_location_option(o.location);
   o.rules = std::move(rules);
   o.extract = !flags.extract.empty();
   if (o.extract && flags.extract != "*") {
     o.extract_key = flags.extract;
   }
   o.verify = !flags.no_verify;
+}
+
+void check_rule_option_values(const std::vector<std::string>& args) {
+  const ConvertFlags flags;
+  for (size_t i = 0; i < args.size() && args[i] != "--"; ++i) {
+    for (const RuleFlag& rule_flag : flags.rule_flags) {
+      size_t arity = rule_arity(rule_flag.kind);
+      if (arity < 2 || args[i] != rule_flag.flag) {
+        continue;
+      }
+      // A value may be empty (`--regex '^module\.' ''`), not an option.
+      auto is_value = [&](size_t j) {
+        return j < args.size() && (args[j].size() < 2 || args[j][0] != '-');
+      };
+      if (is_value(i + 1) && is_value(i + 2)) {
+        i += 2;
+        break;
+      }
+      size_t given = is_value(i + 1) ? 1 : 0;
+      std::string got = given == 0 ? "nothing" : "only '" + args[i + 1] + "'";
+      if (i + 1 + given < args.size()) {
+        got += " before " + args[i + 1 + given];
+      }
+      throw Error(std::string(rule_flag.flag) + " needs two values, " + rule_flag.value_names +
+                      "; got " + got,
+                  ExitStatus::k_usage);
+    }
+  }
+}
+
+std::string swallowed_out_hint(const ConvertFlags& flags) {
+  for (const RuleFlag& rule_flag : flags.rule_flags) {
+    size_t n = rule_flag.values.size();
+    if (rule_arity(rule_flag.kind) == 2 && n >= 2) {
+      return std::string("; ") + rule_flag.flag + " took '" + rule_flag.values[n - 2] + "' '" +
+             rule_flag.values[n - 1] + "' as its " + rule_flag.value_names +
+             ": give it both values, or put IN and OUT first";
+    }
+  }
+  return "";
 }
 
 void set_log_level(bool quiet, int verbosity) {

@@ -18,6 +18,7 @@ namespace ckpt::cli {
 struct RuleFlag {
   const char* flag;
   RuleKind kind;
+  const char* value_names;          // as --help shows them: `OLD NEW`
   std::vector<std::string> values;  // flattened: arity values per use
 };
 
@@ -25,13 +26,13 @@ struct ConvertFlags {
   ConvertOptions options;
   std::string preset = "unwrap";
   std::vector<RuleFlag> rule_flags = {
-      {"--strip", RuleKind::k_strip, {}},
-      {"--add-prefix", RuleKind::k_add_prefix, {}},
-      {"--replace", RuleKind::k_replace, {}},
-      {"--drop-component", RuleKind::k_drop_component, {}},
-      {"--regex", RuleKind::k_regex, {}},
-      {"--drop", RuleKind::k_drop, {}},
-      {"--keep", RuleKind::k_keep, {}},
+      {"--strip", RuleKind::k_strip, "P", {}},
+      {"--add-prefix", RuleKind::k_add_prefix, "P", {}},
+      {"--replace", RuleKind::k_replace, "OLD NEW", {}},
+      {"--drop-component", RuleKind::k_drop_component, "NAME", {}},
+      {"--regex", RuleKind::k_regex, "PATTERN REPL", {}},
+      {"--drop", RuleKind::k_drop, "PATTERN", {}},
+      {"--keep", RuleKind::k_keep, "PATTERN", {}},
   };
   std::vector<std::string> rule_files;
   std::string extract;  // "" = off, "*" = find it, else the key
@@ -47,6 +48,16 @@ void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group = n
 // their options were given (rule files read), extraction and verification.
 // Throws `Error` (usage) for a bad rule or rule file.
 void finish_convert_flags(const CLI::App& app, ConvertFlags& flags);
+
+// Throws `Error` (usage) when a rule option of two values (`--replace OLD
+// NEW`, `--regex PATTERN REPL`) in the arguments `args` (in order) is not
+// followed by two values: CLI11 would take the one given and drop the rule.
+void check_rule_option_values(const std::vector<std::string>& args);
+
+// For a command line that lacks OUT: a hint when a rule option of two values
+// took the last positional argument as its second value (` (--replace took
+// 'old' 'out.pth' as OLD NEW …)`), else empty.
+std::string swallowed_out_hint(const ConvertFlags& flags);
 
 // Sends diagnostics to stderr as `ckpt-convert: <level>: …`: errors only
 // when `quiet`, warnings by default, info and debug with -v, trace with -vv.

@@ -6,6 +6,7 @@
 
 #include "ckpt/inspect.h"
 #include "commands.h"
+#include "json_errors.h"
 
 namespace ckpt::cli {
 
@@ -18,10 +19,12 @@ Runner add_inspect(CLI::App& app) {
   app.add_option("FILE", args->path, "Checkpoint to summarize")->required();
   app.add_flag("--json", args->json, "Print the report as JSON");
   return [args]() -> int {
-    InspectReport report = inspect_checkpoint(args->path);
-    std::string text = args->json ? format_inspect_json(report) : format_inspect_text(report);
-    std::fputs(text.c_str(), stdout);
-    return 0;
+    return run_with_json_errors(args->json, "inspect", [&args]() -> int {
+      InspectReport report = inspect_checkpoint(args->path);
+      std::string text = args->json ? format_inspect_json(report) : format_inspect_text(report);
+      std::fputs(text.c_str(), stdout);
+      return 0;
+    });
   };
 }
 

@@ -11,7 +11,9 @@
 
 #include "ckpt/error.h"
 #include "commands.h"
+#include "convert_options.h"
 #include "huge_heap.h"
+#include "json_errors.h"
 
 int main(int argc, char** argv) {
   ckpt::cli::prefer_huge_pages_for_the_heap();
@@ -28,18 +30,31 @@ int main(int argc, char** argv) {
   ckpt::cli::Runner check = ckpt::cli::add_check(*check_command);
   // CLI11 has no option whose value is optional only in `--opt=value` form:
   // a bare `--extract` becomes `--extract=*` ("find the state dict").
+  std::vector<std::string> in_order(argv + 1, argv + argc);
+  std::string command = ckpt::cli::command_of(in_order);
+  bool json = ckpt::cli::wants_json(in_order);
   std::vector<std::string> args;
-  for (int i = argc - 1; i >= 1; --i) {
-    args.emplace_back(std::strcmp(argv[i], "--extract") == 0 ? "--extract=*" : argv[i]);
+  for (auto arg = in_order.rbegin(); arg != in_order.rend(); ++arg) {
+    args.push_back(*arg == "--extract" ? "--extract=*" : *arg);
   }
+  auto usage_error = [&](const std::string& message) {
+    if (json) {
+      std::fputs(ckpt::cli::error_json(command, 2, message).c_str(), stdout);
+    }
+    std::fprintf(stderr, "ckpt-convert: error: %s\n", message.c_str());
+    return static_cast<int>(ckpt::ExitStatus::k_usage);
+  };
   try {
+    ckpt::cli::check_rule_option_values(in_order);
     app.parse(args);  // CLI11 takes the arguments reversed
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) {
       return app.exit(e);  // --help, --version
     }
-    std::fprintf(stderr, "ckpt-convert: error: %s (see ckpt-convert --help)\n", e.what());
-    return static_cast<int>(ckpt::ExitStatus::k_usage);
+    std::string help = command == "convert" ? "ckpt-convert --help" : "ckpt-convert " + command + " --help";
+    return usage_error(std::string(e.what()) + " (see " + help + ")");
+  } catch (const ckpt::Error& e) {
+    return usage_error(e.what());
   }
   try {
     if (batch_command->parsed()) {

@@ -74,6 +74,7 @@ enum class CheckProblemKind {
   k_global,       // the file names a global that would run code in Python
   k_corrupt,      // a storage record's bytes do not match its CRC-32
   k_device,       // a tensor cannot be loaded on the device
+  k_location,     // a storage's location tag torch.load cannot restore on this machine
 };
 
 // The problem kind's name in reports: `missing`, `unexpected`, `shape`, …

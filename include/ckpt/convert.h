@@ -62,8 +62,11 @@ struct ConvertReport {
   std::string error;
 };
 
-// Converts `options.input` into `options.output`, filling `report` as it
-// goes (so that on error it still tells what was done). OUT appears only
+// Converts `options.input` into `options.output` (into
+// `options.output/<name of input>` when that is a folder, as `cp` does),
+// filling `report` as it goes (so that on error it still tells what was done;
+// `report.output` is the file written). Throws `Error` (usage) first for a
+// `location` torch cannot restore (see location.h). OUT appears only
 // complete and verified (written beside it under a temporary name, then
 // renamed); on any error nothing is left behind. Throws `Error` with the
 // exit status.

@@ -40,8 +40,11 @@ struct InspectReport {
 // Reads `path` (never its tensor bytes) and summarizes it. Throws `Error`.
 InspectReport inspect_checkpoint(const std::string& path);
 
-// The report for people (several lines) or as one JSON object.
+// The report for people (several lines) or as one JSON object (schema
+// `ckpt-convert.inspect/1`); `exit_code` and `error` describe the run (an
+// empty report with an error when the file could not be read).
 std::string format_inspect_text(const InspectReport& report);
-std::string format_inspect_json(const InspectReport& report);
+std::string format_inspect_json(const InspectReport& report, int exit_code = 0,
+                                const std::string& error = "");
 
 }  // namespace ckpt

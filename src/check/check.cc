@@ -23,6 +23,7 @@
 #include "ckpt/crc32.h"
 #include "ckpt/error.h"
 #include "ckpt/globals.h"
+#include "ckpt/location.h"
 #include "ckpt/mapped_file.h"
 #include "ckpt/rewrite.h"
 #include "ckpt/torch_plugin.h"
@@ -214,6 +215,23 @@ public:
     }
   }
 
+  // Every storage of the file, as torch.load restores them all: a tag it
+  // cannot restore here fails the load without `map_location`.
+  void check_locations(const Checkpoint& checkpoint) {
+    std::set<std::string> seen;
+    for (const Storage& storage : checkpoint.graph.storages()) {
+      std::string tag = storage.location != nullptr ? storage.location->text.str() : "";
+      if (!seen.insert(tag).second) {
+        continue;
+      }
+      std::string why = location_unavailable_here(tag);
+      if (!why.empty()) {
+        add(CheckProblemKind::k_location, "",
+            why + " (convert with --location cpu, or load with map_location)");
+      }
+    }
+  }
+
   void check_device(const std::vector<Entry>& entries) {
     for (const Entry& entry : entries) {
       if (!entry.tensor || entry.tensor->quantized || entry.tensor->byte_extent() == 0) {
@@ -246,6 +264,7 @@ const char* check_problem_name(CheckProblemKind kind) {
     case CheckProblemKind::k_global: return "global";
     case CheckProblemKind::k_corrupt: return "corrupt";
     case CheckProblemKind::k_device: return "device";
+    case CheckProblemKind::k_location: return "location";
   }
   return "unknown";
 }
@@ -317,6 +336,8 @@ CheckReport check_checkpoint(const CheckOptions& options) {
   report.checks.push_back(std::to_string(report.storages_crc_checked) + " records CRC-32 checked");
   checker.check_globals(checkpoint.graph.root);
   report.checks.push_back("no globals that run code");
+  checker.check_locations(checkpoint);
+  report.checks.push_back("locations restorable here");
   if (!on_cpu) {
     checker.check_device(entries);
     report.checks.push_back("loaded on " + options.device);

@@ -10,6 +10,7 @@
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
+#include "ckpt/location.h"
 #include "ckpt/pickle.h"
 #include "ckpt/temp_file.h"
 #include "ckpt/tensor.h"
@@ -37,13 +38,35 @@ bool exists(const std::string& path) {
   return ::lstat(path.c_str(), &s) == 0;
 }
 
-void check_paths(const ConvertOptions& options) {
-  if (options.input == options.output || same_file(options.input, options.output)) {
-    throw Error(options.input + ": refusing to convert: OUT '" + options.output +
+bool is_folder(const std::string& path) {
+  struct stat s {};
+  return ::stat(path.c_str(), &s) == 0 && S_ISDIR(s.st_mode);
+}
+
+// OUT, or OUT/<name of IN> when OUT is an existing folder (as `cp` does).
+std::string output_path(const ConvertOptions& options) {
+  if (!is_folder(options.output)) {
+    return options.output;
+  }
+  std::string name = options.input;
+  while (name.size() > 1 && name.back() == '/') {
+    name.pop_back();
+  }
+  name = name.substr(name.rfind('/') + 1);  // npos + 1 == 0
+  std::string folder = options.output;
+  return folder + (folder.back() == '/' ? "" : "/") + name;
+}
+
+void check_paths(const ConvertOptions& options, const std::string& output) {
+  if (options.input == output || same_file(options.input, output)) {
+    throw Error(options.input + ": refusing to convert: OUT '" + output +
                 "' is the same file (the input is never modified)", ExitStatus::k_usage);
   }
-  if (!options.dry_run && !options.force && exists(options.output)) {
-    throw Error(options.output + ": refusing to overwrite: the file exists (use --force)",
+  if (is_folder(output)) {
+    throw Error(output + ": refusing to overwrite: it is a folder", ExitStatus::k_usage);
+  }
+  if (!options.dry_run && !options.force && exists(output)) {
+    throw Error(output + ": refusing to overwrite: the file exists (use --force)",
                 ExitStatus::k_usage);
   }
 }
@@ -83,15 +106,15 @@ void check_rule_matches(const ConvertOptions& options, ConvertReport& report) {
   }
 }
 
-}  // namespace
-
-void convert(const ConvertOptions& options, ConvertReport& report) {
+// The conversion into the file `output` (OUT, or OUT/<name of IN> when OUT
+// is a folder).
+void convert_into(const ConvertOptions& options, const std::string& output, ConvertReport& report) {
   Clock::time_point start = Clock::now();
   report.input = options.input;
-  report.output = options.output;
+  report.output = output;
   report.dry_run = options.dry_run;
   report.rules = options.rules.rules();
-  check_paths(options);
+  check_paths(options, output);
   if (options.verify && !options.dry_run) {
     require_device(options.device);
   }
@@ -154,10 +177,10 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
     for (const Storage* storage : encoded.storages) {
       report.storage_bytes += storage->bytes.size;
     }
-    TempFile temp(options.output);
+    TempFile temp(output);
     try {
       report.bytes_written =
-          write_checkpoint(encoded, input.file.fd(), temp.fd(), options.output, options.progress);
+          write_checkpoint(encoded, input.file.fd(), temp.fd(), output, options.progress);
     } catch (const Error&) {
       if (input.file.shrank()) {  // the copy ran out of input: not a write failure
         throw truncated_while_read(options.input);
@@ -175,7 +198,7 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
       stage = Clock::now();
       VerifySource source{options.input, options.input + ":" + input.archive_name + "/data/",
                           input.file.fd()};
-      report.verified = verify_output(tensors, encoded.bytes, temp.path(), options.output,
+      report.verified = verify_output(tensors, encoded.bytes, temp.path(), output,
                                       options.device, source, options.progress);
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
@@ -192,6 +215,14 @@ void convert(const ConvertOptions& options, ConvertReport& report) {
   } catch (const FormatError& e) {
     throw Error(locate_lines(where, e.what()));
   }
+}
+
+
+}  // namespace
+
+void convert(const ConvertOptions& options, ConvertReport& report) {
+  check_location_option(options.location);
+  convert_into(options, output_path(options), report);
 }
 
 }  // namespace ckpt

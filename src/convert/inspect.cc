@@ -145,8 +145,12 @@ std::string format_inspect_text(const InspectReport& r) {
   return out.str();
 }
 
-std::string format_inspect_json(const InspectReport& r) {
-  nlohmann::json json;
+std::string format_inspect_json(const InspectReport& r, int exit_code, const std::string& error) {
+  nlohmann::ordered_json json;
+  json["schema"] = "ckpt-convert.inspect/1";
+  json["status"] = exit_code == 0 ? "ok" : "error";
+  json["exit_code"] = exit_code;
+  json["error"] = error.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(error);
   json["path"] = r.path;
   json["format"] = r.format;
   json["archive_name"] = r.archive_name;
@@ -158,7 +162,7 @@ std::string format_inspect_json(const InspectReport& r) {
   json["storages"] = r.storages;
   json["storage_bytes"] = r.storage_bytes;
   json["top_level_keys"] = r.top_level_keys;
-  json["state_dicts"] = nlohmann::json::array();
+  json["state_dicts"] = nlohmann::ordered_json::array();
   for (const StateDictSummary& sd : r.state_dicts) {
     json["state_dicts"].push_back({{"path", sd.path},
                                    {"tensors", sd.tensors},
@@ -169,7 +173,7 @@ std::string format_inspect_json(const InspectReport& r) {
                                    {"locations", sd.locations},
                                    {"wrappers", sd.wrappers}});
   }
-  json["globals"] = nlohmann::json::array();
+  json["globals"] = nlohmann::ordered_json::array();
   for (const GlobalUse& use : r.globals) {
     json["globals"].push_back({{"name", use.name},
                                {"first_path", use.first_path},
@@ -177,7 +181,7 @@ std::string format_inspect_json(const InspectReport& r) {
   }
   // Names and keys come from the file and need not be UTF-8: invalid bytes
   // become U+FFFD rather than a json::type_error.
-  return json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return json.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace ckpt

@@ -269,7 +269,8 @@ TEST(CheckCheckpoint, CleanFilePassesEveryCheck) {
             options.path +
                 ": check passed (state dict (top level), 9 keys, 9 tensors, 0.0 MB): keys and "
                 "shapes as in keys.txt, floating-point tensors float32, no wrapper prefixes, no NaN "
-                "or Inf, 9 records CRC-32 checked, no globals that run code\n");
+                "or Inf, 9 records CRC-32 checked, no globals that run code, locations restorable "
+                "here\n");
 }
 
 TEST(CheckCheckpoint, CodeRunningGlobalIsAProblem) {

@@ -1,0 +1,289 @@
+"""ckpt-convert e2e cases for the command line's contract with a new user (issue 12's bugs).
+
+Registered in the registry of cases.py (cases.py imports this module). Each case failed on
+the binary before its fix (say which in its docstring).
+
+The CLI contract judged here:
+- `--location TAG` takes `keep` or a tag torch.load restores (`cpu`, `cuda`, `cuda:N`, `mps`,
+  `meta`, `xpu[:N]`, `hpu[:N]`); anything else is a usage error (exit 2) before any work.
+  `check` fails (exit 3, problem kind `location`) a file whose tags torch.load cannot restore
+  on this machine, exactly when torch itself fails to load it without map_location.
+- a rule option of two values (`--regex PATTERN REPL`, `--replace OLD NEW`) given one is a
+  usage error naming the option and what it needs; one that took OUT as its second value
+  says so.
+- `--json`: one JSON object on stdout for every outcome (usage errors included) of
+  `convert`, `inspect`, `batch` and `check`, with `schema`, `status` and `exit_code` equal to
+  the process's exit status.
+- OUT an existing folder: the output is OUT/<name of IN>, as `cp` writes it.
+- a temporary output no live process holds (its writer was killed with SIGKILL) is removed
+  by the next run into that folder, which says how many bytes it freed; one a live process
+  holds is kept.
+"""
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+sys.dont_write_bytecode = True     # keep __pycache__ out of the source tree
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+
+from judge import host_cases  # noqa: E402
+
+cases = host_cases()
+REPORT_SCHEMA = ROOT / 'docs' / 'report.schema.json'
+WARNING_PREFIX = 'ckpt-convert: warning: '
+
+
+def case(fn):
+    if fn.__name__ in cases.CASES:
+        raise SystemExit(f'cases_cli.py: case {fn.__name__} is already registered')
+    return cases.case(fn)
+
+
+def J():
+    return cases.J()
+
+
+def usage_error(ctx, r, *must_contain):
+    """Exit 2, one error line holding every string of MUST_CONTAIN, nothing written."""
+    j = J()
+    j.check_clean_exit(r)
+    j.check(r.rc == 2, f'exit code {r.rc}, expected 2 (usage)')
+    j.check_one_error_line(r, must_contain=must_contain)
+    j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
+
+
+def torch_load_error(path):
+    """What torch.load (no map_location, weights_only=True) raises on PATH here, or None."""
+    import torch
+    try:
+        torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001  any failure is the judge's verdict
+        return f'{type(e).__name__}: {e}'
+    return None
+
+
+def retag(src, dst, old, new):
+    """A copy of the torch zip SRC whose storages are tagged NEW instead of OLD (the pickle's
+    BINUNICODE strings rewritten; zipfile writes fresh CRC-32s)."""
+    def binunicode(text):
+        data = text.encode()
+        return b'X' + len(data).to_bytes(4, 'little') + data
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w', zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith('/data.pkl'):
+                assert binunicode(old) in data, f'{src} has no {old!r} tag'
+                data = data.replace(binunicode(old), binunicode(new))
+            zout.writestr(info.filename, data)
+    return dst
+
+
+# ----------------------------------------------------------------------------- --location
+
+@case
+def location_unrestorable_tags_refused_exit2(ctx):
+    """--location gpu0, '', Cuda:x, cuda:01: torch.load cannot restore them; usage error
+    before any work (before the fix: exit 0 and a file torch could not load)."""
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    for tag in ('gpu0', '', 'Cuda:x', 'cuda:01', 'cpu:0 '):
+        r = ctx.run(inp, ctx.out_dir / 'out.pth', '--location', tag)
+        usage_error(ctx, r, f"invalid --location '{tag}'", 'cuda:N')
+    r = ctx.run(inp, ctx.out_dir / 'out.pth', '--location', 'Cuda:0')
+    usage_error(ctx, r, "did you mean 'cuda:0'?")
+    r = ctx.run('batch', inp, '-o', ctx.out_dir / 'zoo', '--location', 'gpu0')
+    usage_error(ctx, r, "invalid --location 'gpu0'")
+
+
+@case
+def location_tags_torch_restores_are_written(ctx):
+    """Every accepted tag is written on every storage, and torch.load with map_location
+    reads the file (meta: torch.load restores it as is)."""
+    import torch
+    j = J()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    for tag in ('cuda', 'cuda:7', 'meta', 'mps', 'xpu:1', 'hpu'):
+        out = ctx.out_dir / f'{tag.replace(":", "_")}.pth'
+        r = ctx.run(inp, out, '--location', tag, '--no-verify')
+        j.check(r.rc == 0, f'--location {tag}: exit code {r.rc}, expected 0')
+        with zipfile.ZipFile(out) as z:
+            pickle_bytes = z.read(next(n for n in z.namelist() if n.endswith('/data.pkl')))
+        j.check(tag.encode() in pickle_bytes, f'--location {tag}: the tag is not in the pickle')
+        sd = torch.load(out, map_location='cpu', weights_only=True)
+        j.check(len(sd) == 9, f'--location {tag}: {len(sd)} keys read back, expected 9')
+        os.unlink(out)
+
+
+@case
+def check_fails_tags_torch_cannot_restore(ctx):
+    """check fails (exit 3, kind location) a file tagged 'gpu0', as torch.load fails on it;
+    passes its cpu original (before the fix: check passed it)."""
+    j = J()
+    good = ctx.fixture('clean_cpu.pth')
+    bad = retag(good, ctx.in_dir / 'gpu0.pth', 'cpu', 'gpu0')
+    j.check(torch_load_error(bad) is not None, 'torch.load reads a gpu0-tagged file: judge broken')
+    r = ctx.run('check', bad, '--json')
+    j.check_clean_exit(r)
+    j.check(r.rc == 3, f'exit code {r.rc}, expected 3 (check failed)')
+    report = json.loads(r.stdout)
+    kinds = [p['kind'] for p in report['problems']]
+    j.check(kinds == ['location'], f'problems {kinds}, expected one of kind location')
+    j.check("'gpu0'" in report['problems'][0]['message'], 'the problem does not name the tag')
+    r = ctx.run('check', good)
+    j.check(r.rc == 0, f'check of the cpu original: exit code {r.rc}, expected 0')
+
+
+@case
+def check_location_agrees_with_torch_here(ctx):
+    """cuda:3 tags: check passes exactly when torch.load (no map_location) reads the file on
+    this machine (on a machine without 4 GPUs both fail)."""
+    j = J()
+    inp = ctx.fixture('cuda3_tagged.pth')
+    torch_error = torch_load_error(inp)
+    r = ctx.run('check', inp)
+    j.check_clean_exit(r)
+    if torch_error is None:
+        j.check(r.rc == 0, f'torch.load reads it here, but check exits {r.rc}')
+    else:
+        j.check(r.rc == 3, f'torch.load fails here ({torch_error[:120]}), but check exits {r.rc}')
+        j.check_one_error_line(r, must_contain=[inp, "location 'cuda:3'", 'map_location'])
+
+
+# ----------------------------------------------------------------------------- two-value options
+
+@case
+def rule_option_missing_second_value_usage_error(ctx):
+    """--regex PATTERN alone, --replace OLD before another option: usage error naming the
+    option and its values (before the fix: the rule was dropped and the run succeeded)."""
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    out = ctx.out_dir / 'out.pth'
+    r = ctx.run(inp, out, '--regex', 'a')
+    usage_error(ctx, r, "--regex needs two values, PATTERN REPL; got only 'a'")
+    r = ctx.run(inp, out, '--replace', 'old', '--strip', 'x')
+    usage_error(ctx, r, "--replace needs two values, OLD NEW; got only 'old' before --strip")
+    r = ctx.run(inp, out, '--dry-run', '--regex')
+    usage_error(ctx, r, '--regex needs two values, PATTERN REPL; got nothing')
+    r = ctx.run('batch', inp, '-o', ctx.out_dir / 'zoo', '--replace', 'x')
+    usage_error(ctx, r, '--replace needs two values, OLD NEW')
+
+
+@case
+def rule_option_that_took_out_says_so(ctx):
+    """IN --replace OLD OUT: --replace took OUT as NEW; the usage error says so."""
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    r = ctx.run(inp, '--replace', 'old', 'out.pth')
+    usage_error(ctx, r, 'expected IN and OUT', "--replace took 'old' 'out.pth' as its OLD NEW")
+    J().check(not (ctx.work / 'out.pth').exists(), 'out.pth was written')
+
+
+# ----------------------------------------------------------------------------- --json
+
+def json_outcome(ctx, args, lines=False):
+    """Runs ARGS; stdout must be one JSON object (one line for batch) with `schema`,
+    `status` and `exit_code` equal to the exit status. Returns (result, object)."""
+    j = J()
+    r = ctx.run(*args)
+    j.check_clean_exit(r)
+    text = r.stdout.strip()
+    j.check(text, f'{args}: --json printed nothing on stdout (exit {r.rc})')
+    if lines:
+        j.check(len(text.splitlines()) == 1, f'{args}: {len(text.splitlines())} lines, expected 1')
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise j.CaseFailure(f'{args}: stdout is not one JSON object: {e}: {text[:300]!r}') from None
+    j.check(isinstance(obj, dict), f'{args}: stdout is JSON but not an object')
+    j.check(obj.get('exit_code') == r.rc, f"{args}: exit_code {obj.get('exit_code')} but exit {r.rc}")
+    j.check(isinstance(obj.get('schema'), str) and obj['schema'].startswith('ckpt-convert.'),
+            f"{args}: no schema field: {obj.get('schema')!r}")
+    j.check(r.rc == 0 or obj.get('error'), f'{args}: exit {r.rc} but the error field is empty')
+    return r, obj
+
+
+@case
+def json_one_object_for_every_outcome(ctx):
+    """--json on usage errors, bad input, failures and success of every command: one object
+    on stdout (before the fix: nothing on usage errors, and inspect printed nothing on a bad
+    file)."""
+    import jsonschema
+    j = J()
+    validator = jsonschema.Draft202012Validator(json.loads(REPORT_SCHEMA.read_text()))
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    bad = ctx.fixture('bad/text.pth')
+    out = ctx.out_dir / 'out.pth'
+    convert_runs = [
+        ([inp, '--json'], 2),                                  # no OUT
+        ([inp, out, '--json', '--no-such-option'], 2),
+        ([inp, out, '--json', '--location', 'gpu0'], 2),
+        ([inp, out, '--json', '--regex', 'a'], 2),
+        ([inp, out, '--json', '--drop', 'a('], 2),              # bad RE2
+        ([bad, out, '--json'], 1),
+        ([inp, out, '--json'], 0),
+    ]
+    for args, code in convert_runs:
+        r, obj = json_outcome(ctx, args)
+        j.check(r.rc == code, f'{args}: exit {r.rc}, expected {code}')
+        j.check(obj['schema'] == 'ckpt-convert.report/1', f"{args}: schema {obj['schema']}")
+        errors = list(validator.iter_errors(obj))
+        j.check(not errors, f'{args}: not valid against report.schema.json: {errors[:1]}')
+    others = [
+        (['inspect', '--json'], 2, 'inspect'),
+        (['inspect', inp, '--json', '--no-such-option'], 2, 'inspect'),
+        (['inspect', bad, '--json'], 1, 'inspect'),
+        (['inspect', inp, '--json'], 0, 'inspect'),
+        (['check', '--json'], 2, 'check'),
+        (['check', inp, '--json', '--bogus'], 2, 'check'),
+        (['check', bad, '--json'], 1, 'check'),
+        (['check', inp, '--json', '--no-wrapper-prefixes'], 3, 'check'),
+        (['check', out, '--json'], 0, 'check'),
+        (['batch', '--json', '-o', ctx.out_dir / 'zoo'], 2, 'batch'),
+        (['batch', inp, '--json', '-o', ctx.out_dir / 'zoo', '--jobs', 'x'], 2, 'batch'),
+        (['batch', ctx.in_dir / 'nothing-here', '--json', '-o', ctx.out_dir / 'zoo'], 1, 'batch'),
+    ]
+    for args, code, command in others:
+        r, obj = json_outcome(ctx, args, lines=command == 'batch')
+        j.check(r.rc == code, f'{args}: exit {r.rc}, expected {code}')
+        j.check(obj['schema'] == f'ckpt-convert.{command}/1', f"{args}: schema {obj['schema']}")
+
+
+# ----------------------------------------------------------------------------- OUT a folder
+
+@case
+def out_existing_folder_writes_inside_as_cp(ctx):
+    """OUT an existing folder: written as OUT/<name of IN> and loads strict (before the fix:
+    'refusing to overwrite', then with --force a failed rename); a second run refuses to
+    overwrite OUT/<name>, --force replaces it."""
+    j = J()
+    folder = ctx.out_dir / 'release'
+    folder.mkdir()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    r = ctx.run(inp, folder)
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    j.check(j.listdir(folder) == ['dp_tiny_cnn.pth'], f'{folder} holds {j.listdir(folder)}')
+    cases.judge_output(ctx, 'dp_tiny_cnn.pth', inp, folder / 'dp_tiny_cnn.pth')
+    r = ctx.run(inp, str(folder) + '/')
+    j.check(r.rc == 2, f'second run: exit code {r.rc}, expected 2 (exists)')
+    j.check_one_error_line(r, must_contain=[folder / 'dp_tiny_cnn.pth', '--force'])
+    r = ctx.run(inp, folder, '--force')
+    j.check(r.rc == 0, f'--force: exit code {r.rc}, expected 0')
+    j.check(j.listdir(folder) == ['dp_tiny_cnn.pth'], f'{folder} holds {j.listdir(folder)}')
+
+
+@case
+def out_folder_holding_a_folder_of_that_name_refused(ctx):
+    """OUT/<name of IN> is itself a folder: refused before any work, even with --force."""
+    j = J()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    (ctx.out_dir / 'dp_tiny_cnn.pth').mkdir()
+    r = ctx.run(inp, ctx.out_dir, '--force')
+    j.check_clean_exit(r)
+    j.check(r.rc == 2, f'exit code {r.rc}, expected 2')
+    j.check_one_error_line(r, must_contain=[ctx.out_dir / 'dp_tiny_cnn.pth', 'is a folder'])
+    j.check(j.listdir(ctx.out_dir / 'dp_tiny_cnn.pth') == [], 'something was written inside')
