@@ -1,17 +1,25 @@
 // Temporary output files (see temp_file.h). Each live one is also recorded in
 // a process-wide slot so that a signal handler can remove it on SIGINT/SIGTERM
 // and SIGHUP, say so on stderr, and die of the signal as the shell expects.
+// SIGKILL cannot be handled: each file is flock(2)ed while written instead,
+// and the first write into a folder removes what no live process holds.
 #include "ckpt/temp_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <set>
 #include <vector>
 
 #include "ckpt/error.h"
@@ -83,7 +91,74 @@ std::string name_of(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// True for a name TempFile gives: `.<name>.tmp-` and six mkstemp characters.
+bool is_temp_name(const std::string& name) {
+  constexpr size_t k_suffix = 11;  // ".tmp-XXXXXX"
+  if (name.size() < 2 + k_suffix || name[0] != '.' ||
+      name.compare(name.size() - k_suffix, 5, ".tmp-") != 0) {
+    return false;
+  }
+  for (size_t i = name.size() - 6; i < name.size(); ++i) {
+    if (std::isalnum(static_cast<unsigned char>(name[i])) == 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Removes the stale temporary files of `folder` once per process (a batch
+// writes many outputs into one folder) and says what it freed.
+void sweep_folder_once(const std::string& folder) {
+  static std::mutex mutex;
+  static std::set<std::string> swept;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!swept.insert(folder).second) {
+      return;
+    }
+  }
+  StaleTempFiles removed = remove_stale_temp_files(folder);
+  if (removed.files > 0) {
+    spdlog::warn("{}: removed {} unfinished temporary file(s) of an interrupted earlier run, "
+                 "{:.1f} MB freed",
+                 folder, removed.files, static_cast<double>(removed.bytes) / 1e6);
+  }
+}
+
 }  // namespace
+
+StaleTempFiles remove_stale_temp_files(const std::string& folder) {
+  StaleTempFiles removed;
+  DIR* dir = ::opendir(folder.c_str());
+  if (dir == nullptr) {
+    return removed;
+  }
+  while (const dirent* entry = ::readdir(dir)) {
+    std::string name = entry->d_name;
+    if (!is_temp_name(name)) {
+      continue;
+    }
+    std::string path = folder + "/" + name;
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      continue;
+    }
+    struct stat opened {};
+    struct stat linked {};
+    // Held by a live writer: LOCK_NB fails. Free: ours now, and still the
+    // file of that name (not replaced meanwhile), so it can go.
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &opened) == 0 &&
+        S_ISREG(opened.st_mode) && ::lstat(path.c_str(), &linked) == 0 &&
+        linked.st_ino == opened.st_ino && linked.st_dev == opened.st_dev &&
+        ::unlink(path.c_str()) == 0) {
+      ++removed.files;
+      removed.bytes += static_cast<uint64_t>(opened.st_size);
+    }
+    ::close(fd);
+  }
+  ::closedir(dir);
+  return removed;
+}
 
 void say_signal_safe(const char* text) noexcept {
   size_t left = std::strlen(text);
@@ -116,6 +191,21 @@ TempFile::TempFile(const std::string& destination) : m_destination(destination) 
                 std::strerror(errno));
   }
   m_path = buffer.data();
+  // Locked at once: a sweeper in another process may find the file before
+  // we write to it. The lock lives on a dup so that commit() can close m_fd
+  // (and see its error) and still hold the lock through the rename.
+  m_lock_fd = ::fcntl(m_fd, F_DUPFD_CLOEXEC, 0);
+  if (m_lock_fd < 0 || ::flock(m_lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    int error = errno;
+    ::unlink(m_path.c_str());
+    ::close(m_fd);
+    if (m_lock_fd >= 0) {
+      ::close(m_lock_fd);
+    }
+    throw Error(destination + ": cannot lock the temporary file " + m_path + ": " +
+                std::strerror(error));
+  }
+  sweep_folder_once(folder);
   ::fchmod(m_fd, 0644 & ~[] { mode_t mask = ::umask(0); ::umask(mask); return mask; }());
   if (m_path.size() < sizeof LiveSlot::path && m_destination.size() < sizeof LiveSlot::destination) {
     for (LiveSlot& slot : g_live) {
@@ -141,6 +231,9 @@ TempFile::~TempFile() {
   if (!m_committed) {
     ::unlink(m_path.c_str());
   }
+  if (m_lock_fd >= 0) {
+    ::close(m_lock_fd);  // unlocks
+  }
   release_slot(this);
 }
 
@@ -156,6 +249,8 @@ void TempFile::commit() {
   }
   release_slot(this);  // done: a signal from now on has nothing to remove
   m_committed = true;
+  ::close(m_lock_fd);
+  m_lock_fd = -1;
 }
 
 }  // namespace ckpt

@@ -287,3 +287,87 @@ def out_folder_holding_a_folder_of_that_name_refused(ctx):
     j.check(r.rc == 2, f'exit code {r.rc}, expected 2')
     j.check_one_error_line(r, must_contain=[ctx.out_dir / 'dp_tiny_cnn.pth', 'is a folder'])
     j.check(j.listdir(ctx.out_dir / 'dp_tiny_cnn.pth') == [], 'something was written inside')
+
+
+# ----------------------------------------------------------------------------- stale temporaries
+
+@case
+def stale_temp_files_removed_live_ones_kept(ctx):
+    """Two temporaries in OUT's folder: one no process holds (its writer died of SIGKILL) is
+    removed and the warning says what was freed; one a live process holds locked is kept
+    (before the fix: both stayed)."""
+    j = J()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    stale = ctx.out_dir / '.a.pth.tmp-Ab3xYz'
+    stale.write_bytes(b'\0' * 1_500_000)
+    live = ctx.out_dir / '.b.pth.tmp-Qw9rTy'
+    live.write_bytes(b'\0' * 1000)
+    holder = subprocess.Popen(
+        [sys.executable, '-c',
+         'import fcntl, sys, time\n'
+         f'f = open({str(live)!r}, "rb")\n'
+         'fcntl.flock(f, fcntl.LOCK_EX)\n'
+         'print("locked", flush=True)\n'
+         'sys.stdin.read()\n'],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        j.check(holder.stdout.readline().strip() == b'locked', 'the lock holder did not start')
+        r = ctx.run(inp, ctx.out_dir / 'out.pth')
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    j.check_clean_exit(r)
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    want = (f'{WARNING_PREFIX}{ctx.out_dir}: removed 1 unfinished temporary file(s) of an '
+            f'interrupted earlier run, 1.5 MB freed')
+    j.check(want in r.stderr.splitlines(), f'stderr lacks the line {want!r}')
+    j.check(sorted(j.listdir(ctx.out_dir)) == sorted(['out.pth', live.name]),
+            f'output dir holds {j.listdir(ctx.out_dir)}, expected out.pth and {live.name}')
+
+
+@case
+def temp_file_locked_while_written(ctx):
+    """While ckpt-convert writes, its temporary output is flock()ed: a lock attempt from
+    another process fails (so no later run removes it)."""
+    import cases_hostile as hostile
+    j = J()
+    inp = hostile.checkpoint_of(ctx.in_dir / 'big.pth', hostile.BIG_MIB, legacy=True)
+    run = hostile.Running(ctx, inp, ctx.out_dir / 'out.pth')
+    run.wait_for_output(below=os.path.getsize(inp) // 2)
+    run.stop()
+    try:
+        temps = [n for n in os.listdir(ctx.out_dir) if n.startswith('.out.pth.tmp-')]
+        j.check(len(temps) == 1, f'temporary files {temps}, expected one')
+        with open(ctx.out_dir / temps[0], 'rb') as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = False
+            except BlockingIOError:
+                locked = True
+        j.check(locked, 'the temporary output is not locked while it is written')
+    finally:
+        run.proc.send_signal(signal.SIGCONT)
+    r = run.finish()
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+
+
+@case
+def sigkill_leftover_removed_by_next_run(ctx):
+    """kill -9 while writing leaves the temporary output (no handler runs); the next run into
+    that folder removes it and says how many bytes it freed."""
+    import cases_hostile as hostile
+    j = J()
+    inp = hostile.checkpoint_of(ctx.in_dir / 'big.pth', hostile.BIG_MIB, legacy=True)
+    run = hostile.Running(ctx, inp, ctx.out_dir / 'a.pth')
+    run.wait_for_output(below=os.path.getsize(inp) // 2)
+    run.proc.send_signal(signal.SIGKILL)
+    run.finish()
+    left = [n for n in os.listdir(ctx.out_dir) if n.startswith('.a.pth.tmp-')]
+    j.check(len(left) == 1, f'after kill -9: temporary files {left}, expected one')
+    size = os.path.getsize(ctx.out_dir / left[0])
+    r = ctx.run(ctx.fixture('dp_tiny_cnn.pth'), ctx.out_dir / 'b.pth')
+    j.check(r.rc == 0, f'next run: exit code {r.rc}, expected 0')
+    want = (f'{WARNING_PREFIX}{ctx.out_dir}: removed 1 unfinished temporary file(s) of an '
+            f'interrupted earlier run, {size / 1e6:.1f} MB freed')
+    j.check(want in r.stderr.splitlines(), f'stderr lacks the line {want!r}')
+    j.check(j.listdir(ctx.out_dir) == ['b.pth'], f'output dir holds {j.listdir(ctx.out_dir)}')
