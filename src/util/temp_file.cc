@@ -20,6 +20,8 @@
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "ckpt/error.h"
@@ -180,30 +182,55 @@ void remove_live_temp_file() noexcept {
   }
 }
 
+namespace {
+
+// Creates and locks a new temporary file of `pattern` (mkstemp's form);
+// returns its descriptor and the dup that holds the lock (-1, -1 on error,
+// errno set). A sweeper in another process (or thread) may find the file
+// between mkstemp and flock and remove it as stale: the lock then fails, or
+// the name no longer leads to our file, and we try a new name.
+std::pair<int, int> create_locked(const std::string& pattern, std::string& path) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    int fd = ::mkstemp(buffer.data());
+    if (fd < 0) {
+      return {-1, -1};
+    }
+    path = buffer.data();
+    // The lock lives on a dup so that commit() can close the written
+    // descriptor (and see its error) and still hold the lock through the rename.
+    int lock_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (lock_fd < 0) {
+      int error = errno;
+      ::unlink(path.c_str());
+      ::close(fd);
+      errno = error;
+      return {-1, -1};
+    }
+    struct stat opened {};
+    struct stat linked {};
+    if (::flock(lock_fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &opened) == 0 &&
+        ::lstat(path.c_str(), &linked) == 0 && linked.st_ino == opened.st_ino &&
+        linked.st_dev == opened.st_dev) {
+      return {fd, lock_fd};
+    }
+    ::close(lock_fd);  // a sweeper holds it or removed it: it is the sweeper's now
+    ::close(fd);
+  }
+  errno = EAGAIN;
+  return {-1, -1};
+}
+
+}  // namespace
+
 TempFile::TempFile(const std::string& destination) : m_destination(destination) {
   std::string folder = folder_of(destination);
-  std::string pattern = folder + "/." + name_of(destination) + ".tmp-XXXXXX";
-  std::vector<char> buffer(pattern.begin(), pattern.end());
-  buffer.push_back('\0');
-  m_fd = ::mkstemp(buffer.data());
+  std::tie(m_fd, m_lock_fd) =
+      create_locked(folder + "/." + name_of(destination) + ".tmp-XXXXXX", m_path);
   if (m_fd < 0) {
     throw Error(destination + ": cannot create a temporary file in " + folder + ": " +
                 std::strerror(errno));
-  }
-  m_path = buffer.data();
-  // Locked at once: a sweeper in another process may find the file before
-  // we write to it. The lock lives on a dup so that commit() can close m_fd
-  // (and see its error) and still hold the lock through the rename.
-  m_lock_fd = ::fcntl(m_fd, F_DUPFD_CLOEXEC, 0);
-  if (m_lock_fd < 0 || ::flock(m_lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    int error = errno;
-    ::unlink(m_path.c_str());
-    ::close(m_fd);
-    if (m_lock_fd >= 0) {
-      ::close(m_lock_fd);
-    }
-    throw Error(destination + ": cannot lock the temporary file " + m_path + ": " +
-                std::strerror(error));
   }
   sweep_folder_once(folder);
   ::fchmod(m_fd, 0644 & ~[] { mode_t mask = ::umask(0); ::umask(mask); return mask; }());
