@@ -10,7 +10,7 @@
 
 namespace ckpt {
 
-// Process exit codes: the CLI contract in DESIGN.md.
+// Process exit codes: the CLI contract (docs/architecture.md, "Errors and exit codes").
 enum class ExitStatus : int {
   k_ok = 0,
   k_bad_input = 1,  // bad or unsupported input, I/O error

@@ -1,6 +1,7 @@
-// This file runs a conversion end to end (DESIGN.md's pipeline): read the
-// checkpoint, pick what to write, rewrite keys and locations, refuse globals
-// that would run code, encode, write to a temporary file, verify, rename.
+// This file runs a conversion end to end (docs/architecture.md, "The
+// pipeline"): read the checkpoint, pick what to write, rewrite keys and
+// locations, refuse globals that would run code, encode, write to a
+// temporary file, verify, rename.
 #include "ckpt/convert.h"
 
 #include <spdlog/spdlog.h>

@@ -2,9 +2,10 @@
 // CPython's `pickle._Pickler` writes it.
 //
 // Matching CPython opcode for opcode matters twice: torch's weights_only
-// unpickler accepts only a small opcode set (DESIGN.md lists it), and a graph
-// decoded from a torch.save file and left unchanged encodes back to the very
-// same bytes, which the tests check. So the memo follows CPython: strings,
+// unpickler accepts only a small opcode set (torch/_weights_only_unpickler.py
+// defines it; docs/architecture.md, "The pipeline"), and a graph decoded from
+// a torch.save file and left unchanged encodes back to the very same bytes,
+// which the tests check. So the memo follows CPython: strings,
 // tuples, lists, dicts, globals and call results are memoized when first
 // written (globals by name, since Python memoizes the one class object), and
 // persistent ids are written afresh each time, as torch.save's

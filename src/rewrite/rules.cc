@@ -1,11 +1,11 @@
 // Key rules and presets.
 //
-// DESIGN.md's default preset `unwrap` strips leading `module.` and
-// `_orig_mod.` in any order and number and drops the FSDP and
-// activation-checkpointing wrapper components wherever they stand. Patterns
-// are RE2 (linear time, so a user's regex cannot hang a batch job) and must
-// match the whole key, as mmengine's `revise_keys` users expect of `re.sub`
-// anchored patterns.
+// The default preset `unwrap` (docs/architecture.md, "The pipeline") strips
+// leading `module.` and `_orig_mod.` in any order and number and drops the
+// FSDP and activation-checkpointing wrapper components wherever they stand.
+// Patterns are RE2 (linear time, so a user's regex cannot hang a batch job)
+// and must match the whole key, as mmengine's `revise_keys` users expect of
+// `re.sub` anchored patterns.
 #include "ckpt/rules.h"
 
 #include <re2/re2.h>

@@ -326,8 +326,8 @@ class Rules:
 # ----------------------------------------------------------------------------- comparing
 
 def is_state_dict(x):
-    """Same definition as DESIGN.md: an OrderedDict with _metadata, or a non-empty dict of
-    str -> tensor."""
+    """Same definition as docs/architecture.md ("The pipeline", what a state dict is): an
+    OrderedDict with _metadata, or a non-empty dict of str -> tensor."""
     if not isinstance(x, dict):
         return False
     if isinstance(x, collections.OrderedDict) and hasattr(x, '_metadata'):
