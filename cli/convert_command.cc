@@ -86,15 +86,18 @@ const char* const k_footer = R"(PRESETS
 RULES
   Applied in order to every key of every state dict (renaming rules also to the _metadata
   module prefixes): the preset's first, then --rules files and rule options in the order
-  given. Patterns are RE2 and must match the whole key. A rule of yours that matches no
-  key is a warning (an error with --require-match); keys that collide are an error.
+  given. Patterns are RE2, applied as Python's re: --regex replaces every match anywhere
+  in the key (re.sub; REPL takes \1 and \g<name>, not $1), --drop and --keep select the
+  keys the pattern is found in (re.search); anchor with ^ and $. A rule of yours that
+  matches no key is a warning (an error with --require-match); keys that collide are an
+  error.
 
 RULE FILES (--rules FILE, TOML)
   preset = "unwrap"                      # optional; --preset wins
   [[rule]]
   replace = ["backbone.", "encoder."]    # one rule per [[rule]]: strip, add-prefix,
   [[rule]]                               # replace, drop-component, regex, drop, keep
-  drop = 'aux_head\..*'
+  drop = '^aux_head\.'
 
 EXIT CODES
   0 done; 1 bad or unsupported input, I/O error; 2 usage; 3 verification failed;

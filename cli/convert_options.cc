@@ -38,9 +38,9 @@ void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group) {
       "Put the prefix P in front of every key",
       "Replace a leading OLD with NEW",
       "Remove the dotted component NAME wherever it stands",
-      "Rename keys matching the RE2 PATTERN wholly to REPL (\\1 groups)",
-      "Remove the entries whose key matches the RE2 PATTERN",
-      "Remove the entries whose key does not match the RE2 PATTERN",
+      "Replace every match of the RE2 PATTERN with REPL, as re.sub (\\1, \\g<name>)",
+      "Remove the entries whose key the RE2 PATTERN is found in (re.search)",
+      "Remove the entries whose key the RE2 PATTERN is not found in",
   };
   for (size_t i = 0; i < flags.rule_flags.size(); ++i) {
     RuleFlag& rule_flag = flags.rule_flags[i];

@@ -19,9 +19,16 @@ enum class RuleKind {
   k_add_prefix,      // put a prefix in front
   k_replace,         // a leading OLD becomes NEW (literal)
   k_drop_component,  // remove a dotted path component wherever it stands
-  k_regex,           // RE2 full match → replacement with \1 groups
-  k_drop,            // remove entries whose key fully matches
-  k_keep,            // remove entries whose key does not fully match
+  k_regex,           // Python's re.sub: every match anywhere → replacement with \1 groups
+  k_drop,            // remove entries whose key the pattern is found in (re.search)
+  k_keep,            // remove entries whose key the pattern is not found in
+};
+
+// One piece of a regex rule's replacement: literal `text`, or, when `group`
+// is not -1, what that group matched (empty when it took no part).
+struct ReplacementPart {
+  std::string text;
+  int group = -1;
 };
 
 struct Rule {
@@ -29,6 +36,7 @@ struct Rule {
   std::vector<std::string> args;  // prefixes, component names, OLD NEW, PATTERN [REPLACEMENT]
   std::string origin;             // where it came from: `preset unwrap`, `--strip`, `rules.toml:7`
   std::shared_ptr<const re2::RE2> pattern;  // compiled args[0] for regex/drop/keep
+  std::vector<ReplacementPart> replacement;  // args[1] of a regex rule, parsed
 
   // The rule as a user would write it (`strip module.`).
   std::string describe() const;
@@ -38,8 +46,10 @@ struct Rule {
 };
 
 // Makes a rule of `kind` from `args`, compiling the pattern of regex, drop and
-// keep rules. Throws `Error` (usage) naming `origin` for a wrong argument
-// count or an invalid pattern (with RE2's reason).
+// keep rules and parsing a regex rule's replacement as Python's `re.sub` reads
+// it (`\1`, `\g<1>`, `\g<name>`, `\\`, `\n`). Throws `Error` (usage) naming
+// `origin` for a wrong argument count, an invalid pattern (with RE2's reason)
+// or an invalid replacement (`$1` among them: it says to write `\1`).
 Rule make_rule(RuleKind kind, std::vector<std::string> args, std::string origin);
 
 // The kind named `name` (`strip`, `add-prefix`, `replace`, `drop-component`,

@@ -1,4 +1,4 @@
-"""ckpt-convert e2e cases for key rules, presets, rule files, --json and --dry-run.
+r"""ckpt-convert e2e cases for key rules, presets, rule files, --json and --dry-run.
 
 Registered in the registry of cases.py (cases.py imports this module), so they are listed by
 `cases.py --list` and run by run_case.py like every other case. Fixture expectations for the
@@ -8,8 +8,11 @@ The CLI contract judged here:
 - rules, in order: the preset's (`--preset`, default `unwrap`; `none`, `lightning`, `ddp`,
   `add-module`), then `--strip`, `--add-prefix`, `--replace OLD NEW`, `--drop-component NAME`,
   `--regex PAT REPL`, `--drop PAT`, `--keep PAT` and the `[[rule]]`s of `--rules FILE` (TOML),
-  in command-line order. Patterns are RE2 and must match the whole key. Renaming rules also
-  rewrite the `_metadata` module prefixes; drop/keep remove entries only.
+  in command-line order. Patterns are RE2 and behave as Python's `re`: `--regex` is
+  `re.sub(PAT, REPL, key)` (every match anywhere, `\1` / `\g<name>` in REPL; `$1` is a
+  usage error, exit 2, that says `\1`), `--drop`/`--keep` select the keys `re.search` finds
+  PAT in. Renaming rules also rewrite the `_metadata` module prefixes; drop/keep remove
+  entries only.
 - colliding keys / an empty key: exit 1; a user rule that matches nothing: a
   `ckpt-convert: warning: ` line and exit 0, or exit 1 with `--require-match`.
 - `--json`: one object on stdout valid against docs/report.schema.json; `--dry-run`: nothing
@@ -74,23 +77,6 @@ PRESETS = {
 RENAMING = ('unwrap', 'strip', 'strip-repeated', 'add-prefix', 'replace', 'drop-component', 'regex')
 
 
-def expand(repl, m):
-    """RE2::Rewrite: \\0..\\9 are groups (an unmatched group is empty), \\\\ a backslash."""
-    out, i = [], 0
-    while i < len(repl):
-        c = repl[i]
-        if c == '\\' and i + 1 < len(repl) and repl[i + 1].isdigit():
-            out.append(m.group(int(repl[i + 1])) or '')
-            i += 2
-        elif c == '\\' and i + 1 < len(repl) and repl[i + 1] == '\\':
-            out.append('\\')
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return ''.join(out)
-
-
 def apply_rule(rule, k):
     """One rule on key K: the new key, or None when the rule removes the entry."""
     kind, args = rule[0], rule[1:]
@@ -112,12 +98,11 @@ def apply_rule(rule, k):
     if kind == 'drop-component':
         return '.'.join(c for c in k.split('.') if c != args[0])
     if kind == 'regex':
-        m = re.fullmatch(args[0], k)
-        return expand(args[1], m) if m else k
+        return re.sub(args[0], args[1], k)
     if kind == 'drop':
-        return None if re.fullmatch(args[0], k) else k
+        return None if re.search(args[0], k) else k
     if kind == 'keep':
-        return k if re.fullmatch(args[0], k) else None
+        return k if re.search(args[0], k) else None
     raise ValueError(f'unknown rule kind {kind}')
 
 
@@ -518,7 +503,7 @@ def list_presets_names_all_five(ctx):
 # ----------------------------------------------------------------------------- rule files
 
 def backbone_rules():
-    return RuleChain('unwrap', [('replace', 'backbone.', 'encoder.'), ('drop', r'aux_head\..*')])
+    return RuleChain('unwrap', [('replace', 'backbone.', 'encoder.'), ('drop', r'^aux_head\.')])
 
 
 @case
@@ -637,10 +622,10 @@ def rules_apply_in_command_line_order(ctx):
 @case
 def regex_renames_with_groups(ctx):
     r"""--regex '(.*)\.running_(mean|var)' '\1.stats_\2' (after the preset: module. is gone)
-    and '\0' for the whole key: the mapping shows bn.stats_mean, classifier.fc.weight ..."""
+    and '\g<0>' for the whole match: the mapping shows bn.stats_mean, classifier.fc.weight ..."""
     j = J()
     rules = RuleChain('unwrap', [('regex', r'(.*)\.running_(mean|var)', r'\1.stats_\2'),
-                                 ('regex', r'fc\.(weight|bias)', r'classifier.\0')])
+                                 ('regex', r'^fc\.(weight|bias)$', r'classifier.\g<0>')])
     report, m = dry_run_json(ctx, 'dp_tiny_cnn.pth', *rules.options(), rules=rules)
     j.check(m['module.bn.running_var'] == 'bn.stats_var' and m['module.fc.bias'] == 'classifier.fc.bias',
             f'mapping {m}')
@@ -649,11 +634,29 @@ def regex_renames_with_groups(ctx):
 
 
 @case
-def regex_must_match_whole_key(ctx):
-    """--regex 'running_mean' 'X' matches no key as a whole: nothing changes beyond the
-    preset, the rule reports 0 matches and a warning."""
+def regex_replaces_every_match_anywhere_as_re_sub(ctx):
+    r"""--regex '_(\w)' '\1', unanchored: as Python's re.sub it rewrites every match anywhere
+    in a key, backbone.1.num_batches_tracked -> backbone.1.numbatchestracked (twice, mid-key);
+    the mapping of every key is re.sub's, and the rule counts the 5 keys it changed."""
     j = J()
-    rules = RuleChain('unwrap', [('regex', 'running_mean', 'X')])
+    pattern, repl = r'_(\w)', r'\1'
+    rules = RuleChain('unwrap', [('regex', pattern, repl)])
+    report, m = dry_run_json(ctx, 'backbone_aux.pth', *rules.options(), rules=rules)
+    want = {k: re.sub(pattern, repl, k) for k in m}
+    j.check(m == want, f'mapping {m}, re.sub gives {want}')
+    j.check(m['backbone.1.num_batches_tracked'] == 'backbone.1.numbatchestracked', f'mapping {m}')
+    counts = [e['matches'] for e in user_rule_entries(report)]
+    changed = sum(v != k for k, v in want.items())
+    j.check(changed == 5 and counts == [changed], f'user rule matches {counts}, expected [{changed}]')
+
+
+@case
+def regex_anchored_matches_only_at_the_anchor(ctx):
+    """--regex '^running_mean' 'X': running_mean stands only mid-key (bn.running_mean), so
+    the anchored pattern matches no key: nothing changes beyond the preset, the rule reports
+    0 matches and a warning."""
+    j = J()
+    rules = RuleChain('unwrap', [('regex', '^running_mean', 'X')])
     report, _ = dry_run_json(ctx, 'dp_tiny_cnn.pth', *rules.options(), rules=rules)
     counts = [e['matches'] for e in user_rule_entries(report)]
     j.check(counts == [0], f'user rule matches {counts}, expected [0]')
@@ -661,11 +664,23 @@ def regex_must_match_whole_key(ctx):
 
 
 @case
+def regex_dollar_group_refused_exit2(ctx):
+    r"""--regex '(conv)\.' '$1_': `$1` is not Python's syntax (re.sub would copy it literally):
+    exit 2, one error line naming the replacement and saying to write \1; no OUT."""
+    j = J()
+    inp = ctx.fixture('clean_cpu.pth')
+    r = run(ctx, inp, ctx.out_dir / 'out.pth', '--regex', r'(conv)\.', '$1_')
+    j.check(r.rc == 2, f'exit code {r.rc}, expected 2 (usage)')
+    j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
+    j.check_one_error_line(r, must_contain=['--regex', "'$1_'", r'write \1'])
+
+
+@case
 def keep_leaves_only_matching_keys(ctx):
-    r"""--keep 'fc\..*' (applied after the preset strips module.): only fc.weight and
+    r"""--keep '^fc\.' (applied after the preset strips module.): only fc.weight and
     fc.bias remain, bitwise equal, in 2 data records."""
     j = J()
-    rules = RuleChain('unwrap', [('keep', r'fc\..*')])
+    rules = RuleChain('unwrap', [('keep', r'^fc\.')])
     inp, out = cases.convert(ctx, 'dp_tiny_cnn.pth', *rules.options())
     cmp = rule_comparison(rules)
     out_sd = load_output(ctx, cases.FIXTURES['dp_tiny_cnn.pth'], inp, out, bare=True)
@@ -677,10 +692,10 @@ def keep_leaves_only_matching_keys(ctx):
 
 @case
 def drop_removes_entries_and_storages(ctx):
-    r"""--drop 'aux_head\..*': the entries are gone from the output and so are their
+    r"""--drop '^aux_head\.': the entries are gone from the output and so are their
     storages (2 data records fewer); everything else is bitwise equal."""
     j = J()
-    rules = RuleChain('unwrap', [('drop', r'aux_head\..*')])
+    rules = RuleChain('unwrap', [('drop', r'^aux_head\.')])
     inp, out = cases.convert(ctx, 'backbone_aux.pth', *rules.options())
     out_sd = load_output(ctx, cases.FIXTURES['backbone_aux.pth'], inp, out, bare=True)
     cmp = rule_comparison(rules)
@@ -693,10 +708,10 @@ def drop_removes_entries_and_storages(ctx):
 
 @case
 def drop_keeps_storage_shared_with_kept_tensor(ctx):
-    r"""--drop 'lm_head\.weight' on tied weights: embed.weight still needs the shared
+    r"""--drop '^lm_head\.weight$' on tied weights: embed.weight still needs the shared
     storage, so the output has as many data records as the input."""
     j = J()
-    rules = RuleChain('unwrap', [('drop', r'lm_head\.weight')])
+    rules = RuleChain('unwrap', [('drop', r'^lm_head\.weight$')])
     inp, out = cases.convert(ctx, 'tied_weights.pth', *rules.options())
     out_sd = load_output(ctx, cases.FIXTURES['tied_weights.pth'], inp, out, bare=True)
     cmp = rule_comparison(rules)
@@ -711,11 +726,11 @@ def drop_keeps_storage_shared_with_kept_tensor(ctx):
 
 @case
 def collisions_all_listed_exit1(ctx):
-    r"""--regex '(conv|fc)\.(weight|bias)' 'w.\2': two pairs collide (conv.weight/fc.weight
+    r"""--regex '^(conv|fc)\.(weight|bias)$' 'w.\2': two pairs collide (conv.weight/fc.weight
     -> w.weight, conv.bias/fc.bias -> w.bias): exit 1, 'collide', both pairs named, no OUT."""
     j = J()
     inp = ctx.fixture('clean_cpu.pth')
-    r = run(ctx, inp, ctx.out_dir / 'out.pth', '--regex', r'(conv|fc)\.(weight|bias)', r'w.\2')
+    r = run(ctx, inp, ctx.out_dir / 'out.pth', '--regex', r'^(conv|fc)\.(weight|bias)$', r'w.\2')
     j.check(r.rc == 1, f'exit code {r.rc}, expected 1')
     j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
     lines = [line for line in r.stderr.splitlines() if line.strip()]
