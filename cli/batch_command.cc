@@ -92,6 +92,11 @@ int run(const CLI::App& app, BatchArgs& args) {
         }
         start = end + 1;
       }
+      if (record.stale_output == "removed") {
+        spdlog::warn("{}: removed the output of an earlier run", record.output);
+      } else if (!record.stale_output.empty()) {
+        spdlog::warn("{}: would remove the output of an earlier run (--dry-run)", record.output);
+      }
     } else {
       spdlog::info("{} {} ({}, {:.2f} s)", batch_status_name(record.status), record.input,
                    record.reason, record.seconds);

@@ -76,6 +76,9 @@ struct BatchRecord {
   BatchStatus status = BatchStatus::k_failed;
   int exit_code = 0;
   std::string error;
+  // A failed input's output of an earlier run: `removed`, `would be removed`
+  // (--dry-run), or empty when there was none.
+  std::string stale_output;
   std::string reason;            // why skipped or converted: `up to date`, `new`, `input changed`, …
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;     // size of the output (0 when none)

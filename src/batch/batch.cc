@@ -11,6 +11,7 @@
 // counted at against `--max-memory`.
 #include <sched.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,6 +57,41 @@ std::string join(const std::string& folder, const std::string& relative) {
   return (fs::path(folder) / relative).string();
 }
 
+// An input whose conversion was tried and failed keeps no output of an
+// earlier run (other options, other bytes): a later loop over the tree would
+// take it for this run's. Only OUTDIR/<relative> and its sidecar are
+// removed, never the input itself (an output that is the input, or a path
+// that would leave OUTDIR, is left alone); a dry run only says so.
+void drop_stale_output(const BatchInput& in, const BatchOptions& options, BatchRecord& record) {
+  fs::path relative(in.relative);
+  if (relative.empty() || relative.is_absolute() ||
+      std::find(relative.begin(), relative.end(), "..") != relative.end()) {
+    return;
+  }
+  struct stat out_info {};
+  struct stat in_info {};
+  if (::lstat(record.output.c_str(), &out_info) != 0 ||
+      !(S_ISREG(out_info.st_mode) || S_ISLNK(out_info.st_mode))) {
+    return;
+  }
+  if (::lstat(in.input.c_str(), &in_info) == 0 && in_info.st_dev == out_info.st_dev &&
+      in_info.st_ino == out_info.st_ino) {
+    return;
+  }
+  if (options.convert.dry_run) {
+    record.stale_output = "would be removed";
+    return;
+  }
+  if (::unlink(record.output.c_str()) != 0) {
+    record.error += "\n" + record.output + ": cannot remove the output of an earlier run: " +
+                    std::strerror(errno);
+    return;
+  }
+  std::error_code ec;
+  fs::remove(sidecar_path(record.output), ec);
+  record.stale_output = "removed";
+}
+
 // Converts one input (or finds it up to date). Never throws: a failure is
 // the record's.
 BatchRecord process(const BatchInput& in, const BatchOptions& options,
@@ -66,6 +102,7 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
   record.relative = in.relative;
   record.output = join(options.output_dir, in.relative);
   record.input_bytes = in.size;
+  bool converting = false;  // a failure of convert() itself leaves no output
   try {
     if (!in.error.empty()) {
       throw Error(in.error);
@@ -101,7 +138,9 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
       fs::remove(sidecar_path(record.output), ec);  // stale until the new one is written
     }
     ConvertReport report;
+    converting = true;
     convert(convert_options, report);
+    converting = false;
     record.tensors = report.tensors;
     record.storages = report.storages;
     record.storage_bytes = report.storage_bytes;
@@ -138,6 +177,9 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
     record.status = BatchStatus::k_failed;
     record.exit_code = static_cast<int>(ExitStatus::k_bad_input);
     record.error = in.input + ": internal error: " + e.what();
+  }
+  if (converting && record.status == BatchStatus::k_failed) {
+    drop_stale_output(in, options, record);
   }
   record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return record;

@@ -98,6 +98,7 @@ json record_json(const BatchRecord& r) {
   out["reason"] = r.reason;
   out["exit_code"] = r.exit_code;
   out["error"] = r.error.empty() ? json(nullptr) : json(r.error);
+  out["stale_output"] = r.stale_output.empty() ? json(nullptr) : json(r.stale_output);
   out["input_bytes"] = r.input_bytes;
   out["output_bytes"] = r.output_bytes;
   out["tensors"] = r.tensors;

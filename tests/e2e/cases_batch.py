@@ -14,10 +14,13 @@ The CLI contract judged here:
   bytes changed is converted again, one only touched is not.
 - report: OUTDIR/ckpt-convert-batch.jsonl (`.shard-I-of-N.jsonl` with --shard), one JSON
   object per input: schema, input, path, output, status, reason, exit_code, error,
-  input_bytes, output_bytes, tensors, storages, storage_bytes, renamed, dropped, rules,
+  stale_output, input_bytes, output_bytes, tensors, storages, storage_bytes, renamed, dropped, rules,
   verified_on, seconds.
 - exit 0 when nothing failed, 5 when some input failed (each failure one
   `ckpt-convert: error: <input>: ...` line, the others converted), 2 usage, 4 device.
+- an input whose conversion was tried and failed leaves no output: the output (and sidecar)
+  of an earlier run is removed (`stale_output: "removed"`, a warning line), or with --dry-run
+  only announced (`"would be removed"`).
 - `--shard I/N`: shard of a path = splitmix64-finished FNV-1a-64 of its path under OUTDIR,
   mod N (shard_of below), so shards are disjoint, cover the list, and agree across machines.
 """
@@ -39,7 +42,7 @@ cases = host_cases()
 ERROR_PREFIX = 'ckpt-convert: error: '
 REPORT = 'ckpt-convert-batch.jsonl'
 RECORD_FIELDS = ['schema', 'input', 'path', 'output', 'status', 'reason', 'exit_code', 'error',
-                 'input_bytes', 'output_bytes', 'tensors', 'storages', 'storage_bytes', 'renamed',
+                 'stale_output', 'input_bytes', 'output_bytes', 'tensors', 'storages', 'storage_bytes', 'renamed',
                  'dropped', 'rules', 'verified_on', 'seconds']
 
 # fixtures copied into the zoo (each loads with weights_only=True on torch 1.13): zoo path
@@ -162,10 +165,15 @@ def out_files(out_dir):
     return files
 
 
+def sidecar_of(rel):
+    """The sidecar of the output at REL under OUTDIR, relative to OUTDIR."""
+    return rel + '.ckpt-convert.json'
+
+
 def check_mirror(out_dir, zoo, reports=(REPORT,)):
     """OUT_DIR holds exactly one output and one sidecar per zoo entry, and the reports."""
     j = J()
-    expected = set(zoo) | {p + '.ckpt-convert.json' for p in zoo} | set(reports)
+    expected = set(zoo) | {sidecar_of(p) for p in zoo} | set(reports)
     got = out_files(out_dir)
     j.check(got == expected, f'output tree differs from the zoo: missing {sorted(expected - got)[:5]}, '
                              f'extra {sorted(got - expected)[:5]}')
@@ -428,3 +436,71 @@ def batch_usage_errors_stop_before_work(ctx):
         j.check(r.rc == rc, f'batch {" ".join(map(str, args))}: exit code {r.rc}, expected {rc}')
         j.check_one_error_line(r, must_contain=words)
         j.check(not out.exists(), f'batch {" ".join(map(str, args))}: created the output folder')
+
+
+def save_training(path, seed):
+    """A training checkpoint: {'epoch', 'state_dict': a DataParallel TinyCNN state dict}."""
+    import torch
+    from torch import nn
+    from models import TinyCNN
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'epoch': 3, 'state_dict': nn.DataParallel(TinyCNN()).state_dict()}, str(path))
+
+
+def zoo_that_fails_with_extract_key(ctx):
+    """WORK/zoo with a training checkpoint (train/t.pth) and a bare state dict (bare/b.pth),
+    converted once into WORK/out/zoo with no options: the bare one then fails with
+    --extract=state_dict, the other converts."""
+    j = J()
+    zoo_dir, out = ctx.work / 'zoo', ctx.work / 'out' / 'zoo'
+    save_training(zoo_dir / 'train' / 't.pth', 5)
+    save_variant(zoo_dir / 'bare' / 'b.pth', 6)
+    r = batch(ctx, zoo_dir, '-o', out)
+    j.check(r.rc == 0, f'first run: exit code {r.rc}')
+    j.check((out / 'bare' / 'b.pth').is_file(), 'first run: no output for bare/b.pth')
+    return zoo_dir, out
+
+
+@case
+def batch_rerun_failure_removes_stale_output(ctx):
+    """An input that fails with the options of a rerun keeps no output (nor sidecar) of the
+    earlier options: its record and a warning say the stale output was removed."""
+    j = J()
+    zoo_dir, out = zoo_that_fails_with_extract_key(ctx)
+    r = batch(ctx, zoo_dir, '-o', out, '--extract=state_dict')
+    j.check(r.rc == 5, f'rerun: exit code {r.rc}, expected 5 (bare/b.pth fails)')
+    errors = [line for line in r.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    j.check(len(errors) == 1 and errors[0].startswith(f'{ERROR_PREFIX}{zoo_dir / "bare" / "b.pth"}:b/data.pkl: no top-level key'),
+            f'error lines {errors}')
+    j.check(not (out / 'bare' / 'b.pth').exists(), 'the output of the earlier options is still there')
+    recs = by_path(read_report(out / REPORT))
+    j.check((recs['train/t.pth']['status'], recs['train/t.pth']['reason']) == ('converted', 'options changed'),
+            f'train/t.pth: {recs["train/t.pth"]["status"]} {recs["train/t.pth"]["reason"]}')
+    bad = recs['bare/b.pth']
+    j.check((bad['status'], bad['stale_output'], bad['output_bytes']) == ('failed', 'removed', 0),
+            f'bare/b.pth: {bad["status"]}, stale output {bad["stale_output"]!r}, {bad["output_bytes"]} bytes')
+    j.check(recs['train/t.pth']['stale_output'] is None, 'train/t.pth: a stale output for a converted input')
+    warning = f'ckpt-convert: warning: {out / "bare" / "b.pth"}: removed the output of an earlier run'
+    j.check(warning in r.stderr.splitlines(), f'no line {warning!r} on stderr')
+    j.check(out_files(out) == {'train/t.pth', sidecar_of('train/t.pth'), REPORT},
+            f'output tree {sorted(out_files(out))}')
+    j.check(j.is_state_dict(j.load_weights_only(out / 'train' / 't.pth')), 'train/t.pth: not extracted')
+
+
+@case
+def batch_dry_run_failure_keeps_stale_output(ctx):
+    """--dry-run removes nothing: it says that the stale output would be removed."""
+    j = J()
+    zoo_dir, out = zoo_that_fails_with_extract_key(ctx)
+    before = {rel: j.sha256(out / rel) for rel in out_files(out)}
+    r = batch(ctx, zoo_dir, '-o', out, '--extract=state_dict', '--dry-run', '--json')
+    j.check(r.rc == 5, f'dry run: exit code {r.rc}, expected 5 (bare/b.pth fails)')
+    j.check({rel: j.sha256(out / rel) for rel in out_files(out)} == before, 'the dry run changed the output tree')
+    recs = by_path([json.loads(line) for line in r.stdout.splitlines()])
+    bad = recs['bare/b.pth']
+    j.check((bad['status'], bad['stale_output']) == ('failed', 'would be removed'),
+            f'bare/b.pth: {bad["status"]}, stale output {bad["stale_output"]!r}')
+    line = f'ckpt-convert: warning: {out / "bare" / "b.pth"}: would remove the output of an earlier run (--dry-run)'
+    j.check(line in r.stderr.splitlines(), f'no line {line!r} on stderr')
+    j.check(recs['train/t.pth']['status'] == 'dry-run', f'train/t.pth: {recs["train/t.pth"]["status"]}')

@@ -268,6 +268,49 @@ TEST(RunBatch, AFailureIsRecordedAndTheOthersAreDone) {
   EXPECT_EQ(statuses(summary.report_path).size(), 6u);
 }
 
+TEST(RunBatch, AFailedRerunLeavesNoOutputOfTheEarlierOptions) {
+  Scratch s;
+  copy("imagenet_checkpoint.pth", s / "zoo/train.pth");
+  copy("dp_tiny_cnn.pth", s / "zoo/bare.pth");
+  ASSERT_EQ(run_batch(options_for(s)).converted.inputs, 2u);
+  ASSERT_TRUE(fs::exists(s / "out/bare.pth"));
+  BatchOptions extract = options_for(s);
+  extract.convert.extract = true;
+  extract.convert.extract_key = "state_dict";  // bare.pth has no such key: it fails now
+
+  BatchOptions dry = extract;
+  dry.convert.dry_run = true;
+  BatchSummary looked = run_batch(dry);
+  ASSERT_EQ(looked.failures.size(), 1u);
+  EXPECT_EQ(looked.failures[0].stale_output, "would be removed");
+  EXPECT_TRUE(fs::exists(s / "out/bare.pth"));  // a dry run removes nothing
+  EXPECT_TRUE(fs::exists(sidecar_path(s / "out/bare.pth")));
+
+  BatchSummary rerun = run_batch(extract);
+  EXPECT_EQ(rerun.converted.inputs, 1u);
+  ASSERT_EQ(rerun.failures.size(), 1u);
+  EXPECT_EQ(rerun.failures[0].relative, "bare.pth");
+  EXPECT_EQ(rerun.failures[0].stale_output, "removed");
+  EXPECT_FALSE(fs::exists(s / "out/bare.pth"));
+  EXPECT_FALSE(fs::exists(sidecar_path(s / "out/bare.pth")));
+  EXPECT_TRUE(fs::exists(s / "zoo/bare.pth"));
+  EXPECT_EQ(statuses(rerun.report_path)["train.pth"], "converted options changed");
+}
+
+TEST(RunBatch, AFailureNeverRemovesItsInput) {
+  // A file named directly into the folder it came from: its output is the
+  // input itself; the conversion fails, and the file stays.
+  Scratch s;
+  copy("bad/truncated_half.pth", s / "zoo/broken.pth");
+  BatchOptions options = options_for(s);
+  options.sources = {s / "zoo/broken.pth"};
+  options.output_dir = s / "zoo";
+  BatchSummary summary = run_batch(options);
+  ASSERT_EQ(summary.failures.size(), 1u);
+  EXPECT_EQ(summary.failures[0].stale_output, "");
+  EXPECT_EQ(slurp(s / "zoo/broken.pth"), slurp(k_data + "/bad/truncated_half.pth"));
+}
+
 TEST(RunBatch, SameBytesWhateverTheJobCount) {
   Scratch s;
   make_zoo(s);
@@ -323,7 +366,7 @@ TEST(BatchReport, RecordAndSummaryText) {
   EXPECT_EQ(format_batch_record(record),
             R"({"schema":"ckpt-convert.batch/1","input":"zoo/a.pth","path":"a.pth",)"
             R"("output":"out/a.pth","status":"converted","reason":"new","exit_code":0,"error":null,)"
-            R"("input_bytes":2000000,"output_bytes":1900000,"tensors":3,"storages":2,)"
+            R"("stale_output":null,"input_bytes":2000000,"output_bytes":1900000,"tensors":3,"storages":2,)"
             R"("storage_bytes":1800000,"renamed":3,"dropped":0,)"
             R"("rules":[{"rule":"strip module.","matches":3}],"verified_on":"cpu","seconds":0.5})");
   BatchSummary summary;
