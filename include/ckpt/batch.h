@@ -41,15 +41,27 @@ struct BatchInput {
   std::string error;     // why it cannot be converted (e.g. it does not exist), or empty
 };
 
-// The default patterns of `--glob`.
+// The default patterns of `--glob`: `*.pth`, `*.pth.tar`, `*.pt`, `*.bin`,
+// `*.ckpt`.
 std::vector<std::string> default_batch_globs();
+
+// `globs` as one line, separated by spaces.
+std::string join_globs(const std::vector<std::string>& globs);
+
+// The folder under OUTDIR that holds the sidecars, never walked for inputs.
+inline constexpr const char* k_records_folder = ".ckpt-convert";
+
+// Told of each file or folder a walk passes over (`path`) and why (`reason`).
+using SkipCallback = std::function<void(const std::string& path, const std::string& reason)>;
 
 // Lists the inputs named by `sources`, sorted by `relative`:
 // - a directory is walked recursively (following no directory symlinks);
 //   each regular file whose name matches one of `globs` (fnmatch; a pattern
 //   holding `/` is matched against the path relative to the directory) is
 //   taken, and goes to OUTDIR/<its path relative to the directory>. The
-//   folder `skip_dir` (OUTDIR) is never entered.
+//   folder `skip_dir` (OUTDIR) and folders named `.ckpt-convert` (the
+//   sidecars of an output tree) are never entered. `on_skip`, when set, is
+//   told of every entry passed over and why.
 // - a file goes to OUTDIR/<its name>, whatever its name.
 // - `@FILE` reads a manifest: one path a line, blank lines and `#` comments
 //   skipped; `@-` reads standard input. Relative paths are taken from the
@@ -61,7 +73,8 @@ std::vector<std::string> default_batch_globs();
 // (bad input) for an unreadable manifest or directory.
 std::vector<BatchInput> collect_batch_inputs(const std::vector<std::string>& sources,
                                              const std::vector<std::string>& globs,
-                                             const std::string& skip_dir);
+                                             const std::string& skip_dir,
+                                             const SkipCallback& on_skip = {});
 
 // What became of one input.
 enum class BatchStatus { k_converted, k_skipped, k_failed, k_dry_run };
@@ -109,6 +122,8 @@ struct BatchOptions {
   // Called (under a lock, one at a time) when an input is done: the record,
   // then how many of `total` are done.
   std::function<void(const BatchRecord&, size_t done, size_t total)> on_record;
+  // Told of each file the walk of a folder passes over, and why (`-v`).
+  SkipCallback on_skip;
 };
 
 // Inputs of one status, and their bytes.

@@ -289,15 +289,11 @@ BatchSummary run_batch(const BatchOptions& options) {
     require_device(options.convert.device);  // once, before any thread (it loads the plugin)
   }
   std::vector<BatchInput> listed =
-      collect_batch_inputs(options.sources, options.globs, options.output_dir);
+      collect_batch_inputs(options.sources, options.globs, options.output_dir, options.on_skip);
   BatchSummary summary;
   summary.listed = listed.size();
   if (listed.empty()) {
-    std::string globs;
-    for (const std::string& glob : options.globs) {
-      globs += (globs.empty() ? "" : " ") + glob;
-    }
-    throw Error("batch: no input matches " + globs + " in the given sources");
+    throw Error("batch: no input matches " + join_globs(options.globs) + " in the given sources");
   }
   std::vector<BatchInput> inputs;
   for (BatchInput& input : listed) {

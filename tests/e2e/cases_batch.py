@@ -504,3 +504,71 @@ def batch_dry_run_failure_keeps_stale_output(ctx):
     line = f'ckpt-convert: warning: {out / "bare" / "b.pth"}: would remove the output of an earlier run (--dry-run)'
     j.check(line in r.stderr.splitlines(), f'no line {line!r} on stderr')
     j.check(recs['train/t.pth']['status'] == 'dry-run', f'train/t.pth: {recs["train/t.pth"]["status"]}')
+
+
+@case
+def batch_finds_pth_tar_by_default(ctx):
+    """pytorch/examples names its checkpoints checkpoint.pth.tar and model_best.pth.tar: the
+    default patterns take them, and each output keeps its input's name."""
+    import torch
+    from models import TinyCNN
+    j = J()
+    zoo_dir, out = ctx.work / 'zoo', ctx.work / 'out' / 'zoo'
+    taken = ['resnet/checkpoint.pth.tar', 'resnet/model_best.pth.tar', 'plain.pth']
+    for n, rel in enumerate(taken):
+        save_training(zoo_dir / rel, 20 + n)
+    (zoo_dir / 'resnet' / 'logs.tar').write_bytes(b'not taken\n')
+    shutil.copyfile(zoo_dir / taken[0], zoo_dir / 'resnet' / 'checkpoint.pth.tar.bak')
+    r = batch(ctx, zoo_dir, '-o', out, '--extract')
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    recs = by_path(read_report(out / REPORT))
+    j.check(sorted(recs) == sorted(taken), f'inputs {sorted(recs)}, expected {sorted(taken)}')
+    j.check(all(rec['status'] == 'converted' and rec['output'] == str(out / rel) for rel, rec in recs.items()),
+            f'records {[(rel, rec["status"], rec["output"]) for rel, rec in recs.items()]}')
+    for rel in taken:
+        sd = j.load_weights_only(out / rel)
+        src = j.load(zoo_dir / rel)['state_dict']
+        j.check(list(sd) == [k[len('module.'):] for k in src], f'{rel}: keys {list(sd)[:3]}...')
+        for k, v in sd.items():
+            j.check(j.element_bytes(v) == j.element_bytes(src['module.' + k]), f'{rel}: {k} differs')
+        TinyCNN().load_state_dict(sd, strict=True)
+    j.check(not (out / 'resnet' / 'logs.tar').exists() and not (out / 'resnet' / 'checkpoint.pth.tar.bak').exists(),
+            'a file no default pattern matches was converted')
+
+
+@case
+def batch_verbose_lists_skipped_files_with_reasons(ctx):
+    """-v: one line `skipped PATH: <reason>` per entry the walk passed over, nothing for the
+    inputs it took; without -v, none."""
+    j = J()
+    zoo_dir = ctx.work / 'zoo'
+    out = zoo_dir / 'clean'                 # OUTDIR inside the zoo: never entered
+    save_variant(zoo_dir / 'a' / 'm.pth', 1)
+    save_variant(out / 'old.pth', 2)
+    save_variant(zoo_dir / 'other' / '.ckpt-convert' / 'a' / 'm.pth', 3)
+    (zoo_dir / 'README.md').write_text('not a checkpoint\n')
+    (zoo_dir / 'latest').symlink_to(zoo_dir / 'a', target_is_directory=True)
+    (zoo_dir / 'gone.pth').symlink_to(zoo_dir / 'nowhere.pth')
+    os.mkfifo(zoo_dir / 'pipe.pt')
+    r = batch(ctx, zoo_dir, '-o', out, '-v')
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    none = 'matches none of *.pth *.pth.tar *.pt *.bin *.ckpt'
+    want = {str(zoo_dir / 'README.md'): none,
+            str(out): 'the output folder',
+            str(zoo_dir / 'other' / '.ckpt-convert'): 'the sidecars of an output folder',
+            str(zoo_dir / 'latest'): 'a symlink to a folder (not followed)',
+            str(zoo_dir / 'gone.pth'): 'a dangling symlink',
+            str(zoo_dir / 'pipe.pt'): 'not a regular file'}
+    got = {}
+    for line in r.stderr.splitlines():
+        m = re.fullmatch(r'ckpt-convert: info: skipped (.+?): (.+)', line)
+        if m:
+            j.check(m.group(1) not in got, f'{m.group(1)} listed twice')
+            got[m.group(1)] = m.group(2)
+    j.check(got == want, f'skipped lines {got}, expected {want}')
+    j.check(f'ckpt-convert: info: converted {zoo_dir / "a" / "m.pth"} (new, ' in r.stderr,
+            'no converted line for a/m.pth')
+    j.check([rec['path'] for rec in read_report(out / REPORT)] == ['a/m.pth'], 'inputs other than a/m.pth')
+    r = batch(ctx, zoo_dir, '-o', out)
+    j.check(r.rc == 0 and 'skipped ' + str(zoo_dir / 'README.md') not in r.stderr,
+            f'without -v: exit code {r.rc}, or a skipped line')

@@ -171,6 +171,39 @@ TEST(Inputs, GlobsReplaceTheDefaults) {
             (std::vector<std::string>{"b/x.pth.tar"}));
 }
 
+TEST(Inputs, DefaultsTakePthTarAndEveryPassedOverEntryIsTold) {
+  Scratch s;
+  put(s / "zoo/runs/checkpoint.pth.tar", "x");
+  put(s / "zoo/runs/model_best.pth.tar", "x");
+  put(s / "zoo/runs/archive.tar", "x");
+  put(s / "zoo/runs/old.pth.tar.bak", "x");
+  put(s / "zoo/out/a.pth", "x");                  // OUTDIR
+  put(s / "zoo/other/.ckpt-convert/b.pth", "x");  // sidecars of another output tree
+  put(s / "zoo/other/b.pth", "x");
+  fs::create_directory_symlink(s / "zoo/runs", s / "zoo/latest");
+  fs::create_symlink(s / "zoo/nowhere.pth", s / "zoo/dangling.pth");
+  ASSERT_EQ(::mkfifo((s / "zoo/pipe.pth").c_str(), 0600), 0);
+  std::map<std::string, std::string> skipped;
+  std::vector<BatchInput> inputs = collect_batch_inputs(
+      {s / "zoo", s / "zoo/other/b.pth"}, default_batch_globs(), s / "zoo/out",
+      [&](const std::string& path, const std::string& reason) {
+        EXPECT_TRUE(skipped.emplace(path.substr(s.path().size() + 1), reason).second) << path;
+      });
+  EXPECT_EQ(relatives(inputs), (std::vector<std::string>{"b.pth", "other/b.pth",
+                                                         "runs/checkpoint.pth.tar",
+                                                         "runs/model_best.pth.tar"}));
+  const std::string none = "matches none of *.pth *.pth.tar *.pt *.bin *.ckpt";
+  EXPECT_EQ(skipped, (std::map<std::string, std::string>{
+                         {"zoo/runs/archive.tar", none},
+                         {"zoo/runs/old.pth.tar.bak", none},
+                         {"zoo/out", "the output folder"},
+                         {"zoo/other/.ckpt-convert", "the sidecars of an output folder"},
+                         {"zoo/latest", "a symlink to a folder (not followed)"},
+                         {"zoo/dangling.pth", "a dangling symlink"},
+                         {"zoo/pipe.pth", "not a regular file"},
+                     }));
+}
+
 TEST(Inputs, CollisionsAndBadSourcesStopTheBatch) {
   Scratch s;
   put(s / "a/m.pth", "x");
@@ -407,7 +440,7 @@ TEST(RunBatch, NothingToConvertIsAnError) {
   Scratch s;
   put(s / "zoo/readme.txt", "x");
   EXPECT_EQ(error_of([&] { run_batch(options_for(s)); }),
-            "1: batch: no input matches *.pth *.pt *.bin *.ckpt in the given sources");
+            "1: batch: no input matches *.pth *.pth.tar *.pt *.bin *.ckpt in the given sources");
 }
 
 }  // namespace
