@@ -38,9 +38,10 @@ const char* const k_footer = R"(SOURCES
   OUTDIR. @- reads the list from standard input.
 
 RESUMING
-  Each output gets a sidecar OUT.ckpt-convert.json (input size, mtime and CRC-32, options).
-  An input whose output and sidecar show it already converted with the same options is
-  skipped; --force converts everything again.
+  Each output OUTDIR/P gets a sidecar OUTDIR/.ckpt-convert/P.json (input size, mtime and
+  CRC-32, options); one left beside the output by an older version is moved there. An input
+  whose output and sidecar show it already converted with the same options is skipped;
+  --force converts everything again. An input that fails loses the output of earlier runs.
 
 SHARDS
   --shard I/N (0 <= I < N) takes a stable share of the list, for Slurm arrays

@@ -151,7 +151,7 @@ struct BatchSummary {
 // a time, largest first, while the inputs in flight stay within
 // `options.max_memory` (each counted at its size; one larger than the budget
 // runs alone). An input is skipped when its output and the output's sidecar
-// (`OUT.ckpt-convert.json`) show it was converted from the same input with
+// (`sidecar_path`) show it was converted from the same input with
 // the same options: same size and mtime, or else the same CRC-32 of its
 // bytes. A failure is recorded and the others go on. Throws `Error` only for
 // what stops the whole batch: usage, colliding outputs, no inputs at all, an
@@ -171,8 +171,11 @@ std::string format_batch_summary(const BatchSummary& summary);
 // another fingerprint is out of date.
 std::string batch_options_fingerprint(const ConvertOptions& options);
 
-// The sidecar of `output`: `<output>.ckpt-convert.json`.
-std::string sidecar_path(const std::string& output);
+// The sidecar of the output at `relative` under `output_dir`:
+// `<output_dir>/.ckpt-convert/<relative>.json`, out of the way of loaders
+// that scan the output tree. (Before, it was `<output>.ckpt-convert.json`,
+// beside the output: a run that finds one there moves it.)
+std::string sidecar_path(const std::string& output_dir, const std::string& relative);
 
 // Which of `pending` (input sizes, largest first) to start next, when
 // `running` conversions holding `in_flight` bytes run within `budget`: the

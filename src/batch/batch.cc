@@ -1,7 +1,7 @@
 // This file runs a batch: the inputs of this shard, converted on a pool of
 // threads, largest first, within one memory budget, each recorded as one
-// line of a JSON Lines report and, once converted, beside its output in a
-// sidecar that lets the next run skip it.
+// line of a JSON Lines report and, once converted, in a sidecar under
+// OUTDIR/.ckpt-convert/ that lets the next run skip it.
 //
 // Conversions are independent (each maps its own input and writes its own
 // temporary file), so threads share nothing but the queue, the report and
@@ -87,8 +87,7 @@ void drop_stale_output(const BatchInput& in, const BatchOptions& options, BatchR
                     std::strerror(errno);
     return;
   }
-  std::error_code ec;
-  fs::remove(sidecar_path(record.output), ec);
+  batch_detail::remove_sidecars(batch_detail::sidecar_paths(options.output_dir, in.relative));
   record.stale_output = "removed";
 }
 
@@ -102,14 +101,20 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
   record.relative = in.relative;
   record.output = join(options.output_dir, in.relative);
   record.input_bytes = in.size;
+  batch_detail::SidecarPaths sidecars = batch_detail::sidecar_paths(options.output_dir, in.relative);
   bool converting = false;  // a failure of convert() itself leaves no output
   try {
     if (!in.error.empty()) {
       throw Error(in.error);
     }
+    if (!in.relative.empty() && *fs::path(in.relative).begin() == k_records_folder) {
+      throw Error(in.input + ": its output " + record.output + " would be among the sidecars (" +
+                  k_records_folder + "/); list it under another path", ExitStatus::k_usage);
+    }
     std::optional<std::string> why = "forced (--force)";
     if (!options.convert.force) {
-      why = batch_detail::check_up_to_date(in.input, record.output, fingerprint, record);
+      why = batch_detail::check_up_to_date(in.input, record.output, sidecars, fingerprint,
+                                           options.convert.dry_run, record);
     }
     if (!why) {
       record.status = BatchStatus::k_skipped;
@@ -135,7 +140,7 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
       if (ec) {
         throw Error(record.output + ": cannot create its folder: " + ec.message());
       }
-      fs::remove(sidecar_path(record.output), ec);  // stale until the new one is written
+      batch_detail::remove_sidecars(sidecars);  // stale until the new one is written
     }
     ConvertReport report;
     converting = true;
@@ -163,8 +168,8 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
     uint32_t crc = batch_detail::file_crc32_checked(in.input, *before);
     record.status = BatchStatus::k_converted;
     record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    batch_detail::write_sidecar(record.output, *before, crc, fingerprint, options.tool_version,
-                                record);
+    batch_detail::write_sidecar(sidecars.current, record.output, *before, crc, fingerprint,
+                                options.tool_version, record);
   } catch (const Error& e) {
     record.status = BatchStatus::k_failed;
     record.exit_code = static_cast<int>(e.status());

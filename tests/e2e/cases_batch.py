@@ -5,11 +5,12 @@ zoo at test time, in its work dir, from the small fixtures (copies in nested fol
 from seeded DataParallel TinyCNNs saved by torch (variants), so no zoo is checked in.
 
 The CLI contract judged here:
-- `batch SRC... -o OUTDIR`: folders are walked for *.pth *.pt *.bin *.ckpt (`--glob`
-  replaces them); a file goes to OUTDIR/<path under its SRC folder>; `@manifest` lists paths
+- `batch SRC... -o OUTDIR`: folders are walked for *.pth *.pth.tar *.pt *.bin *.ckpt (`--glob`
+  replaces them; -v prints `skipped PATH: <reason>` for each entry passed over); a file goes to OUTDIR/<path under its SRC folder>; `@manifest` lists paths
   (relative ones keep their place under OUTDIR).
 - every output is what `ckpt-convert IN OUT` with the same options writes, byte for byte,
-  whatever `--jobs`; a sidecar OUT.ckpt-convert.json beside it.
+  whatever `--jobs`; its sidecar is OUTDIR/.ckpt-convert/<path>.json, none beside it (one
+  found there, as earlier versions wrote it, is read and moved).
 - a second run skips every input (status `skipped`), `--force` redoes them; an input whose
   bytes changed is converted again, one only touched is not.
 - report: OUTDIR/ckpt-convert-batch.jsonl (`.shard-I-of-N.jsonl` with --shard), one JSON
@@ -156,7 +157,7 @@ def by_path(records):
 
 
 def out_files(out_dir):
-    """Every file under OUT_DIR (relative), sidecars and reports apart."""
+    """Every file under OUT_DIR (relative), sidecars and reports included."""
     files = set()
     for dirpath, _, names in os.walk(out_dir):
         for n in names:
@@ -167,6 +168,11 @@ def out_files(out_dir):
 
 def sidecar_of(rel):
     """The sidecar of the output at REL under OUTDIR, relative to OUTDIR."""
+    return '.ckpt-convert/' + rel + '.json'
+
+
+def legacy_sidecar_of(rel):
+    """Where versions before .ckpt-convert/ kept the sidecar of REL: beside the output."""
     return rel + '.ckpt-convert.json'
 
 
@@ -572,3 +578,58 @@ def batch_verbose_lists_skipped_files_with_reasons(ctx):
     r = batch(ctx, zoo_dir, '-o', out)
     j.check(r.rc == 0 and 'skipped ' + str(zoo_dir / 'README.md') not in r.stderr,
             f'without -v: exit code {r.rc}, or a skipped line')
+
+
+@case
+def batch_sidecars_under_records_folder_none_beside_outputs(ctx):
+    """Sidecars mirror the tree under OUTDIR/.ckpt-convert/: a loader that takes every file of an
+    output folder meets only checkpoints; a second run still finds them all up to date."""
+    j = J()
+    zoo = make_zoo(ctx, junk=False)
+    zoo_dir, out = ctx.work / 'zoo', ctx.work / 'out' / 'zoo'
+    j.check(batch(ctx, zoo_dir, '-o', out).rc == 0, 'first run failed')
+    check_mirror(out, zoo)
+    for rel in zoo:
+        side = json.loads((out / sidecar_of(rel)).read_text())
+        j.check(side['schema'] == 'ckpt-convert.sidecar/1' and side['record']['path'] == rel,
+                f'{sidecar_of(rel)}: {side.get("schema")} for {side.get("record", {}).get("path")}')
+    for folder in {str(Path(rel).parent) for rel in zoo}:
+        names = {p.name for p in (out / folder).iterdir() if p.is_file()}
+        want = {Path(rel).name for rel in zoo if str(Path(rel).parent) == folder}
+        if folder == '.':
+            want.add(REPORT)
+        j.check(names == want, f'{folder}: files {sorted(names)}, expected only the outputs {sorted(want)}')
+    r = batch(ctx, zoo_dir, '-o', out)
+    j.check(r.rc == 0 and summary_count(r.stderr, 'skipped') == len(zoo),
+            f'second run: exit code {r.rc}, not all {len(zoo)} skipped')
+
+
+@case
+def batch_old_sidecars_migrated_and_still_up_to_date(ctx):
+    """A tree whose sidecars sit beside the outputs (as earlier versions wrote them) is up to date
+    on a rerun: each sidecar is moved, unchanged, to .ckpt-convert/; a dry run moves nothing."""
+    j = J()
+    zoo = make_zoo(ctx, junk=False)
+    zoo_dir, out = ctx.work / 'zoo', ctx.work / 'out' / 'zoo'
+    j.check(batch(ctx, zoo_dir, '-o', out).rc == 0, 'first run failed')
+    for rel in zoo:
+        os.rename(out / sidecar_of(rel), out / legacy_sidecar_of(rel))
+    shutil.rmtree(out / '.ckpt-convert')
+    old_tree = {rel: j.sha256(out / rel) for rel in out_files(out)}
+    old_sidecars = {rel: (out / legacy_sidecar_of(rel)).read_bytes() for rel in zoo}
+    r = batch(ctx, zoo_dir, '-o', out, '--dry-run')
+    j.check(r.rc == 0 and summary_count(r.stderr, 'skipped') == len(zoo),
+            f'dry run: exit code {r.rc}, not all {len(zoo)} skipped')
+    j.check({rel: j.sha256(out / rel) for rel in out_files(out)} == old_tree, 'the dry run changed the tree')
+    outputs = {rel: ((out / rel).stat().st_mtime_ns, j.sha256(out / rel)) for rel in zoo}
+    r = batch(ctx, zoo_dir, '-o', out)
+    j.check(r.rc == 0, f'rerun: exit code {r.rc}')
+    recs = by_path(read_report(out / REPORT))
+    j.check(set(recs) == set(zoo) and all((x['status'], x['reason']) == ('skipped', 'up to date')
+                                          for x in recs.values()),
+            f'rerun: {sorted({(x["status"], x["reason"]) for x in recs.values()})}')
+    check_mirror(out, zoo)      # every sidecar under .ckpt-convert/, none beside an output
+    for rel in zoo:
+        j.check((out / sidecar_of(rel)).read_bytes() == old_sidecars[rel], f'{rel}: the sidecar changed as it moved')
+    j.check({rel: ((out / rel).stat().st_mtime_ns, j.sha256(out / rel)) for rel in zoo} == outputs,
+            'the rerun touched outputs')

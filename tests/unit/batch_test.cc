@@ -259,7 +259,10 @@ TEST(RunBatch, ConvertsThenSkipsThenNoticesChanges) {
   EXPECT_EQ(batch_exit_code(first), 0);
   EXPECT_EQ(first.report_path, s / "out/ckpt-convert-batch.jsonl");
   EXPECT_TRUE(fs::exists(s / "out/lm/deep/views.ckpt"));
-  EXPECT_TRUE(fs::exists(s / "out/lm/deep/views.ckpt.ckpt-convert.json"));
+  EXPECT_EQ(sidecar_path(s / "out", "lm/deep/views.ckpt"),
+            s / "out/.ckpt-convert/lm/deep/views.ckpt.json");
+  EXPECT_TRUE(fs::exists(s / "out/.ckpt-convert/lm/deep/views.ckpt.json"));
+  EXPECT_FALSE(fs::exists(s / "out/lm/deep/views.ckpt.ckpt-convert.json"));
   std::string dp = slurp(s / "out/cnn/dp.pth");
 
   BatchSummary second = run_batch(options_for(s));
@@ -317,7 +320,7 @@ TEST(RunBatch, AFailedRerunLeavesNoOutputOfTheEarlierOptions) {
   ASSERT_EQ(looked.failures.size(), 1u);
   EXPECT_EQ(looked.failures[0].stale_output, "would be removed");
   EXPECT_TRUE(fs::exists(s / "out/bare.pth"));  // a dry run removes nothing
-  EXPECT_TRUE(fs::exists(sidecar_path(s / "out/bare.pth")));
+  EXPECT_TRUE(fs::exists(sidecar_path(s / "out", "bare.pth")));
 
   BatchSummary rerun = run_batch(extract);
   EXPECT_EQ(rerun.converted.inputs, 1u);
@@ -325,9 +328,51 @@ TEST(RunBatch, AFailedRerunLeavesNoOutputOfTheEarlierOptions) {
   EXPECT_EQ(rerun.failures[0].relative, "bare.pth");
   EXPECT_EQ(rerun.failures[0].stale_output, "removed");
   EXPECT_FALSE(fs::exists(s / "out/bare.pth"));
-  EXPECT_FALSE(fs::exists(sidecar_path(s / "out/bare.pth")));
+  EXPECT_FALSE(fs::exists(sidecar_path(s / "out", "bare.pth")));
   EXPECT_TRUE(fs::exists(s / "zoo/bare.pth"));
   EXPECT_EQ(statuses(rerun.report_path)["train.pth"], "converted options changed");
+}
+
+TEST(RunBatch, SidecarsBesideOutputsAreMovedAndStillCount) {
+  Scratch s;
+  make_zoo(s);
+  ASSERT_EQ(run_batch(options_for(s)).converted.inputs, 5u);
+  // The tree an earlier version left: each sidecar beside its output.
+  std::vector<std::string> outputs = {"cnn/dp.pth", "cnn/legacy.pt", "lm/tied.bin",
+                                      "lm/deep/views.ckpt", "fsdp.pth"};
+  for (const std::string& output : outputs) {
+    fs::rename(sidecar_path(s / "out", output), s / "out/" + output + ".ckpt-convert.json");
+  }
+  fs::remove_all(s / "out/.ckpt-convert");
+  std::string dp_sidecar = slurp(s / "out/cnn/dp.pth.ckpt-convert.json");
+
+  BatchOptions dry = options_for(s);
+  dry.convert.dry_run = true;
+  EXPECT_EQ(run_batch(dry).skipped.inputs, 5u);
+  EXPECT_FALSE(fs::exists(s / "out/.ckpt-convert"));  // a dry run moves nothing
+
+  BatchSummary rerun = run_batch(options_for(s));
+  EXPECT_EQ(rerun.skipped.inputs, 5u);
+  for (const std::string& output : outputs) {
+    EXPECT_TRUE(fs::exists(sidecar_path(s / "out", output))) << output;
+    EXPECT_FALSE(fs::exists(s / "out/" + output + ".ckpt-convert.json")) << output;
+  }
+  EXPECT_EQ(slurp(sidecar_path(s / "out", "cnn/dp.pth")), dp_sidecar);
+  EXPECT_EQ(run_batch(options_for(s)).skipped.inputs, 5u);
+}
+
+TEST(RunBatch, AnOutputAmongTheSidecarsIsRefused) {
+  Scratch s;
+  copy("dp_tiny_cnn.pth", s / "lists/.ckpt-convert/m.pth");
+  put(s / "lists/manifest.txt", ".ckpt-convert/m.pth\n");
+  BatchOptions options = options_for(s);
+  options.sources = {"@" + (s / "lists/manifest.txt")};
+  BatchSummary summary = run_batch(options);
+  ASSERT_EQ(summary.failures.size(), 1u);
+  EXPECT_EQ(summary.failures[0].error,
+            s / "lists/.ckpt-convert/m.pth" + ": its output " + (s / "out/.ckpt-convert/m.pth") +
+                " would be among the sidecars (.ckpt-convert/); list it under another path");
+  EXPECT_FALSE(fs::exists(s / "out/.ckpt-convert/m.pth"));
 }
 
 TEST(RunBatch, AFailureNeverRemovesItsInput) {
