@@ -60,7 +60,7 @@ class Collector {
 public:
   Collector(const std::vector<std::string>& globs, const std::string& skip_dir,
             const SkipCallback& on_skip)
-      : m_globs(globs), m_on_skip(on_skip) {
+      : m_globs(globs), m_no_match("matches none of " + join_globs(globs)), m_on_skip(on_skip) {
     struct stat info {};
     if (!skip_dir.empty() && ::stat(skip_dir.c_str(), &info) == 0) {
       m_skip = FileId{info.st_dev, info.st_ino};
@@ -193,7 +193,7 @@ private:
       }
       std::string relative = entry.path().lexically_relative(root).generic_string();
       if (!matches_any(m_globs, entry.path().filename().string(), relative)) {
-        skip(path, "matches none of " + join_globs(m_globs));
+        skip(path, m_no_match);
         continue;
       }
       add_file(path, prefix.empty() ? relative : prefix + "/" + relative, info);
@@ -223,6 +223,7 @@ private:
   }
 
   std::vector<std::string> m_globs;
+  std::string m_no_match;  // the reason a file is passed over for its name
   SkipCallback m_on_skip;
   std::optional<FileId> m_skip;
   std::set<std::pair<FileId, std::string>> m_seen;

@@ -7,11 +7,11 @@
 // The sidecars mirror the output tree in a folder of their own, so that a
 // loader that takes every file of an output folder meets only checkpoints;
 // a sidecar found where earlier versions wrote it, `OUTDIR/P.ckpt-convert.json`,
-// is read the same way and moved. Size and mtime are compared
-// first; only when the mtime moved (a copy, a checkout, `touch`) is the
-// input read again for its CRC-32, so an unchanged zoo costs one stat per
-// file. CRC-32 finds changes, not attacks: it is a change detector, which is
-// all resuming needs (a SHA-256 would need a dependency this project lacks).
+// is read the same way and moved. Size and mtime are compared first; only
+// when the mtime moved (a copy, a checkout, `touch`) is the input read again
+// for its CRC-32, so an unchanged zoo costs one stat per file. CRC-32 finds
+// changes, not attacks: it is a change detector, which is all resuming needs
+// (a SHA-256 would need a dependency this project lacks).
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
