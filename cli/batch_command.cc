@@ -31,15 +31,18 @@ struct BatchArgs {
 };
 
 const char* const k_footer = R"(SOURCES
-  A folder is searched recursively for *.pth, *.pt, *.bin and *.ckpt (--glob to change);
-  its files go to OUTDIR under the same relative path. A file goes to OUTDIR/<its name>.
+  A folder is searched recursively for *.pth, *.pth.tar, *.pt, *.bin and *.ckpt (--glob
+  to change; -v lists what was passed over, and why); its files go to OUTDIR under the same
+  relative path, keeping their names (a.pth.tar stays a.pth.tar). A file goes to
+  OUTDIR/<its name>.
   @FILE reads one path a line (# comments); a relative path there keeps its place under
   OUTDIR. @- reads the list from standard input.
 
 RESUMING
-  Each output gets a sidecar OUT.ckpt-convert.json (input size, mtime and CRC-32, options).
-  An input whose output and sidecar show it already converted with the same options is
-  skipped; --force converts everything again.
+  Each output OUTDIR/P gets a sidecar OUTDIR/.ckpt-convert/P.json (input size, mtime and
+  CRC-32, options); one left beside the output by an older version is moved there. An input
+  whose output and sidecar show it already converted with the same options is skipped;
+  --force converts everything again. An input that fails loses the output of earlier runs.
 
 SHARDS
   --shard I/N (0 <= I < N) takes a stable share of the list, for Slurm arrays
@@ -75,6 +78,11 @@ int run(const CLI::App& app, BatchArgs& args) {
     options.max_memory = parse_byte_size("--max-memory", args.max_memory);
   }
   options.tool_version = "ckpt-convert " CKPT_VERSION;
+  if (!args.quiet && args.verbosity >= 1) {
+    options.on_skip = [](const std::string& path, const std::string& reason) {
+      spdlog::info("skipped {}: {}", path, reason);
+    };
+  }
   bool progress = !args.quiet && args.verbosity == 0 && ::isatty(STDERR_FILENO) != 0;
   bool progress_shown = false;
   options.on_record = [&](const BatchRecord& record, size_t done, size_t total) {
@@ -92,6 +100,11 @@ int run(const CLI::App& app, BatchArgs& args) {
           break;
         }
         start = end + 1;
+      }
+      if (record.stale_output == "removed") {
+        spdlog::warn("{}: removed the output of an earlier run", record.output);
+      } else if (!record.stale_output.empty()) {
+        spdlog::warn("{}: would remove the output of an earlier run (--dry-run)", record.output);
       }
     } else {
       spdlog::info("{} {} ({}, {:.2f} s)", batch_status_name(record.status), record.input,
@@ -127,8 +140,8 @@ Runner add_batch(CLI::App& app) {
   app.add_option("-o,--output", o.output_dir, "Folder the outputs go to, mirroring the inputs")
       ->required();
   app.add_option("--glob", args->globs,
-                 "File name pattern to take in folders (repeatable; default *.pth *.pt *.bin "
-                 "*.ckpt); a pattern with / matches the path below the folder")
+                 "File name pattern to take in folders (repeatable; default *.pth *.pth.tar *.pt "
+                 "*.bin *.ckpt); a pattern with / matches the path below the folder")
       ->expected(1)
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
@@ -148,7 +161,8 @@ Runner add_batch(CLI::App& app) {
   app.add_flag("--json", args->json, "Print each input's record as a JSON line on stdout");
   app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
   app.add_flag("-v,--verbose", args->verbosity,
-               "-v: a line per input converted or skipped; -vv: every stage and key too");
+               "-v: a line per input converted or skipped, and per file a folder's walk passed "
+               "over; -vv: every stage and key too");
   return [args, &app]() -> int {
     return run_with_json_errors(args->json, "batch", [&]() -> int { return run(app, *args); });
   };

@@ -41,15 +41,27 @@ struct BatchInput {
   std::string error;     // why it cannot be converted (e.g. it does not exist), or empty
 };
 
-// The default patterns of `--glob`.
+// The default patterns of `--glob`: `*.pth`, `*.pth.tar`, `*.pt`, `*.bin`,
+// `*.ckpt`.
 std::vector<std::string> default_batch_globs();
+
+// `globs` as one line, separated by spaces.
+std::string join_globs(const std::vector<std::string>& globs);
+
+// The folder under OUTDIR that holds the sidecars, never walked for inputs.
+inline constexpr const char* k_records_folder = ".ckpt-convert";
+
+// Told of each file or folder a walk passes over (`path`) and why (`reason`).
+using SkipCallback = std::function<void(const std::string& path, const std::string& reason)>;
 
 // Lists the inputs named by `sources`, sorted by `relative`:
 // - a directory is walked recursively (following no directory symlinks);
 //   each regular file whose name matches one of `globs` (fnmatch; a pattern
 //   holding `/` is matched against the path relative to the directory) is
 //   taken, and goes to OUTDIR/<its path relative to the directory>. The
-//   folder `skip_dir` (OUTDIR) is never entered.
+//   folder `skip_dir` (OUTDIR) and folders named `.ckpt-convert` (the
+//   sidecars of an output tree) are never entered. `on_skip`, when set, is
+//   told of every entry passed over and why.
 // - a file goes to OUTDIR/<its name>, whatever its name.
 // - `@FILE` reads a manifest: one path a line, blank lines and `#` comments
 //   skipped; `@-` reads standard input. Relative paths are taken from the
@@ -61,7 +73,8 @@ std::vector<std::string> default_batch_globs();
 // (bad input) for an unreadable manifest or directory.
 std::vector<BatchInput> collect_batch_inputs(const std::vector<std::string>& sources,
                                              const std::vector<std::string>& globs,
-                                             const std::string& skip_dir);
+                                             const std::string& skip_dir,
+                                             const SkipCallback& on_skip = {});
 
 // What became of one input.
 enum class BatchStatus { k_converted, k_skipped, k_failed, k_dry_run };
@@ -76,6 +89,9 @@ struct BatchRecord {
   BatchStatus status = BatchStatus::k_failed;
   int exit_code = 0;
   std::string error;
+  // A failed input's output of an earlier run: `removed`, `would be removed`
+  // (--dry-run), or empty when there was none.
+  std::string stale_output;
   std::string reason;            // why skipped or converted: `up to date`, `new`, `input changed`, …
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;     // size of the output (0 when none)
@@ -106,6 +122,8 @@ struct BatchOptions {
   // Called (under a lock, one at a time) when an input is done: the record,
   // then how many of `total` are done.
   std::function<void(const BatchRecord&, size_t done, size_t total)> on_record;
+  // Told of each file the walk of a folder passes over, and why (`-v`).
+  SkipCallback on_skip;
 };
 
 // Inputs of one status, and their bytes.
@@ -133,7 +151,7 @@ struct BatchSummary {
 // a time, largest first, while the inputs in flight stay within
 // `options.max_memory` (each counted at its size; one larger than the budget
 // runs alone). An input is skipped when its output and the output's sidecar
-// (`OUT.ckpt-convert.json`) show it was converted from the same input with
+// (`sidecar_path`) show it was converted from the same input with
 // the same options: same size and mtime, or else the same CRC-32 of its
 // bytes. A failure is recorded and the others go on. Throws `Error` only for
 // what stops the whole batch: usage, colliding outputs, no inputs at all, an
@@ -153,8 +171,11 @@ std::string format_batch_summary(const BatchSummary& summary);
 // another fingerprint is out of date.
 std::string batch_options_fingerprint(const ConvertOptions& options);
 
-// The sidecar of `output`: `<output>.ckpt-convert.json`.
-std::string sidecar_path(const std::string& output);
+// The sidecar of the output at `relative` under `output_dir`:
+// `<output_dir>/.ckpt-convert/<relative>.json`, out of the way of loaders
+// that scan the output tree. (Before, it was `<output>.ckpt-convert.json`,
+// beside the output: a run that finds one there moves it.)
+std::string sidecar_path(const std::string& output_dir, const std::string& relative);
 
 // Which of `pending` (input sizes, largest first) to start next, when
 // `running` conversions holding `in_flight` bytes run within `budget`: the

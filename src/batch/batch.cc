@@ -1,7 +1,7 @@
 // This file runs a batch: the inputs of this shard, converted on a pool of
 // threads, largest first, within one memory budget, each recorded as one
-// line of a JSON Lines report and, once converted, beside its output in a
-// sidecar that lets the next run skip it.
+// line of a JSON Lines report and, once converted, in a sidecar under
+// OUTDIR/.ckpt-convert/ that lets the next run skip it.
 //
 // Conversions are independent (each maps its own input and writes its own
 // temporary file), so threads share nothing but the queue, the report and
@@ -11,6 +11,7 @@
 // counted at against `--max-memory`.
 #include <sched.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,6 +57,40 @@ std::string join(const std::string& folder, const std::string& relative) {
   return (fs::path(folder) / relative).string();
 }
 
+// An input whose conversion was tried and failed keeps no output of an
+// earlier run (other options, other bytes): a later loop over the tree would
+// take it for this run's. Only OUTDIR/<relative> and its sidecar are
+// removed, never the input itself (an output that is the input, or a path
+// that would leave OUTDIR, is left alone); a dry run only says so.
+void drop_stale_output(const BatchInput& in, const BatchOptions& options, BatchRecord& record) {
+  fs::path relative(in.relative);
+  if (relative.empty() || relative.is_absolute() ||
+      std::find(relative.begin(), relative.end(), "..") != relative.end()) {
+    return;
+  }
+  struct stat out_info {};
+  struct stat in_info {};
+  if (::lstat(record.output.c_str(), &out_info) != 0 ||
+      !(S_ISREG(out_info.st_mode) || S_ISLNK(out_info.st_mode))) {
+    return;
+  }
+  if (::lstat(in.input.c_str(), &in_info) == 0 && in_info.st_dev == out_info.st_dev &&
+      in_info.st_ino == out_info.st_ino) {
+    return;
+  }
+  if (options.convert.dry_run) {
+    record.stale_output = "would be removed";
+    return;
+  }
+  if (::unlink(record.output.c_str()) != 0) {
+    record.error += "\n" + record.output + ": cannot remove the output of an earlier run: " +
+                    std::strerror(errno);
+    return;
+  }
+  batch_detail::remove_sidecars(batch_detail::sidecar_paths(options.output_dir, in.relative));
+  record.stale_output = "removed";
+}
+
 // Converts one input (or finds it up to date). Never throws: a failure is
 // the record's.
 BatchRecord process(const BatchInput& in, const BatchOptions& options,
@@ -66,13 +101,20 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
   record.relative = in.relative;
   record.output = join(options.output_dir, in.relative);
   record.input_bytes = in.size;
+  batch_detail::SidecarPaths sidecars = batch_detail::sidecar_paths(options.output_dir, in.relative);
+  bool converting = false;  // a failure of convert() itself leaves no output
   try {
     if (!in.error.empty()) {
       throw Error(in.error);
     }
+    if (!in.relative.empty() && *fs::path(in.relative).begin() == k_records_folder) {
+      throw Error(in.input + ": its output " + record.output + " would be among the sidecars (" +
+                  k_records_folder + "/); list it under another path", ExitStatus::k_usage);
+    }
     std::optional<std::string> why = "forced (--force)";
     if (!options.convert.force) {
-      why = batch_detail::check_up_to_date(in.input, record.output, fingerprint, record);
+      why = batch_detail::check_up_to_date(in.input, record.output, sidecars, fingerprint,
+                                           options.convert.dry_run, record);
     }
     if (!why) {
       record.status = BatchStatus::k_skipped;
@@ -98,10 +140,12 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
       if (ec) {
         throw Error(record.output + ": cannot create its folder: " + ec.message());
       }
-      fs::remove(sidecar_path(record.output), ec);  // stale until the new one is written
+      batch_detail::remove_sidecars(sidecars);  // stale until the new one is written
     }
     ConvertReport report;
+    converting = true;
     convert(convert_options, report);
+    converting = false;
     record.tensors = report.tensors;
     record.storages = report.storages;
     record.storage_bytes = report.storage_bytes;
@@ -124,8 +168,8 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
     uint32_t crc = batch_detail::file_crc32_checked(in.input, *before);
     record.status = BatchStatus::k_converted;
     record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    batch_detail::write_sidecar(record.output, *before, crc, fingerprint, options.tool_version,
-                                record);
+    batch_detail::write_sidecar(sidecars.current, record.output, *before, crc, fingerprint,
+                                options.tool_version, record);
   } catch (const Error& e) {
     record.status = BatchStatus::k_failed;
     record.exit_code = static_cast<int>(e.status());
@@ -138,6 +182,9 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
     record.status = BatchStatus::k_failed;
     record.exit_code = static_cast<int>(ExitStatus::k_bad_input);
     record.error = in.input + ": internal error: " + e.what();
+  }
+  if (converting && record.status == BatchStatus::k_failed) {
+    drop_stale_output(in, options, record);
   }
   record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return record;
@@ -247,15 +294,11 @@ BatchSummary run_batch(const BatchOptions& options) {
     require_device(options.convert.device);  // once, before any thread (it loads the plugin)
   }
   std::vector<BatchInput> listed =
-      collect_batch_inputs(options.sources, options.globs, options.output_dir);
+      collect_batch_inputs(options.sources, options.globs, options.output_dir, options.on_skip);
   BatchSummary summary;
   summary.listed = listed.size();
   if (listed.empty()) {
-    std::string globs;
-    for (const std::string& glob : options.globs) {
-      globs += (globs.empty() ? "" : " ") + glob;
-    }
-    throw Error("batch: no input matches " + globs + " in the given sources");
+    throw Error("batch: no input matches " + join_globs(options.globs) + " in the given sources");
   }
   std::vector<BatchInput> inputs;
   for (BatchInput& input : listed) {

@@ -22,17 +22,34 @@ std::optional<FileStamp> stamp_of(const std::string& path);
 // A record as the JSON object of one report line.
 nlohmann::ordered_json record_json(const BatchRecord& record);
 
-// Returns why `output` must be (re)made from `input`, or nothing when its
-// sidecar shows it up to date; then `record` takes over the sidecar's
-// results (tensors, bytes, rules). A touched input whose CRC-32 is unchanged
-// is up to date, and its sidecar is updated with the new mtime. Throws
-// `Error` when the input cannot be read.
-std::optional<std::string> check_up_to_date(const std::string& input, const std::string& output,
-                                            const std::string& fingerprint, BatchRecord& record);
+// Where the sidecar of one output is kept, and where versions before
+// OUTDIR/.ckpt-convert/ kept it.
+struct SidecarPaths {
+  std::string current;  // OUTDIR/.ckpt-convert/<relative>.json
+  std::string legacy;   // <output>.ckpt-convert.json
+};
 
-// Writes `output`'s sidecar: the input's stamp and CRC-32, the output's
-// size and mtime, `fingerprint`, and `record`.
-void write_sidecar(const std::string& output, const FileStamp& input_stamp, uint32_t input_crc,
+SidecarPaths sidecar_paths(const std::string& output_dir, const std::string& relative);
+
+// Removes both sidecars of an output, whichever exist.
+void remove_sidecars(const SidecarPaths& sidecars);
+
+// Returns why `output` must be (re)made from `input`, or nothing when its
+// sidecar (`sidecars.current`, else `sidecars.legacy`) shows it up to date;
+// then `record` takes over the sidecar's results (tensors, bytes, rules). A
+// touched input whose CRC-32 is unchanged is up to date, and its sidecar is
+// updated with the new mtime; a legacy sidecar of an up-to-date output is
+// moved to `sidecars.current`. With `dry_run` nothing is written or moved.
+// Throws `Error` when the input cannot be read or the sidecar not written.
+std::optional<std::string> check_up_to_date(const std::string& input, const std::string& output,
+                                            const SidecarPaths& sidecars,
+                                            const std::string& fingerprint, bool dry_run,
+                                            BatchRecord& record);
+
+// Writes `output`'s sidecar to `sidecar` (making its folders): the input's
+// stamp and CRC-32, the output's size and mtime, `fingerprint`, and `record`.
+void write_sidecar(const std::string& sidecar, const std::string& output,
+                   const FileStamp& input_stamp, uint32_t input_crc,
                    const std::string& fingerprint, const std::string& tool_version,
                    const BatchRecord& record);
 

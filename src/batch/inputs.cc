@@ -58,7 +58,9 @@ struct FileId {
 
 class Collector {
 public:
-  Collector(const std::vector<std::string>& globs, const std::string& skip_dir) : m_globs(globs) {
+  Collector(const std::vector<std::string>& globs, const std::string& skip_dir,
+            const SkipCallback& on_skip)
+      : m_globs(globs), m_no_match("matches none of " + join_globs(globs)), m_on_skip(on_skip) {
     struct stat info {};
     if (!skip_dir.empty() && ::stat(skip_dir.c_str(), &info) == 0) {
       m_skip = FileId{info.st_dev, info.st_ino};
@@ -161,23 +163,40 @@ private:
         throw Error(root + ": cannot list: " + ec.message());
       }
       const fs::directory_entry& entry = *it;
+      std::string path = entry.path().string();
+      struct stat link {};
       struct stat info {};
-      if (::stat(entry.path().c_str(), &info) != 0) {
-        continue;  // a dangling symlink, or gone meanwhile
+      if (::lstat(path.c_str(), &link) != 0) {
+        skip(path, std::string("gone while listed: ") + std::strerror(errno));
+        continue;
+      }
+      if (::stat(path.c_str(), &info) != 0) {
+        skip(path, S_ISLNK(link.st_mode) ? "a dangling symlink"
+                                         : std::string("cannot stat: ") + std::strerror(errno));
+        continue;
       }
       if (S_ISDIR(info.st_mode)) {
         if (m_skip && info.st_dev == m_skip->device && info.st_ino == m_skip->inode) {
           it.disable_recursion_pending();
+          skip(path, "the output folder");
+        } else if (S_ISLNK(link.st_mode)) {
+          skip(path, "a symlink to a folder (not followed)");
+        } else if (entry.path().filename() == k_records_folder) {
+          it.disable_recursion_pending();
+          skip(path, "the sidecars of an output folder");
         }
         continue;
       }
       if (!S_ISREG(info.st_mode)) {
+        skip(path, "not a regular file");
         continue;
       }
       std::string relative = entry.path().lexically_relative(root).generic_string();
-      if (matches_any(m_globs, entry.path().filename().string(), relative)) {
-        add_file(entry.path().string(), prefix.empty() ? relative : prefix + "/" + relative, info);
+      if (!matches_any(m_globs, entry.path().filename().string(), relative)) {
+        skip(path, m_no_match);
+        continue;
       }
+      add_file(path, prefix.empty() ? relative : prefix + "/" + relative, info);
     }
     if (ec) {
       throw Error(root + ": cannot list: " + ec.message());
@@ -187,6 +206,7 @@ private:
   void add_file(const std::string& path, const std::string& relative, const struct stat& info) {
     // The same file reached twice for the same place is one input.
     if (!m_seen.insert({FileId{info.st_dev, info.st_ino}, relative}).second) {
+      skip(path, "already listed for " + relative);
       return;
     }
     BatchInput input;
@@ -196,7 +216,15 @@ private:
     m_inputs.push_back(std::move(input));
   }
 
+  void skip(const std::string& path, const std::string& why) const {
+    if (m_on_skip) {
+      m_on_skip(path, why);
+    }
+  }
+
   std::vector<std::string> m_globs;
+  std::string m_no_match;  // the reason a file is passed over for its name
+  SkipCallback m_on_skip;
   std::optional<FileId> m_skip;
   std::set<std::pair<FileId, std::string>> m_seen;
   std::vector<BatchInput> m_inputs;
@@ -269,12 +297,24 @@ bool in_shard(const std::string& relative, const Shard& shard) {
   return hash % shard.count == shard.index;
 }
 
-std::vector<std::string> default_batch_globs() { return {"*.pth", "*.pt", "*.bin", "*.ckpt"}; }
+std::vector<std::string> default_batch_globs() {
+  // `*.pth.tar`: pytorch/examples' save_checkpoint, which fnmatch's `*.pth` does not match.
+  return {"*.pth", "*.pth.tar", "*.pt", "*.bin", "*.ckpt"};
+}
+
+std::string join_globs(const std::vector<std::string>& globs) {
+  std::string out;
+  for (const std::string& glob : globs) {
+    out += (out.empty() ? "" : " ") + glob;
+  }
+  return out;
+}
 
 std::vector<BatchInput> collect_batch_inputs(const std::vector<std::string>& sources,
                                              const std::vector<std::string>& globs,
-                                             const std::string& skip_dir) {
-  Collector collector(globs, skip_dir);
+                                             const std::string& skip_dir,
+                                             const SkipCallback& on_skip) {
+  Collector collector(globs, skip_dir, on_skip);
   for (const std::string& source : sources) {
     if (source.size() > 1 && source[0] == '@') {
       collector.add_manifest(source.substr(1));

@@ -1,13 +1,17 @@
 // Whether a batch output is up to date, by its sidecar.
 //
-// Each output OUT of a batch gets `OUT.ckpt-convert.json`, written after OUT
-// is in place: the input's size, mtime and CRC-32, OUT's size and mtime, the
-// fingerprint of the options, and the record of the conversion. A later run
-// skips the input when all of them still hold. Size and mtime are compared
-// first; only when the mtime moved (a copy, a checkout, `touch`) is the
-// input read again for its CRC-32, so an unchanged zoo costs one stat per
-// file. CRC-32 finds changes, not attacks: it is a change detector, which is
-// all resuming needs (a SHA-256 would need a dependency this project lacks).
+// Each output OUTDIR/P of a batch gets `OUTDIR/.ckpt-convert/P.json`, written
+// after the output is in place: the input's size, mtime and CRC-32, the
+// output's size and mtime, the fingerprint of the options, and the record of
+// the conversion. A later run skips the input when all of them still hold.
+// The sidecars mirror the output tree in a folder of their own, so that a
+// loader that takes every file of an output folder meets only checkpoints;
+// a sidecar found where earlier versions wrote it, `OUTDIR/P.ckpt-convert.json`,
+// is read the same way and moved. Size and mtime are compared first; only
+// when the mtime moved (a copy, a checkout, `touch`) is the input read again
+// for its CRC-32, so an unchanged zoo costs one stat per file. CRC-32 finds
+// changes, not attacks: it is a change detector, which is all resuming needs
+// (a SHA-256 would need a dependency this project lacks).
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
@@ -15,6 +19,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -46,7 +51,9 @@ std::string batch_options_fingerprint(const ConvertOptions& options) {
   return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string sidecar_path(const std::string& output) { return output + ".ckpt-convert.json"; }
+std::string sidecar_path(const std::string& output_dir, const std::string& relative) {
+  return (std::filesystem::path(output_dir) / k_records_folder / (relative + ".json")).string();
+}
 
 uint32_t file_crc32(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -98,6 +105,7 @@ json record_json(const BatchRecord& r) {
   out["reason"] = r.reason;
   out["exit_code"] = r.exit_code;
   out["error"] = r.error.empty() ? json(nullptr) : json(r.error);
+  out["stale_output"] = r.stale_output.empty() ? json(nullptr) : json(r.stale_output);
   out["input_bytes"] = r.input_bytes;
   out["output_bytes"] = r.output_bytes;
   out["tensors"] = r.tensors;
@@ -133,13 +141,42 @@ void take_results(const json& in, BatchRecord& r) {
   }
 }
 
+SidecarPaths sidecar_paths(const std::string& output_dir, const std::string& relative) {
+  SidecarPaths paths;
+  paths.current = sidecar_path(output_dir, relative);
+  paths.legacy = (std::filesystem::path(output_dir) / relative).string() + ".ckpt-convert.json";
+  return paths;
+}
+
+void remove_sidecars(const SidecarPaths& sidecars) {
+  std::error_code ec;
+  std::filesystem::remove(sidecars.current, ec);
+  std::filesystem::remove(sidecars.legacy, ec);
+}
+
+// Writes a sidecar, making the folders of OUTDIR/.ckpt-convert/ it needs.
+void write_sidecar_file(const std::string& path, const json& sidecar) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  if (ec) {
+    throw Error(path + ": cannot create its folder: " + ec.message());
+  }
+  write_json_file(path, sidecar);
+}
+
 std::optional<std::string> check_up_to_date(const std::string& input, const std::string& output,
-                                            const std::string& fingerprint, BatchRecord& record) {
+                                            const SidecarPaths& sidecars,
+                                            const std::string& fingerprint, bool dry_run,
+                                            BatchRecord& record) {
   std::optional<FileStamp> out_stamp = stamp_of(output);
   if (!out_stamp) {
     return "new";
   }
-  std::ifstream file(sidecar_path(output));
+  std::ifstream file(sidecars.current);
+  bool legacy = !file;
+  if (legacy) {
+    file.open(sidecars.legacy);
+  }
   if (!file) {
     return "no sidecar";
   }
@@ -164,20 +201,28 @@ std::optional<std::string> check_up_to_date(const std::string& input, const std:
   if (was_in.value("size", uint64_t{0}) != in_stamp->size) {
     return "input changed";
   }
-  if (was_in.value("mtime_ns", int64_t{0}) != in_stamp->mtime_ns) {
+  bool touched = was_in.value("mtime_ns", int64_t{0}) != in_stamp->mtime_ns;
+  if (touched) {
     if (was_in.value("crc32", uint32_t{0}) != file_crc32(input)) {
       return "input changed";
     }
     // Touched, same bytes: remember the new mtime, so that the next run
     // need not read it again.
     sidecar["input"]["mtime_ns"] = in_stamp->mtime_ns;
-    write_json_file(sidecar_path(output), sidecar);
+  }
+  if (!dry_run && (touched || legacy)) {
+    write_sidecar_file(sidecars.current, sidecar);
+  }
+  if (!dry_run) {
+    std::error_code ec;
+    std::filesystem::remove(sidecars.legacy, ec);  // moved, or left by an older version
   }
   take_results(sidecar["record"], record);
   return std::nullopt;
 }
 
-void write_sidecar(const std::string& output, const FileStamp& input_stamp, uint32_t input_crc,
+void write_sidecar(const std::string& sidecar_file, const std::string& output,
+                   const FileStamp& input_stamp, uint32_t input_crc,
                    const std::string& fingerprint, const std::string& tool_version,
                    const BatchRecord& record) {
   std::optional<FileStamp> out_stamp = stamp_of(output);
@@ -194,7 +239,7 @@ void write_sidecar(const std::string& output, const FileStamp& input_stamp, uint
                       {"crc32", input_crc}};
   sidecar["output"] = {{"size", out_stamp->size}, {"mtime_ns", out_stamp->mtime_ns}};
   sidecar["record"] = record_json(record);
-  write_json_file(sidecar_path(output), sidecar);
+  write_sidecar_file(sidecar_file, sidecar);
 }
 
 void write_json_file(const std::string& path, const json& value) {

@@ -5,19 +5,23 @@ zoo at test time, in its work dir, from the small fixtures (copies in nested fol
 from seeded DataParallel TinyCNNs saved by torch (variants), so no zoo is checked in.
 
 The CLI contract judged here:
-- `batch SRC... -o OUTDIR`: folders are walked for *.pth *.pt *.bin *.ckpt (`--glob`
-  replaces them); a file goes to OUTDIR/<path under its SRC folder>; `@manifest` lists paths
+- `batch SRC... -o OUTDIR`: folders are walked for *.pth *.pth.tar *.pt *.bin *.ckpt (`--glob`
+  replaces them; -v prints `skipped PATH: <reason>` for each entry passed over); a file goes to OUTDIR/<path under its SRC folder>; `@manifest` lists paths
   (relative ones keep their place under OUTDIR).
 - every output is what `ckpt-convert IN OUT` with the same options writes, byte for byte,
-  whatever `--jobs`; a sidecar OUT.ckpt-convert.json beside it.
+  whatever `--jobs`; its sidecar is OUTDIR/.ckpt-convert/<path>.json, none beside it (one
+  found there, as earlier versions wrote it, is read and moved).
 - a second run skips every input (status `skipped`), `--force` redoes them; an input whose
   bytes changed is converted again, one only touched is not.
 - report: OUTDIR/ckpt-convert-batch.jsonl (`.shard-I-of-N.jsonl` with --shard), one JSON
   object per input: schema, input, path, output, status, reason, exit_code, error,
-  input_bytes, output_bytes, tensors, storages, storage_bytes, renamed, dropped, rules,
+  stale_output, input_bytes, output_bytes, tensors, storages, storage_bytes, renamed, dropped, rules,
   verified_on, seconds.
 - exit 0 when nothing failed, 5 when some input failed (each failure one
   `ckpt-convert: error: <input>: ...` line, the others converted), 2 usage, 4 device.
+- an input whose conversion was tried and failed leaves no output: the output (and sidecar)
+  of an earlier run is removed (`stale_output: "removed"`, a warning line), or with --dry-run
+  only announced (`"would be removed"`).
 - `--shard I/N`: shard of a path = splitmix64-finished FNV-1a-64 of its path under OUTDIR,
   mod N (shard_of below), so shards are disjoint, cover the list, and agree across machines.
 """
@@ -39,7 +43,7 @@ cases = host_cases()
 ERROR_PREFIX = 'ckpt-convert: error: '
 REPORT = 'ckpt-convert-batch.jsonl'
 RECORD_FIELDS = ['schema', 'input', 'path', 'output', 'status', 'reason', 'exit_code', 'error',
-                 'input_bytes', 'output_bytes', 'tensors', 'storages', 'storage_bytes', 'renamed',
+                 'stale_output', 'input_bytes', 'output_bytes', 'tensors', 'storages', 'storage_bytes', 'renamed',
                  'dropped', 'rules', 'verified_on', 'seconds']
 
 # fixtures copied into the zoo (each loads with weights_only=True on torch 1.13): zoo path
@@ -153,7 +157,7 @@ def by_path(records):
 
 
 def out_files(out_dir):
-    """Every file under OUT_DIR (relative), sidecars and reports apart."""
+    """Every file under OUT_DIR (relative), sidecars and reports included."""
     files = set()
     for dirpath, _, names in os.walk(out_dir):
         for n in names:
@@ -162,10 +166,20 @@ def out_files(out_dir):
     return files
 
 
+def sidecar_of(rel):
+    """The sidecar of the output at REL under OUTDIR, relative to OUTDIR."""
+    return '.ckpt-convert/' + rel + '.json'
+
+
+def legacy_sidecar_of(rel):
+    """Where versions before .ckpt-convert/ kept the sidecar of REL: beside the output."""
+    return rel + '.ckpt-convert.json'
+
+
 def check_mirror(out_dir, zoo, reports=(REPORT,)):
     """OUT_DIR holds exactly one output and one sidecar per zoo entry, and the reports."""
     j = J()
-    expected = set(zoo) | {p + '.ckpt-convert.json' for p in zoo} | set(reports)
+    expected = set(zoo) | {sidecar_of(p) for p in zoo} | set(reports)
     got = out_files(out_dir)
     j.check(got == expected, f'output tree differs from the zoo: missing {sorted(expected - got)[:5]}, '
                              f'extra {sorted(got - expected)[:5]}')
@@ -428,3 +442,194 @@ def batch_usage_errors_stop_before_work(ctx):
         j.check(r.rc == rc, f'batch {" ".join(map(str, args))}: exit code {r.rc}, expected {rc}')
         j.check_one_error_line(r, must_contain=words)
         j.check(not out.exists(), f'batch {" ".join(map(str, args))}: created the output folder')
+
+
+def save_training(path, seed):
+    """A training checkpoint: {'epoch', 'state_dict': a DataParallel TinyCNN state dict}."""
+    import torch
+    from torch import nn
+    from models import TinyCNN
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'epoch': 3, 'state_dict': nn.DataParallel(TinyCNN()).state_dict()}, str(path))
+
+
+def zoo_that_fails_with_extract_key(ctx):
+    """WORK/zoo with a training checkpoint (train/t.pth) and a bare state dict (bare/b.pth),
+    converted once into WORK/out/zoo with no options: the bare one then fails with
+    --extract=state_dict, the other converts."""
+    j = J()
+    zoo_dir, out = ctx.work / 'zoo', ctx.work / 'out' / 'zoo'
+    save_training(zoo_dir / 'train' / 't.pth', 5)
+    save_variant(zoo_dir / 'bare' / 'b.pth', 6)
+    r = batch(ctx, zoo_dir, '-o', out)
+    j.check(r.rc == 0, f'first run: exit code {r.rc}')
+    j.check((out / 'bare' / 'b.pth').is_file(), 'first run: no output for bare/b.pth')
+    return zoo_dir, out
+
+
+@case
+def batch_rerun_failure_removes_stale_output(ctx):
+    """An input that fails with the options of a rerun keeps no output (nor sidecar) of the
+    earlier options: its record and a warning say the stale output was removed."""
+    j = J()
+    zoo_dir, out = zoo_that_fails_with_extract_key(ctx)
+    r = batch(ctx, zoo_dir, '-o', out, '--extract=state_dict')
+    j.check(r.rc == 5, f'rerun: exit code {r.rc}, expected 5 (bare/b.pth fails)')
+    errors = [line for line in r.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    j.check(len(errors) == 1 and errors[0].startswith(f'{ERROR_PREFIX}{zoo_dir / "bare" / "b.pth"}:b/data.pkl: no top-level key'),
+            f'error lines {errors}')
+    j.check(not (out / 'bare' / 'b.pth').exists(), 'the output of the earlier options is still there')
+    recs = by_path(read_report(out / REPORT))
+    j.check((recs['train/t.pth']['status'], recs['train/t.pth']['reason']) == ('converted', 'options changed'),
+            f'train/t.pth: {recs["train/t.pth"]["status"]} {recs["train/t.pth"]["reason"]}')
+    bad = recs['bare/b.pth']
+    j.check((bad['status'], bad['stale_output'], bad['output_bytes']) == ('failed', 'removed', 0),
+            f'bare/b.pth: {bad["status"]}, stale output {bad["stale_output"]!r}, {bad["output_bytes"]} bytes')
+    j.check(recs['train/t.pth']['stale_output'] is None, 'train/t.pth: a stale output for a converted input')
+    warning = f'ckpt-convert: warning: {out / "bare" / "b.pth"}: removed the output of an earlier run'
+    j.check(warning in r.stderr.splitlines(), f'no line {warning!r} on stderr')
+    j.check(out_files(out) == {'train/t.pth', sidecar_of('train/t.pth'), REPORT},
+            f'output tree {sorted(out_files(out))}')
+    j.check(j.is_state_dict(j.load_weights_only(out / 'train' / 't.pth')), 'train/t.pth: not extracted')
+
+
+@case
+def batch_dry_run_failure_keeps_stale_output(ctx):
+    """--dry-run removes nothing: it says that the stale output would be removed."""
+    j = J()
+    zoo_dir, out = zoo_that_fails_with_extract_key(ctx)
+    before = {rel: j.sha256(out / rel) for rel in out_files(out)}
+    r = batch(ctx, zoo_dir, '-o', out, '--extract=state_dict', '--dry-run', '--json')
+    j.check(r.rc == 5, f'dry run: exit code {r.rc}, expected 5 (bare/b.pth fails)')
+    j.check({rel: j.sha256(out / rel) for rel in out_files(out)} == before, 'the dry run changed the output tree')
+    recs = by_path([json.loads(line) for line in r.stdout.splitlines()])
+    bad = recs['bare/b.pth']
+    j.check((bad['status'], bad['stale_output']) == ('failed', 'would be removed'),
+            f'bare/b.pth: {bad["status"]}, stale output {bad["stale_output"]!r}')
+    line = f'ckpt-convert: warning: {out / "bare" / "b.pth"}: would remove the output of an earlier run (--dry-run)'
+    j.check(line in r.stderr.splitlines(), f'no line {line!r} on stderr')
+    j.check(recs['train/t.pth']['status'] == 'dry-run', f'train/t.pth: {recs["train/t.pth"]["status"]}')
+
+
+@case
+def batch_finds_pth_tar_by_default(ctx):
+    """pytorch/examples names its checkpoints checkpoint.pth.tar and model_best.pth.tar: the
+    default patterns take them, and each output keeps its input's name."""
+    import torch
+    from models import TinyCNN
+    j = J()
+    zoo_dir, out = ctx.work / 'zoo', ctx.work / 'out' / 'zoo'
+    taken = ['resnet/checkpoint.pth.tar', 'resnet/model_best.pth.tar', 'plain.pth']
+    for n, rel in enumerate(taken):
+        save_training(zoo_dir / rel, 20 + n)
+    (zoo_dir / 'resnet' / 'logs.tar').write_bytes(b'not taken\n')
+    shutil.copyfile(zoo_dir / taken[0], zoo_dir / 'resnet' / 'checkpoint.pth.tar.bak')
+    r = batch(ctx, zoo_dir, '-o', out, '--extract')
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    recs = by_path(read_report(out / REPORT))
+    j.check(sorted(recs) == sorted(taken), f'inputs {sorted(recs)}, expected {sorted(taken)}')
+    j.check(all(rec['status'] == 'converted' and rec['output'] == str(out / rel) for rel, rec in recs.items()),
+            f'records {[(rel, rec["status"], rec["output"]) for rel, rec in recs.items()]}')
+    for rel in taken:
+        sd = j.load_weights_only(out / rel)
+        src = j.load(zoo_dir / rel)['state_dict']
+        j.check(list(sd) == [k[len('module.'):] for k in src], f'{rel}: keys {list(sd)[:3]}...')
+        for k, v in sd.items():
+            j.check(j.element_bytes(v) == j.element_bytes(src['module.' + k]), f'{rel}: {k} differs')
+        TinyCNN().load_state_dict(sd, strict=True)
+    j.check(not (out / 'resnet' / 'logs.tar').exists() and not (out / 'resnet' / 'checkpoint.pth.tar.bak').exists(),
+            'a file no default pattern matches was converted')
+
+
+@case
+def batch_verbose_lists_skipped_files_with_reasons(ctx):
+    """-v: one line `skipped PATH: <reason>` per entry the walk passed over, nothing for the
+    inputs it took; without -v, none."""
+    j = J()
+    zoo_dir = ctx.work / 'zoo'
+    out = zoo_dir / 'clean'                 # OUTDIR inside the zoo: never entered
+    save_variant(zoo_dir / 'a' / 'm.pth', 1)
+    save_variant(out / 'old.pth', 2)
+    save_variant(zoo_dir / 'other' / '.ckpt-convert' / 'a' / 'm.pth', 3)
+    (zoo_dir / 'README.md').write_text('not a checkpoint\n')
+    (zoo_dir / 'latest').symlink_to(zoo_dir / 'a', target_is_directory=True)
+    (zoo_dir / 'gone.pth').symlink_to(zoo_dir / 'nowhere.pth')
+    os.mkfifo(zoo_dir / 'pipe.pt')
+    r = batch(ctx, zoo_dir, '-o', out, '-v')
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    none = 'matches none of *.pth *.pth.tar *.pt *.bin *.ckpt'
+    want = {str(zoo_dir / 'README.md'): none,
+            str(out): 'the output folder',
+            str(zoo_dir / 'other' / '.ckpt-convert'): 'the sidecars of an output folder',
+            str(zoo_dir / 'latest'): 'a symlink to a folder (not followed)',
+            str(zoo_dir / 'gone.pth'): 'a dangling symlink',
+            str(zoo_dir / 'pipe.pt'): 'not a regular file'}
+    got = {}
+    for line in r.stderr.splitlines():
+        m = re.fullmatch(r'ckpt-convert: info: skipped (.+?): (.+)', line)
+        if m:
+            j.check(m.group(1) not in got, f'{m.group(1)} listed twice')
+            got[m.group(1)] = m.group(2)
+    j.check(got == want, f'skipped lines {got}, expected {want}')
+    j.check(f'ckpt-convert: info: converted {zoo_dir / "a" / "m.pth"} (new, ' in r.stderr,
+            'no converted line for a/m.pth')
+    j.check([rec['path'] for rec in read_report(out / REPORT)] == ['a/m.pth'], 'inputs other than a/m.pth')
+    r = batch(ctx, zoo_dir, '-o', out)
+    j.check(r.rc == 0 and 'skipped ' + str(zoo_dir / 'README.md') not in r.stderr,
+            f'without -v: exit code {r.rc}, or a skipped line')
+
+
+@case
+def batch_sidecars_under_records_folder_none_beside_outputs(ctx):
+    """Sidecars mirror the tree under OUTDIR/.ckpt-convert/: a loader that takes every file of an
+    output folder meets only checkpoints; a second run still finds them all up to date."""
+    j = J()
+    zoo = make_zoo(ctx, junk=False)
+    zoo_dir, out = ctx.work / 'zoo', ctx.work / 'out' / 'zoo'
+    j.check(batch(ctx, zoo_dir, '-o', out).rc == 0, 'first run failed')
+    check_mirror(out, zoo)
+    for rel in zoo:
+        side = json.loads((out / sidecar_of(rel)).read_text())
+        j.check(side['schema'] == 'ckpt-convert.sidecar/1' and side['record']['path'] == rel,
+                f'{sidecar_of(rel)}: {side.get("schema")} for {side.get("record", {}).get("path")}')
+    for folder in {str(Path(rel).parent) for rel in zoo}:
+        names = {p.name for p in (out / folder).iterdir() if p.is_file()}
+        want = {Path(rel).name for rel in zoo if str(Path(rel).parent) == folder}
+        if folder == '.':
+            want.add(REPORT)
+        j.check(names == want, f'{folder}: files {sorted(names)}, expected only the outputs {sorted(want)}')
+    r = batch(ctx, zoo_dir, '-o', out)
+    j.check(r.rc == 0 and summary_count(r.stderr, 'skipped') == len(zoo),
+            f'second run: exit code {r.rc}, not all {len(zoo)} skipped')
+
+
+@case
+def batch_old_sidecars_migrated_and_still_up_to_date(ctx):
+    """A tree whose sidecars sit beside the outputs (as earlier versions wrote them) is up to date
+    on a rerun: each sidecar is moved, unchanged, to .ckpt-convert/; a dry run moves nothing."""
+    j = J()
+    zoo = make_zoo(ctx, junk=False)
+    zoo_dir, out = ctx.work / 'zoo', ctx.work / 'out' / 'zoo'
+    j.check(batch(ctx, zoo_dir, '-o', out).rc == 0, 'first run failed')
+    for rel in zoo:
+        os.rename(out / sidecar_of(rel), out / legacy_sidecar_of(rel))
+    shutil.rmtree(out / '.ckpt-convert')
+    old_tree = {rel: j.sha256(out / rel) for rel in out_files(out)}
+    old_sidecars = {rel: (out / legacy_sidecar_of(rel)).read_bytes() for rel in zoo}
+    r = batch(ctx, zoo_dir, '-o', out, '--dry-run')
+    j.check(r.rc == 0 and summary_count(r.stderr, 'skipped') == len(zoo),
+            f'dry run: exit code {r.rc}, not all {len(zoo)} skipped')
+    j.check({rel: j.sha256(out / rel) for rel in out_files(out)} == old_tree, 'the dry run changed the tree')
+    outputs = {rel: ((out / rel).stat().st_mtime_ns, j.sha256(out / rel)) for rel in zoo}
+    r = batch(ctx, zoo_dir, '-o', out)
+    j.check(r.rc == 0, f'rerun: exit code {r.rc}')
+    recs = by_path(read_report(out / REPORT))
+    j.check(set(recs) == set(zoo) and all((x['status'], x['reason']) == ('skipped', 'up to date')
+                                          for x in recs.values()),
+            f'rerun: {sorted({(x["status"], x["reason"]) for x in recs.values()})}')
+    check_mirror(out, zoo)      # every sidecar under .ckpt-convert/, none beside an output
+    for rel in zoo:
+        j.check((out / sidecar_of(rel)).read_bytes() == old_sidecars[rel], f'{rel}: the sidecar changed as it moved')
+    j.check({rel: ((out / rel).stat().st_mtime_ns, j.sha256(out / rel)) for rel in zoo} == outputs,
+            'the rerun touched outputs')

@@ -171,6 +171,39 @@ TEST(Inputs, GlobsReplaceTheDefaults) {
             (std::vector<std::string>{"b/x.pth.tar"}));
 }
 
+TEST(Inputs, DefaultsTakePthTarAndEveryPassedOverEntryIsTold) {
+  Scratch s;
+  put(s / "zoo/runs/checkpoint.pth.tar", "x");
+  put(s / "zoo/runs/model_best.pth.tar", "x");
+  put(s / "zoo/runs/archive.tar", "x");
+  put(s / "zoo/runs/old.pth.tar.bak", "x");
+  put(s / "zoo/out/a.pth", "x");                  // OUTDIR
+  put(s / "zoo/other/.ckpt-convert/b.pth", "x");  // sidecars of another output tree
+  put(s / "zoo/other/b.pth", "x");
+  fs::create_directory_symlink(s / "zoo/runs", s / "zoo/latest");
+  fs::create_symlink(s / "zoo/nowhere.pth", s / "zoo/dangling.pth");
+  ASSERT_EQ(::mkfifo((s / "zoo/pipe.pth").c_str(), 0600), 0);
+  std::map<std::string, std::string> skipped;
+  std::vector<BatchInput> inputs = collect_batch_inputs(
+      {s / "zoo", s / "zoo/other/b.pth"}, default_batch_globs(), s / "zoo/out",
+      [&](const std::string& path, const std::string& reason) {
+        EXPECT_TRUE(skipped.emplace(path.substr(s.path().size() + 1), reason).second) << path;
+      });
+  EXPECT_EQ(relatives(inputs), (std::vector<std::string>{"b.pth", "other/b.pth",
+                                                         "runs/checkpoint.pth.tar",
+                                                         "runs/model_best.pth.tar"}));
+  const std::string none = "matches none of *.pth *.pth.tar *.pt *.bin *.ckpt";
+  EXPECT_EQ(skipped, (std::map<std::string, std::string>{
+                         {"zoo/runs/archive.tar", none},
+                         {"zoo/runs/old.pth.tar.bak", none},
+                         {"zoo/out", "the output folder"},
+                         {"zoo/other/.ckpt-convert", "the sidecars of an output folder"},
+                         {"zoo/latest", "a symlink to a folder (not followed)"},
+                         {"zoo/dangling.pth", "a dangling symlink"},
+                         {"zoo/pipe.pth", "not a regular file"},
+                     }));
+}
+
 TEST(Inputs, CollisionsAndBadSourcesStopTheBatch) {
   Scratch s;
   put(s / "a/m.pth", "x");
@@ -226,7 +259,10 @@ TEST(RunBatch, ConvertsThenSkipsThenNoticesChanges) {
   EXPECT_EQ(batch_exit_code(first), 0);
   EXPECT_EQ(first.report_path, s / "out/ckpt-convert-batch.jsonl");
   EXPECT_TRUE(fs::exists(s / "out/lm/deep/views.ckpt"));
-  EXPECT_TRUE(fs::exists(s / "out/lm/deep/views.ckpt.ckpt-convert.json"));
+  EXPECT_EQ(sidecar_path(s / "out", "lm/deep/views.ckpt"),
+            s / "out/.ckpt-convert/lm/deep/views.ckpt.json");
+  EXPECT_TRUE(fs::exists(s / "out/.ckpt-convert/lm/deep/views.ckpt.json"));
+  EXPECT_FALSE(fs::exists(s / "out/lm/deep/views.ckpt.ckpt-convert.json"));
   std::string dp = slurp(s / "out/cnn/dp.pth");
 
   BatchSummary second = run_batch(options_for(s));
@@ -266,6 +302,91 @@ TEST(RunBatch, AFailureIsRecordedAndTheOthersAreDone) {
   EXPECT_EQ(summary.failures[0].error.rfind(s / "zoo/cnn/broken.pth: ", 0), 0u);
   EXPECT_FALSE(fs::exists(s / "out/cnn/broken.pth"));
   EXPECT_EQ(statuses(summary.report_path).size(), 6u);
+}
+
+TEST(RunBatch, AFailedRerunLeavesNoOutputOfTheEarlierOptions) {
+  Scratch s;
+  copy("imagenet_checkpoint.pth", s / "zoo/train.pth");
+  copy("dp_tiny_cnn.pth", s / "zoo/bare.pth");
+  ASSERT_EQ(run_batch(options_for(s)).converted.inputs, 2u);
+  ASSERT_TRUE(fs::exists(s / "out/bare.pth"));
+  BatchOptions extract = options_for(s);
+  extract.convert.extract = true;
+  extract.convert.extract_key = "state_dict";  // bare.pth has no such key: it fails now
+
+  BatchOptions dry = extract;
+  dry.convert.dry_run = true;
+  BatchSummary looked = run_batch(dry);
+  ASSERT_EQ(looked.failures.size(), 1u);
+  EXPECT_EQ(looked.failures[0].stale_output, "would be removed");
+  EXPECT_TRUE(fs::exists(s / "out/bare.pth"));  // a dry run removes nothing
+  EXPECT_TRUE(fs::exists(sidecar_path(s / "out", "bare.pth")));
+
+  BatchSummary rerun = run_batch(extract);
+  EXPECT_EQ(rerun.converted.inputs, 1u);
+  ASSERT_EQ(rerun.failures.size(), 1u);
+  EXPECT_EQ(rerun.failures[0].relative, "bare.pth");
+  EXPECT_EQ(rerun.failures[0].stale_output, "removed");
+  EXPECT_FALSE(fs::exists(s / "out/bare.pth"));
+  EXPECT_FALSE(fs::exists(sidecar_path(s / "out", "bare.pth")));
+  EXPECT_TRUE(fs::exists(s / "zoo/bare.pth"));
+  EXPECT_EQ(statuses(rerun.report_path)["train.pth"], "converted options changed");
+}
+
+TEST(RunBatch, SidecarsBesideOutputsAreMovedAndStillCount) {
+  Scratch s;
+  make_zoo(s);
+  ASSERT_EQ(run_batch(options_for(s)).converted.inputs, 5u);
+  // The tree an earlier version left: each sidecar beside its output.
+  std::vector<std::string> outputs = {"cnn/dp.pth", "cnn/legacy.pt", "lm/tied.bin",
+                                      "lm/deep/views.ckpt", "fsdp.pth"};
+  for (const std::string& output : outputs) {
+    fs::rename(sidecar_path(s / "out", output), s / "out/" + output + ".ckpt-convert.json");
+  }
+  fs::remove_all(s / "out/.ckpt-convert");
+  std::string dp_sidecar = slurp(s / "out/cnn/dp.pth.ckpt-convert.json");
+
+  BatchOptions dry = options_for(s);
+  dry.convert.dry_run = true;
+  EXPECT_EQ(run_batch(dry).skipped.inputs, 5u);
+  EXPECT_FALSE(fs::exists(s / "out/.ckpt-convert"));  // a dry run moves nothing
+
+  BatchSummary rerun = run_batch(options_for(s));
+  EXPECT_EQ(rerun.skipped.inputs, 5u);
+  for (const std::string& output : outputs) {
+    EXPECT_TRUE(fs::exists(sidecar_path(s / "out", output))) << output;
+    EXPECT_FALSE(fs::exists(s / "out/" + output + ".ckpt-convert.json")) << output;
+  }
+  EXPECT_EQ(slurp(sidecar_path(s / "out", "cnn/dp.pth")), dp_sidecar);
+  EXPECT_EQ(run_batch(options_for(s)).skipped.inputs, 5u);
+}
+
+TEST(RunBatch, AnOutputAmongTheSidecarsIsRefused) {
+  Scratch s;
+  copy("dp_tiny_cnn.pth", s / "lists/.ckpt-convert/m.pth");
+  put(s / "lists/manifest.txt", ".ckpt-convert/m.pth\n");
+  BatchOptions options = options_for(s);
+  options.sources = {"@" + (s / "lists/manifest.txt")};
+  BatchSummary summary = run_batch(options);
+  ASSERT_EQ(summary.failures.size(), 1u);
+  EXPECT_EQ(summary.failures[0].error,
+            s / "lists/.ckpt-convert/m.pth" + ": its output " + (s / "out/.ckpt-convert/m.pth") +
+                " would be among the sidecars (.ckpt-convert/); list it under another path");
+  EXPECT_FALSE(fs::exists(s / "out/.ckpt-convert/m.pth"));
+}
+
+TEST(RunBatch, AFailureNeverRemovesItsInput) {
+  // A file named directly into the folder it came from: its output is the
+  // input itself; the conversion fails, and the file stays.
+  Scratch s;
+  copy("bad/truncated_half.pth", s / "zoo/broken.pth");
+  BatchOptions options = options_for(s);
+  options.sources = {s / "zoo/broken.pth"};
+  options.output_dir = s / "zoo";
+  BatchSummary summary = run_batch(options);
+  ASSERT_EQ(summary.failures.size(), 1u);
+  EXPECT_EQ(summary.failures[0].stale_output, "");
+  EXPECT_EQ(slurp(s / "zoo/broken.pth"), slurp(k_data + "/bad/truncated_half.pth"));
 }
 
 TEST(RunBatch, SameBytesWhateverTheJobCount) {
@@ -323,7 +444,7 @@ TEST(BatchReport, RecordAndSummaryText) {
   EXPECT_EQ(format_batch_record(record),
             R"({"schema":"ckpt-convert.batch/1","input":"zoo/a.pth","path":"a.pth",)"
             R"("output":"out/a.pth","status":"converted","reason":"new","exit_code":0,"error":null,)"
-            R"("input_bytes":2000000,"output_bytes":1900000,"tensors":3,"storages":2,)"
+            R"("stale_output":null,"input_bytes":2000000,"output_bytes":1900000,"tensors":3,"storages":2,)"
             R"("storage_bytes":1800000,"renamed":3,"dropped":0,)"
             R"("rules":[{"rule":"strip module.","matches":3}],"verified_on":"cpu","seconds":0.5})");
   BatchSummary summary;
@@ -364,7 +485,7 @@ TEST(RunBatch, NothingToConvertIsAnError) {
   Scratch s;
   put(s / "zoo/readme.txt", "x");
   EXPECT_EQ(error_of([&] { run_batch(options_for(s)); }),
-            "1: batch: no input matches *.pth *.pt *.bin *.ckpt in the given sources");
+            "1: batch: no input matches *.pth *.pth.tar *.pt *.bin *.ckpt in the given sources");
 }
 
 }  // namespace
