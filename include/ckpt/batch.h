@@ -81,6 +81,14 @@ enum class BatchStatus { k_converted, k_skipped, k_failed, k_dry_run };
 
 const char* batch_status_name(BatchStatus status);
 
+// A rule of a conversion: as written, where it came from (`preset unwrap`,
+// `--strip`, `FILE:LINE`) and how many keys it changed or removed.
+struct BatchRuleCount {
+  std::string rule;
+  std::string origin;
+  size_t matches = 0;
+};
+
 // One line of the JSON Lines report (schema `ckpt-convert.batch/1`).
 struct BatchRecord {
   std::string input;
@@ -98,7 +106,8 @@ struct BatchRecord {
   size_t tensors = 0;
   size_t storages = 0;
   uint64_t storage_bytes = 0;
-  std::vector<std::pair<std::string, size_t>> rules;  // every rule and the keys it matched
+  std::vector<BatchRuleCount> rules;  // every rule and the keys it matched
+  std::vector<std::string> warnings;  // the conversion's (no state dict, a rule that matched nothing)
   size_t renamed = 0;
   size_t dropped = 0;
   std::string verified_on;       // device, or empty when not verified
@@ -145,6 +154,7 @@ struct BatchSummary {
   uint64_t max_memory = 0;
   std::string report_path;       // where the records went, or empty
   std::vector<BatchRecord> failures;  // sorted by their path under OUTDIR
+  std::vector<BatchRecord> warned;    // done, but with warnings (no state dict, …); sorted so too
 };
 
 // Converts every input of `options.sources` in this shard, `options.jobs` at

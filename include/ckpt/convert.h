@@ -48,6 +48,7 @@ struct ConvertReport {
   std::string format;                 // input container: zip or legacy; empty if unread
   std::vector<Rule> rules;
   RewriteReport rewrite;
+  std::vector<std::string> rule_notes;  // per rule: empty, or `already done by preset unwrap`
   std::vector<std::string> warnings;
   std::vector<GlobalUse> globals;     // every global the input names
   size_t tensors = 0;                 // tensors written

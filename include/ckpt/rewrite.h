@@ -53,6 +53,22 @@ struct RewriteReport {
 RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
                            const Rules& rules);
 
+// What the user should hear about the rules beyond their counts, given the
+// rewrite they made (`report.mapping` holds every key before and after).
+struct RuleReview {
+  // Per rule: empty, or why a rule of the user's that matched no key is no
+  // mistake (`already done by preset unwrap`: it matches the keys as saved,
+  // but an earlier rule already made that change).
+  std::vector<std::string> notes;
+  // A rule of the user's that matched no key, with three keys as that rule
+  // saw them (after the rules before it); an add-prefix rule whose prefix
+  // keys already carry (`module.module.…`).
+  std::vector<std::string> warnings;
+  // The warnings of rules that matched no key: errors under --require-match.
+  std::vector<std::string> unmatched;
+};
+RuleReview review_rules(const Rules& rules, const RewriteReport& report);
+
 // Sets the location tag of every storage to `tag` (`cpu`, `cuda:0`, …).
 void set_locations(Graph& graph, const std::string& tag);
 

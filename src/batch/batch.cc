@@ -153,8 +153,9 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
     record.dropped = report.rewrite.dropped;
     for (size_t i = 0; i < report.rules.size(); ++i) {
       size_t matches = i < report.rewrite.rule_matches.size() ? report.rewrite.rule_matches[i] : 0;
-      record.rules.emplace_back(report.rules[i].describe(), matches);
+      record.rules.push_back({report.rules[i].describe(), report.rules[i].origin, matches});
     }
+    record.warnings = report.warnings;
     for (const std::string& warning : report.warnings) {
       spdlog::warn("{}: {}", in.input, warning);
     }
@@ -355,6 +356,9 @@ BatchSummary run_batch(const BatchOptions& options) {
       case BatchStatus::k_dry_run: totals = &summary.dry_run; break;
       case BatchStatus::k_failed: summary.failures.push_back(record); break;
     }
+    if (record.status != BatchStatus::k_failed && !record.warnings.empty()) {
+      summary.warned.push_back(record);
+    }
     ++totals->inputs;
     totals->input_bytes += record.input_bytes;
     totals->output_bytes += record.output_bytes;
@@ -393,8 +397,9 @@ BatchSummary run_batch(const BatchOptions& options) {
   if (stopped) {
     std::rethrow_exception(stopped);
   }
-  std::sort(summary.failures.begin(), summary.failures.end(),
-            [](const BatchRecord& a, const BatchRecord& b) { return a.relative < b.relative; });
+  auto by_path = [](const BatchRecord& a, const BatchRecord& b) { return a.relative < b.relative; };
+  std::sort(summary.failures.begin(), summary.failures.end(), by_path);
+  std::sort(summary.warned.begin(), summary.warned.end(), by_path);
   if (report.is_open() && !report) {
     throw Error(summary.report_path + ": cannot write the report");
   }
@@ -435,6 +440,14 @@ std::string format_batch_summary(const BatchSummary& s) {
                     megabytes(totals->input_bytes), megabytes(totals->output_bytes));
       out += line;
     }
+  }
+  for (const BatchRecord& warned : s.warned) {
+    out += "  " + std::string(batch_status_name(warned.status)) + " with warnings: " +
+           warned.input + ": " + warned.warnings.front() +
+           (warned.warnings.size() > 1 ? " (and " + std::to_string(warned.warnings.size() - 1) +
+                                             " more)"
+                                       : "") +
+           "\n";
   }
   for (const BatchRecord& failure : s.failures) {
     out += "  failed (exit " + std::to_string(failure.exit_code) +

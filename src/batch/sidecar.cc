@@ -114,9 +114,11 @@ json record_json(const BatchRecord& r) {
   out["renamed"] = r.renamed;
   out["dropped"] = r.dropped;
   out["rules"] = json::array();
-  for (const auto& [rule, matches] : r.rules) {
-    out["rules"].push_back({{"rule", rule}, {"matches", matches}});
+  for (const BatchRuleCount& rule : r.rules) {
+    out["rules"].push_back(
+        {{"rule", rule.rule}, {"origin", rule.origin}, {"matches", rule.matches}});
   }
+  out["warnings"] = r.warnings;
   out["verified_on"] = r.verified_on.empty() ? json(nullptr) : json(r.verified_on);
   out["seconds"] = r.seconds;
   return out;
@@ -133,7 +135,16 @@ void take_results(const json& in, BatchRecord& r) {
   r.rules.clear();
   if (in.contains("rules") && in["rules"].is_array()) {
     for (const json& rule : in["rules"]) {
-      r.rules.emplace_back(rule.value("rule", ""), rule.value("matches", size_t{0}));
+      r.rules.push_back({rule.value("rule", ""), rule.value("origin", ""),
+                         rule.value("matches", size_t{0})});
+    }
+  }
+  r.warnings.clear();
+  if (in.contains("warnings") && in["warnings"].is_array()) {
+    for (const json& warning : in["warnings"]) {
+      if (warning.is_string()) {
+        r.warnings.push_back(warning.get<std::string>());
+      }
     }
   }
   if (in.contains("verified_on") && in["verified_on"].is_string()) {

@@ -7,7 +7,9 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
+#include <string_view>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
@@ -37,6 +39,15 @@ bool same_file(const std::string& a, const std::string& b) {
 bool exists(const std::string& path) {
   struct stat s {};
   return ::lstat(path.c_str(), &s) == 0;
+}
+
+bool dict_has_key(const Node* node, std::string_view key) {
+  if (node == nullptr || node->kind != NodeKind::k_dict) {
+    return false;
+  }
+  return std::any_of(node->entries.begin(), node->entries.end(), [&](const NodeEntry& entry) {
+    return entry.first->is_str() && entry.first->text == key;
+  });
 }
 
 bool is_folder(const std::string& path) {
@@ -88,22 +99,40 @@ std::string locate_lines(const std::string& where, const std::string& message) {
   return out;
 }
 
-// Warnings for the user's rules that touched no key; an error with
-// --require-match.
-void check_rule_matches(const ConvertOptions& options, ConvertReport& report) {
-  std::string unmatched;
-  const std::vector<Rule>& rules = options.rules.rules();
-  for (size_t i = 0; i < rules.size(); ++i) {
-    if (rules[i].from_preset() || report.rewrite.rule_matches[i] != 0) {
-      continue;
+// What the rules did beyond their counts (rewrite.h's review_rules): notes,
+// warnings, and the rules that matched no key as an error with
+// --require-match. Then two hints about the input itself.
+void review_rewrite(const ConvertOptions& options, const Node* root, size_t state_dicts,
+                    ConvertReport& report) {
+  RuleReview review = review_rules(options.rules, report.rewrite);
+  report.rule_notes = review.notes;
+  report.warnings.insert(report.warnings.end(), review.warnings.begin(), review.warnings.end());
+  if (options.require_match && !review.unmatched.empty()) {
+    std::string unmatched;
+    for (const std::string& what : review.unmatched) {
+      unmatched += (unmatched.empty() ? "" : "\n") + what + " (--require-match)";
     }
-    std::string what = "rule '" + rules[i].describe() + "' (" + rules[i].origin +
-                       ") matched no key";
-    report.warnings.push_back(what);
-    unmatched += (unmatched.empty() ? "" : "\n") + what + " (--require-match)";
-  }
-  if (options.require_match && !unmatched.empty()) {
     throw FormatError(unmatched);
+  }
+  if (state_dicts == 0) {
+    report.warnings.push_back(
+        "no state dict found: nothing was renamed (the file is written as it was read, its "
+        "storages retagged); `ckpt-convert inspect` shows what it holds");
+    return;
+  }
+  bool lightning_preset = false;
+  for (const Rule& rule : options.rules.rules()) {
+    lightning_preset = lightning_preset || rule.origin == "preset lightning";
+  }
+  bool model_prefix_left = std::any_of(
+      report.rewrite.mapping.begin(), report.rewrite.mapping.end(), [](const KeyMapping& m) {
+        return m.new_key && (m.new_key->rfind("model.", 0) == 0 ||
+                             m.new_key->rfind("_forward_module.", 0) == 0);
+      });
+  if (!lightning_preset && model_prefix_left && dict_has_key(root, "pytorch-lightning_version")) {
+    report.warnings.push_back(
+        "a PyTorch Lightning checkpoint: its keys keep the LightningModule's attribute "
+        "prefix ('model.'); --preset lightning strips it");
   }
 }
 
@@ -143,7 +172,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
         spdlog::trace("{}: {} -> {}", m.state_dict, m.old_key, m.new_key ? *m.new_key : "(dropped)");
       }
     }
-    check_rule_matches(options, report);
+    review_rewrite(options, input.graph.root, state_dicts.size(), report);
     if (options.location != "keep") {
       set_locations(input.graph, options.location);
     }

@@ -34,8 +34,9 @@ std::string format_report_text(const ConvertReport& r) {
          std::to_string(r.rewrite.unchanged) + " unchanged\n";
   for (size_t i = 0; i < r.rules.size(); ++i) {
     size_t matches = i < r.rewrite.rule_matches.size() ? r.rewrite.rule_matches[i] : 0;
+    std::string note = i < r.rule_notes.size() ? r.rule_notes[i] : "";
     out += "  rule " + r.rules[i].describe() + " (" + r.rules[i].origin + "): " +
-           count(matches, "key", "keys") + "\n";
+           count(matches, "key", "keys") + (note.empty() ? "" : " (" + note + ")") + "\n";
   }
   if (r.written) {
     out += "  written: " + count(r.tensors, "tensor", "tensors") + " in " +
@@ -83,8 +84,11 @@ std::string format_report_json(const ConvertReport& r) {
   out["rules"] = json::array();
   for (size_t i = 0; i < r.rules.size(); ++i) {
     size_t matches = i < r.rewrite.rule_matches.size() ? r.rewrite.rule_matches[i] : 0;
-    out["rules"].push_back(
-        {{"rule", r.rules[i].describe()}, {"origin", r.rules[i].origin}, {"matches", matches}});
+    std::string note = i < r.rule_notes.size() ? r.rule_notes[i] : "";
+    out["rules"].push_back({{"rule", r.rules[i].describe()},
+                            {"origin", r.rules[i].origin},
+                            {"matches", matches},
+                            {"note", note.empty() ? json(nullptr) : json(note)}});
   }
   out["state_dicts"] = json::array();
   for (const StateDictChange& sd : r.rewrite.state_dicts) {

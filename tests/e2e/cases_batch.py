@@ -44,7 +44,7 @@ ERROR_PREFIX = 'ckpt-convert: error: '
 REPORT = 'ckpt-convert-batch.jsonl'
 RECORD_FIELDS = ['schema', 'input', 'path', 'output', 'status', 'reason', 'exit_code', 'error',
                  'stale_output', 'input_bytes', 'output_bytes', 'tensors', 'storages', 'storage_bytes', 'renamed',
-                 'dropped', 'rules', 'verified_on', 'seconds']
+                 'dropped', 'rules', 'warnings', 'verified_on', 'seconds']
 
 # fixtures copied into the zoo (each loads with weights_only=True on torch 1.13): zoo path
 FIXTURE_COPIES = {
@@ -419,7 +419,8 @@ def batch_options_apply_to_every_input(ctx):
         j.check(j.is_state_dict(sd) and all(k.startswith('net.') and 'module.' not in k for k in sd),
                 f'e{i}: not a bare state dict with net. keys: {list(sd)[:3]}')
         rules = [x for x in lines if x['path'] == f'e{i}/ckpt.pth'][0]['rules']
-        j.check(rules[-1] == {'rule': 'add-prefix net.', 'matches': 9}, f'e{i}: rules {rules}')
+        j.check(rules[-1] == {'rule': 'add-prefix net.', 'origin': '--add-prefix', 'matches': 9},
+                f'e{i}: rules {rules}')
 
 
 @case

@@ -371,3 +371,117 @@ def sigkill_leftover_removed_by_next_run(ctx):
             f'interrupted earlier run, {size / 1e6:.1f} MB freed')
     j.check(want in r.stderr.splitlines(), f'stderr lacks the line {want!r}')
     j.check(j.listdir(ctx.out_dir) == ['b.pth'], f'output dir holds {j.listdir(ctx.out_dir)}')
+
+
+# ----------------------------------------------------------------------------- rules after the preset
+
+UNWRAP_LEADING = ('module.', '_orig_mod.')
+
+
+def unwrapped(key):
+    """The default preset's leading-wrapper strip, as the judge's own model of it."""
+    while key.startswith(UNWRAP_LEADING):
+        key = key[len('module.'):] if key.startswith('module.') else key[len('_orig_mod.'):]
+    return key
+
+
+def warnings_of(r):
+    return [line for line in r.stderr.splitlines() if line.startswith(WARNING_PREFIX)]
+
+
+@case
+def strip_already_done_by_preset_is_not_a_warning(ctx):
+    """--strip module. under the default preset: reported as already done, no warning, and
+    --require-match passes (before the fix: a warning, and exit 1 with --require-match)."""
+    j = J()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    r = ctx.run(inp, ctx.out_dir / 'out.pth', '--strip', 'module.', '--require-match', '--json')
+    j.check_clean_exit(r)
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    j.check(warnings_of(r) == [], f'warnings: {warnings_of(r)}')
+    j.check('  rule strip module. (--strip): 0 keys (already done by preset unwrap)'
+            in r.stderr.splitlines(), 'the report does not say the rule was already done')
+    user = [x for x in json.loads(r.stdout)['rules'] if x['origin'] == '--strip']
+    j.check(user == [{'rule': 'strip module.', 'origin': '--strip', 'matches': 0,
+                      'note': 'already done by preset unwrap'}], f'JSON rules entry {user}')
+
+
+@case
+def unmatched_rule_warning_shows_keys_as_rules_saw_them(ctx):
+    """A rule of the user's that matches nothing: its warning shows the first three keys as
+    that rule saw them (after the preset), '…' when there are more; --require-match makes it
+    an error (before the fix: no keys shown)."""
+    import torch
+    j = J()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    keys = [unwrapped(k) for k in torch.load(inp, map_location='cpu', weights_only=True)]
+    r = ctx.run(inp, ctx.out_dir / 'out.pth', '--strip', 'backbone.')
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    want = (f"{WARNING_PREFIX}{inp}: rule 'strip backbone.' (--strip) matched no key; keys as "
+            f"the rules saw them: '{keys[0]}', '{keys[1]}', '{keys[2]}', …")
+    j.check(warnings_of(r) == [want], f'warnings {warnings_of(r)}, expected [{want!r}]')
+    os.unlink(ctx.out_dir / 'out.pth')
+    r = ctx.run(inp, ctx.out_dir / 'out.pth', '--strip', 'backbone.', '--require-match')
+    j.check(r.rc == 1, f'--require-match: exit code {r.rc}, expected 1')
+    j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
+
+
+@case
+def add_module_on_wrapped_keys_warns(ctx):
+    """--preset add-module on keys that already start with module.: a warning that they
+    become module.module.… (before the fix: silent)."""
+    j = J()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    r = ctx.run(inp, ctx.out_dir / 'out.pth', '--preset', 'add-module')
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    want = (f"{WARNING_PREFIX}{inp}: rule 'add-prefix module.' (preset add-module): 9 of 9 keys "
+            f"already start with 'module.' and become 'module.module.…'")
+    j.check(warnings_of(r) == [want], f'warnings {warnings_of(r)}, expected [{want!r}]')
+    r = ctx.run(ctx.fixture('clean_cpu.pth'), ctx.out_dir / 'clean.pth', '--preset', 'add-module')
+    j.check(r.rc == 0 and warnings_of(r) == [], f'clean keys: exit {r.rc}, {warnings_of(r)}')
+
+
+@case
+def lightning_under_default_preset_hints_preset_lightning(ctx):
+    """A Lightning checkpoint under the default preset keeps 'model.': a warning names
+    --preset lightning; none under --preset lightning (before the fix: silent)."""
+    j = J()
+    inp = ctx.fixture('lightning.pth')
+    r = ctx.run(inp, ctx.out_dir / 'out.pth', '--extract')
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    want = (f"{WARNING_PREFIX}{inp}: a PyTorch Lightning checkpoint: its keys keep the "
+            f"LightningModule's attribute prefix ('model.'); --preset lightning strips it")
+    j.check(warnings_of(r) == [want], f'warnings {warnings_of(r)}, expected [{want!r}]')
+    r = ctx.run(inp, ctx.out_dir / 'plain.pth', '--extract', '--preset', 'lightning')
+    j.check(r.rc == 0 and warnings_of(r) == [], f'--preset lightning: {r.rc}, {warnings_of(r)}')
+
+
+@case
+def no_state_dict_converts_with_warning_and_batch_says_so(ctx):
+    """A checkpoint holding no state dict (a list of tensors): converted, loads equal, with a
+    warning that nothing was renamed; batch records the warning and its summary lists the
+    input as converted with warnings (before the fix: a plain success)."""
+    import torch
+    j = J()
+    zoo = ctx.in_dir / 'zoo'
+    zoo.mkdir()
+    tensors = [torch.arange(6, dtype=torch.float32).reshape(2, 3), torch.ones(4, dtype=torch.int64)]
+    torch.save(tensors, zoo / 'tensors.pth')
+    r = ctx.run(zoo / 'tensors.pth', ctx.out_dir / 'tensors.pth')
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    want = (f'{WARNING_PREFIX}{zoo / "tensors.pth"}: no state dict found: nothing was renamed '
+            f'(the file is written as it was read, its storages retagged); `ckpt-convert '
+            f'inspect` shows what it holds')
+    j.check(warnings_of(r) == [want], f'warnings {warnings_of(r)}, expected [{want!r}]')
+    back = torch.load(ctx.out_dir / 'tensors.pth', weights_only=True)
+    j.check(len(back) == 2 and all(torch.equal(a, b) for a, b in zip(back, tensors)),
+            'the tensors read back differ')
+    r = ctx.run('batch', zoo, '-o', ctx.out_dir / 'zoo', '--json')
+    j.check(r.rc == 0, f'batch: exit code {r.rc}, expected 0')
+    record = json.loads(r.stdout)
+    j.check(record['status'] == 'converted' and record['warnings'] and
+            record['warnings'][0].startswith('no state dict found'), f'batch record {record}')
+    line = (f'  converted with warnings: {zoo / "tensors.pth"}: no state dict found: nothing was '
+            f'renamed')
+    j.check(any(x.startswith(line) for x in r.stderr.splitlines()),
+            f'the batch summary does not list the input with its warning: {r.stderr[-600:]}')

@@ -438,7 +438,7 @@ TEST(BatchReport, RecordAndSummaryText) {
   record.storages = 2;
   record.storage_bytes = 1800000;
   record.renamed = 3;
-  record.rules = {{"strip module.", 3}};
+  record.rules = {{"strip module.", "--strip", 3}};
   record.verified_on = "cpu";
   record.seconds = 0.5;
   EXPECT_EQ(format_batch_record(record),
@@ -446,7 +446,8 @@ TEST(BatchReport, RecordAndSummaryText) {
             R"("output":"out/a.pth","status":"converted","reason":"new","exit_code":0,"error":null,)"
             R"("stale_output":null,"input_bytes":2000000,"output_bytes":1900000,"tensors":3,"storages":2,)"
             R"("storage_bytes":1800000,"renamed":3,"dropped":0,)"
-            R"("rules":[{"rule":"strip module.","matches":3}],"verified_on":"cpu","seconds":0.5})");
+            R"("rules":[{"rule":"strip module.","origin":"--strip","matches":3}],"warnings":[],)"
+            R"("verified_on":"cpu","seconds":0.5})");
   BatchSummary summary;
   summary.listed = 10;
   summary.inputs = 4;
