@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  cmake ninja-build g++ pkg-config zlib1g-dev
+  cmake ninja-build g++ pkg-config zlib1g-dev python3 dpkg-dev groff-base man-db
   libtorch-dev libcli11-dev libspdlog-dev libgtest-dev libre2-dev
   libtomlplusplus-dev nlohmann-json3-dev
   python3-torch python3-torchvision python3-numpy python3-jsonschema
