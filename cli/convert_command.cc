@@ -34,7 +34,7 @@ int run(const CLI::App& app, ConvertArgs& args) {
   std::unique_ptr<ProgressBar> bar;
   ConvertReport report;
   try {
-    if (options.input.empty() || options.output.empty()) {
+    if (options.input.empty() || (options.output.empty() && !options.dry_run)) {
       throw Error("expected IN and OUT" + swallowed_out_hint(args.convert) +
                       " (see ckpt-convert --help)",
                   ExitStatus::k_usage);
@@ -119,7 +119,9 @@ Runner add_convert(CLI::App& app) {
   ConvertOptions& o = args->convert.options;
   app.footer(k_footer);
   app.add_option("IN", o.input, "Checkpoint to read (never modified)");
-  app.add_option("OUT", o.output, "Where to write the converted checkpoint");
+  app.add_option("OUT", o.output,
+                 "Where to write the converted checkpoint (a folder: OUT/<name of IN>); "
+                 "not needed with --dry-run");
   add_convert_flags(app, args->convert);
   app.add_flag("--list-presets", args->list_presets, "Print every preset's rules and exit");
   app.add_flag("--dry-run", o.dry_run, "Print the key changes as a diff on stdout; write nothing");

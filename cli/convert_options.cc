@@ -5,6 +5,7 @@
 #include "convert_options.h"
 
 #include <CLI/CLI.hpp>
+#include <sys/stat.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -131,6 +132,21 @@ void check_rule_option_values(const std::vector<std::string>& args) {
                       "; got " + got,
                   ExitStatus::k_usage);
     }
+  }
+}
+
+void check_bare_extract(const std::vector<std::string>& args) {
+  for (size_t i = 0; i + 1 < args.size() && args[i] != "--"; ++i) {
+    const std::string& next = args[i + 1];
+    struct stat s {};
+    if (args[i] != "--extract" || next.empty() || next[0] == '-' ||
+        next.find_first_of("/.") != std::string::npos || ::stat(next.c_str(), &s) == 0) {
+      continue;
+    }
+    throw Error("--extract takes a KEY only as --extract=KEY: write --extract=" + next +
+                    " (a bare --extract finds the state dict; '" + next +
+                    "' would be taken for IN or OUT)",
+                ExitStatus::k_usage);
   }
 }
 

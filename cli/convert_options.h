@@ -54,6 +54,12 @@ void finish_convert_flags(const CLI::App& app, ConvertFlags& flags);
 // followed by two values: CLI11 would take the one given and drop the rule.
 void check_rule_option_values(const std::vector<std::string>& args);
 
+// Throws `Error` (usage) for `--extract KEY` written with a space: a bare
+// `--extract` takes no value (it finds the state dict), so KEY would become
+// IN or OUT. Taken as such when the word after it is no file, and has no
+// `/` or `.` as file names do.
+void check_bare_extract(const std::vector<std::string>& args);
+
 // For a command line that lacks OUT: a hint when a rule option of two values
 // took the last positional argument as its second value (` (--replace took
 // 'old' 'out.pth' as OLD NEW …)`), else empty.

@@ -10,7 +10,20 @@
 
 namespace ckpt::cli {
 
+const char* const k_footer = R"(WHAT IT SHOWS
+  The container (zip or legacy) and which torch wrote it, the top-level keys, each state
+  dict with its tensors, parameters, bytes, dtypes, storage locations and the wrapper
+  prefixes its keys carry, and every global the pickle names (flagged when torch.load
+  without weights_only would import it and may run code). Nothing in the file is run and
+  no tensor byte is read.
+
+EXAMPLES
+  ckpt-convert inspect ddp_epoch90.pth
+  ckpt-convert inspect checkpoint.pth.tar --json | jq '.state_dicts[].wrappers'
+)";
+
 Runner add_inspect(CLI::App& app) {
+  app.footer(k_footer);
   struct Args {
     std::string path;
     bool json = false;

@@ -14,13 +14,14 @@
 #include "convert_options.h"
 #include "huge_heap.h"
 #include "json_errors.h"
+#include "usage.h"
 
 int main(int argc, char** argv) {
   ckpt::cli::prefer_huge_pages_for_the_heap();
   CLI::App app{"Turn multi-GPU PyTorch checkpoints into clean single-GPU state dicts.",
                "ckpt-convert"};
   app.require_subcommand(0, 1);
-  app.set_version_flag("--version", "ckpt-convert " CKPT_VERSION);
+  app.set_version_flag("-V,--version", "ckpt-convert " CKPT_VERSION);
   ckpt::cli::Runner convert = ckpt::cli::add_convert(app);
   CLI::App* inspect_command = app.add_subcommand("inspect", "Summarize a checkpoint without running it");
   ckpt::cli::Runner inspect = ckpt::cli::add_inspect(*inspect_command);
@@ -31,6 +32,13 @@ int main(int argc, char** argv) {
   // CLI11 has no option whose value is optional only in `--opt=value` form:
   // a bare `--extract` becomes `--extract=*` ("find the state dict").
   std::vector<std::string> in_order(argv + 1, argv + argc);
+  if (in_order.empty()) {
+    std::fputs(ckpt::cli::k_short_usage, stderr);
+    return static_cast<int>(ckpt::ExitStatus::k_usage);
+  }
+  if (in_order[0] == "help") {
+    return ckpt::cli::print_help(app, in_order);
+  }
   std::string command = ckpt::cli::command_of(in_order);
   bool json = ckpt::cli::wants_json(in_order);
   std::vector<std::string> args;
@@ -46,6 +54,7 @@ int main(int argc, char** argv) {
   };
   try {
     ckpt::cli::check_rule_option_values(in_order);
+    ckpt::cli::check_bare_extract(in_order);
     app.parse(args);  // CLI11 takes the arguments reversed
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) {

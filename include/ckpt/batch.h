@@ -23,8 +23,10 @@ struct Shard {
 // `I` not below `N`.
 Shard parse_shard(const std::string& text);
 
-// Parses a byte count with an optional binary suffix: `512M`, `8G`, `1.5G`,
-// `64KiB`, `100000`. Throws `Error` (usage) naming `option` otherwise.
+// Parses a byte count as coreutils and huggingface_hub write them, case
+// insensitive: `100000`; `512M`, `1.5G`, `1GiB`, `64KiB` in powers of 1024;
+// `5GB`, `500MB` in powers of 1000. Throws `Error` (usage) naming `option`
+// otherwise.
 uint64_t parse_byte_size(const std::string& option, const std::string& text);
 
 // True when `relative` (a path relative to its root, `/`-separated) falls in

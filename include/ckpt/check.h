@@ -44,7 +44,9 @@ ExpectedKeys load_expected_keys(const std::string& path);
 // one).
 ExpectedKeys expected_keys_from_model(const std::string& path);
 
-// The dtype named by `--dtype` (`float16`, `half`, `torch.bfloat16`, …).
+// The dtype named by `--dtype`: torch's names and aliases with or without
+// `torch.` (`float16`, `half`, `torch.bfloat16`, `float`) and the short
+// names of mixed-precision flags (`fp16`, `bf16`, `fp32`, `fp64`).
 // Throws `Error` (usage) with a suggestion for an unknown name.
 Dtype parse_dtype_name(const std::string& text);
 

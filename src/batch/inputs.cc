@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -267,17 +268,23 @@ uint64_t parse_byte_size(const std::string& option, const std::string& text) {
     used = 0;
   }
   std::string unit = text.substr(used);
+  std::transform(unit.begin(), unit.end(), unit.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  // As coreutils (`sort -S 512M`, `du`) and huggingface_hub (`max_shard_size="5GB"`) read
+  // them: a bare letter and `iB` are powers of 1024, `B` after the letter powers of 1000.
   static const std::map<std::string, double> k_units = {
-      {"", 1},       {"B", 1},
-      {"K", 0x1p10}, {"KB", 0x1p10}, {"KiB", 0x1p10},
-      {"M", 0x1p20}, {"MB", 0x1p20}, {"MiB", 0x1p20},
-      {"G", 0x1p30}, {"GB", 0x1p30}, {"GiB", 0x1p30},
-      {"T", 0x1p40}, {"TB", 0x1p40}, {"TiB", 0x1p40},
+      {"", 1},        {"b", 1},
+      {"k", 0x1p10},  {"kib", 0x1p10}, {"kb", 1e3},
+      {"m", 0x1p20},  {"mib", 0x1p20}, {"mb", 1e6},
+      {"g", 0x1p30},  {"gib", 0x1p30}, {"gb", 1e9},
+      {"t", 0x1p40},  {"tib", 0x1p40}, {"tb", 1e12},
   };
   auto found = k_units.find(unit);
   if (used == 0 || found == k_units.end() || !(value > 0) || !std::isfinite(value) ||
       value * found->second >= 0x1p63) {
-    throw Error(option + " '" + text + "': expected a size such as 512M, 8G or 1.5G",
+    throw Error(option + " '" + text +
+                    "': expected a size such as 512M, 8G, 1.5GiB (powers of 1024) or 5GB "
+                    "(powers of 1000)",
                 ExitStatus::k_usage);
   }
   return static_cast<uint64_t>(value * found->second);

@@ -78,6 +78,17 @@ std::optional<Dtype> dtype_named(std::string name) {
   if (name.rfind("torch.", 0) == 0) {
     name = name.substr(6);
   }
+  // The short names of mixed-precision flags (Lightning's `precision`,
+  // accelerate's `--mixed_precision`, DeepSpeed's `bf16`/`fp16`).
+  static const std::pair<const char*, Dtype> k_short[] = {{"fp16", Dtype::k_float16},
+                                                          {"bf16", Dtype::k_bfloat16},
+                                                          {"fp32", Dtype::k_float32},
+                                                          {"fp64", Dtype::k_float64}};
+  for (const auto& [short_name, dtype] : k_short) {
+    if (name == short_name) {
+      return dtype;
+    }
+  }
   return dtype_of_torch_name(name);
 }
 

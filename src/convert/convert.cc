@@ -57,7 +57,7 @@ bool is_folder(const std::string& path) {
 
 // OUT, or OUT/<name of IN> when OUT is an existing folder (as `cp` does).
 std::string output_path(const ConvertOptions& options) {
-  if (!is_folder(options.output)) {
+  if (options.output.empty() || !is_folder(options.output)) {
     return options.output;
   }
   std::string name = options.input;
@@ -70,6 +70,12 @@ std::string output_path(const ConvertOptions& options) {
 }
 
 void check_paths(const ConvertOptions& options, const std::string& output) {
+  if (output.empty()) {
+    if (!options.dry_run) {
+      throw Error("no OUT given (only --dry-run goes without one)", ExitStatus::k_usage);
+    }
+    return;
+  }
   if (options.input == output || same_file(options.input, output)) {
     throw Error(options.input + ": refusing to convert: OUT '" + output +
                 "' is the same file (the input is never modified)", ExitStatus::k_usage);

@@ -22,7 +22,8 @@ std::string megabytes(uint64_t bytes) {
 }  // namespace
 
 std::string format_report_text(const ConvertReport& r) {
-  std::string out = r.input + " -> " + r.output + (r.dry_run ? " (dry run)" : "") + "\n";
+  std::string out = r.input + (r.output.empty() ? "" : " -> " + r.output) +
+                    (r.dry_run ? " (dry run)" : "") + "\n";
   std::string paths;
   for (const StateDictChange& sd : r.rewrite.state_dicts) {
     paths += (paths.empty() ? "" : ", ") + sd.path;

@@ -113,13 +113,21 @@ TEST(ByteSize, SuffixesAndErrors) {
   EXPECT_EQ(parse_byte_size("--max-memory", "512M"), 512ull << 20);
   EXPECT_EQ(parse_byte_size("--max-memory", "1.5G"), 3ull << 29);
   EXPECT_EQ(parse_byte_size("--max-memory", "2GiB"), 2ull << 30);
-  EXPECT_EQ(parse_byte_size("--max-memory", "64KB"), 64ull << 10);
+  EXPECT_EQ(parse_byte_size("--max-memory", "1g"), 1ull << 30);
+  EXPECT_EQ(parse_byte_size("--max-memory", "1GiB"), 1ull << 30);
+  EXPECT_EQ(parse_byte_size("--max-memory", "64KiB"), 64ull << 10);
+  EXPECT_EQ(parse_byte_size("--max-memory", "64KB"), 64000u);  // decimal, as huggingface_hub
+  EXPECT_EQ(parse_byte_size("--max-memory", "5GB"), 5000000000u);
+  EXPECT_EQ(parse_byte_size("--max-memory", "1.5gb"), 1500000000u);
   EXPECT_EQ(error_of([] { parse_byte_size("--max-memory", "lots"); }),
-            "2: --max-memory 'lots': expected a size such as 512M, 8G or 1.5G");
+            "2: --max-memory 'lots': expected a size such as 512M, 8G, 1.5GiB (powers of 1024) "
+            "or 5GB (powers of 1000)");
   EXPECT_EQ(error_of([] { parse_byte_size("--max-memory", "8Q"); }),
-            "2: --max-memory '8Q': expected a size such as 512M, 8G or 1.5G");
+            "2: --max-memory '8Q': expected a size such as 512M, 8G, 1.5GiB (powers of 1024) "
+            "or 5GB (powers of 1000)");
   EXPECT_EQ(error_of([] { parse_byte_size("--max-memory", "0"); }),
-            "2: --max-memory '0': expected a size such as 512M, 8G or 1.5G");
+            "2: --max-memory '0': expected a size such as 512M, 8G, 1.5GiB (powers of 1024) "
+            "or 5GB (powers of 1000)");
 }
 
 TEST(Queue, LargestThatFitsElseAloneElseWait) {

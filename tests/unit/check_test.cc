@@ -100,6 +100,12 @@ TEST(DtypeName, TorchNamesAndAliases) {
   EXPECT_EQ(parse_dtype_name("half"), Dtype::k_float16);
   EXPECT_EQ(parse_dtype_name("torch.bfloat16"), Dtype::k_bfloat16);
   EXPECT_EQ(parse_dtype_name("float"), Dtype::k_float32);
+  EXPECT_EQ(parse_dtype_name("fp16"), Dtype::k_float16);
+  EXPECT_EQ(parse_dtype_name("float16"), Dtype::k_float16);
+  EXPECT_EQ(parse_dtype_name("torch.float16"), Dtype::k_float16);
+  EXPECT_EQ(parse_dtype_name("bf16"), Dtype::k_bfloat16);
+  EXPECT_EQ(parse_dtype_name("bfloat16"), Dtype::k_bfloat16);
+  EXPECT_EQ(parse_dtype_name("fp32"), Dtype::k_float32);
   try {
     parse_dtype_name("flaot16");
     FAIL() << "no error";
