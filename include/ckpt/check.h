@@ -18,7 +18,9 @@ namespace ckpt {
 struct ExpectedEntry {
   std::string key;
   std::optional<std::vector<int64_t>> sizes;
-  std::optional<Dtype> dtype;  // compared when given
+  // Read but not compared: load_state_dict(strict=True) casts on copy, so a
+  // dtype difference is no failure unless `--dtype` asks for one.
+  std::optional<Dtype> dtype;
 };
 
 struct ExpectedKeys {
@@ -68,8 +70,8 @@ enum class CheckProblemKind {
   k_missing,      // a key the model expects is not in the file
   k_unexpected,   // a key in the file the model does not expect
   k_shape,        // a key of both, with another shape
-  k_dtype,        // a tensor of another dtype than `--dtype` or the expected one
-  k_wrapper,      // a key still carries a wrapper's prefix (`module.`)
+  k_dtype,        // a floating-point tensor of another dtype than `--dtype`
+  k_wrapper,      // a key still carries a wrapper's prefix (`module.`), or every key does
   k_non_finite,   // a tensor holds NaN or Inf
   k_global,       // the file names a global that would run code in Python
   k_corrupt,      // a storage record's bytes do not match its CRC-32
