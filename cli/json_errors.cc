@@ -1,6 +1,6 @@
 // The JSON object of a run that failed before it had a report (see
 // json_errors.h): each command's own schema, with its status, exit code and
-// error set and nothing else known.
+// error set and nothing else known. Also the error lines every command prints.
 #include "json_errors.h"
 
 #include <cstdio>
@@ -42,7 +42,7 @@ std::string error_json(const std::string& command, int exit_code, const std::str
     return format_inspect_json(InspectReport{}, exit_code, message);
   }
   if (command == "check") {
-    return format_check_json(CheckReport{}, exit_code, message);
+    return format_check_json({}, exit_code, message);
   }
   if (command == "batch") {
     BatchRecord record;
@@ -65,6 +65,19 @@ int run_with_json_errors(bool json, const std::string& command, const Runner& ru
       std::fputs(error_json(command, static_cast<int>(e.status()), e.what()).c_str(), stdout);
     }
     throw;
+  }
+}
+
+void print_error_lines(const std::string& message) {
+  size_t start = 0;
+  while (start <= message.size()) {
+    size_t end = message.find('\n', start);
+    std::fprintf(stderr, "ckpt-convert: error: %s\n",
+                 message.substr(start, end == std::string::npos ? end : end - start).c_str());
+    if (end == std::string::npos) {
+      break;
+    }
+    start = end + 1;
   }
 }
 

@@ -74,18 +74,7 @@ int main(int argc, char** argv) {
     }
     return inspect_command->parsed() ? inspect() : convert();
   } catch (const ckpt::Error& e) {
-    // A message may hold several problems, one per line (a rule file's).
-    std::string message = e.what();
-    size_t start = 0;
-    while (start <= message.size()) {
-      size_t end = message.find('\n', start);
-      std::fprintf(stderr, "ckpt-convert: error: %s\n",
-                   message.substr(start, end == std::string::npos ? end : end - start).c_str());
-      if (end == std::string::npos) {
-        break;
-      }
-      start = end + 1;
-    }
+    ckpt::cli::print_error_lines(e.what());
     return static_cast<int>(e.status());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "ckpt-convert: error: out of memory\n");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ckpt/dtype.h"
+#include "ckpt/error.h"
 #include "ckpt/tensor.h"
 
 namespace ckpt {
@@ -18,7 +19,9 @@ namespace ckpt {
 struct ExpectedEntry {
   std::string key;
   std::optional<std::vector<int64_t>> sizes;
-  std::optional<Dtype> dtype;  // compared when given
+  // Read but not compared: load_state_dict(strict=True) casts on copy, so a
+  // dtype difference is no failure unless `--dtype` asks for one.
+  std::optional<Dtype> dtype;
 };
 
 struct ExpectedKeys {
@@ -70,8 +73,8 @@ enum class CheckProblemKind {
   k_missing,      // a key the model expects is not in the file
   k_unexpected,   // a key in the file the model does not expect
   k_shape,        // a key of both, with another shape
-  k_dtype,        // a tensor of another dtype than `--dtype` or the expected one
-  k_wrapper,      // a key still carries a wrapper's prefix (`module.`)
+  k_dtype,        // a floating-point tensor of another dtype than `--dtype`
+  k_wrapper,      // a key still carries a wrapper's prefix (`module.`), or every key does
   k_non_finite,   // a tensor holds NaN or Inf
   k_global,       // the file names a global that would run code in Python
   k_corrupt,      // a storage record's bytes do not match its CRC-32
@@ -81,6 +84,9 @@ enum class CheckProblemKind {
 
 // The problem kind's name in reports: `missing`, `unexpected`, `shape`, …
 const char* check_problem_name(CheckProblemKind kind);
+
+// Every kind, in the order of the enum: the order of the summary's counts.
+const std::vector<CheckProblemKind>& check_problem_kinds();
 
 struct CheckProblem {
   CheckProblemKind kind = CheckProblemKind::k_missing;
@@ -101,6 +107,7 @@ struct CheckOptions {
 
 struct CheckReport {
   std::string path;
+  std::string error;            // why the file could not be checked (exit 1 alone), or empty
   std::string format;           // zip | legacy
   std::string state_dict;       // where it is: `(top level)`, `["state_dict"]`
   std::string device;
@@ -115,23 +122,45 @@ struct CheckReport {
   std::vector<CheckProblem> problems;  // in the order: keys, shapes, dtypes, wrappers, values, file
   double seconds = 0;
 
-  bool passed() const { return problems.empty(); }
+  bool checked() const { return error.empty(); }
+  bool passed() const { return checked() && problems.empty(); }
 };
 
 // Runs every check `options` asks for on `options.path` (never executing
 // it; LibTorch is loaded only for a device other than the CPU). Problems
-// are collected, not thrown. Throws `Error` for what prevents checking: an
-// unreadable file (bad input), no state dict (bad input), an unavailable
-// device.
+// are collected, not thrown. When every key carries the same wrapper prefix
+// (`module.`, `_orig_mod.`, `_forward_module.`) and `no_wrapper_prefixes`
+// or expected keys without that prefix are checked, one `wrapper` problem
+// saying how to convert replaces the per-key wrapper and key problems.
+// Throws `Error` for what prevents checking: an unreadable file (bad input),
+// no state dict (bad input), an unavailable device.
 CheckReport check_checkpoint(const CheckOptions& options);
 
 // The `Error` (status "verification failed") for a failed check: one line per
 // problem, `<file>: <problem>`.
 std::string check_failure_message(const CheckReport& report);
 
-// A summary for people (stderr) and the JSON object of `--json`
-// (`ckpt-convert.check/1`). `exit_code` and `error` describe the run.
+// The exit status of a run over `reports`, one per file: 3 (verification
+// failed) when any file failed a check, else 1 (bad input) when any could
+// not be read, else 0.
+ExitStatus check_exit_status(const std::vector<CheckReport>& reports);
+
+// One file's line for people (stderr): `FILE: check passed (…): checks` or
+// `FILE: check failed (…): checks; N problem(s)`.
 std::string format_check_text(const CheckReport& report);
-std::string format_check_json(const CheckReport& report, int exit_code, const std::string& error);
+
+// The run's last line on stderr, e.g.
+// `check: 3 files, 1 passed, 1 failed, 1 unreadable: 2 missing, 1 shape`:
+// the files, how many passed, failed a check and could not be read (only
+// when any), then the problems of every file by kind in the order of
+// `check_problem_kinds()` (only kinds that occur). Ends with a newline.
+std::string format_check_summary(const std::vector<CheckReport>& reports);
+
+// The one JSON object of `--json` (`ckpt-convert.check/2`, see
+// docs/check.schema.json): the run's status, `exit_code` and `error`, the
+// summary, and one entry per file in `reports` (empty when the run stopped
+// before any file).
+std::string format_check_json(const std::vector<CheckReport>& reports, int exit_code,
+                              const std::string& error);
 
 }  // namespace ckpt

@@ -1,10 +1,12 @@
 // This file runs the checks of `ckpt-convert check` on one checkpoint and
 // reports every problem it finds, not just the first: a CI log should say
-// all that is wrong in one run.
+// all that is wrong in one run. It also formats what a run over several
+// files prints: each file's line, the closing summary, the JSON object.
 //
 // The state dict is found as `--extract` finds it, and compared with the
 // expected keys as `load_state_dict(strict=True)` compares them (missing,
-// unexpected, size mismatch). The other checks read the checkpoint in
+// unexpected, size mismatch; not dtypes, which it casts). A file whose every
+// key carries one wrapper prefix gets one line saying to convert it first. The other checks read the checkpoint in
 // place: wrapper prefixes in the keys, NaN/Inf in the tensors' bytes, the
 // dtypes, the CRC-32 of every storage record, and the globals a Python
 // unpickler would import. Only a device other than the CPU loads LibTorch
@@ -64,6 +66,51 @@ std::vector<std::string> wrappers_in(const std::string& key) {
     }
   }
   return found;
+}
+
+// The wrapper prefix every key starts with (`module.`, `_orig_mod.`,
+// `_forward_module.`, `_fsdp_wrapped_module.`, `_checkpoint_wrapped_module.`),
+// or empty: a file saved from a wrapped model.
+std::string common_wrapper_prefix(const std::vector<std::string>& keys) {
+  if (keys.empty()) {
+    return "";
+  }
+  for (const char* prefix : {"module.", "_orig_mod.", "_forward_module.", "_fsdp_wrapped_module.",
+                             "_checkpoint_wrapped_module."}) {
+    if (std::all_of(keys.begin(), keys.end(),
+                    [&](const std::string& key) { return key.rfind(prefix, 0) == 0; })) {
+      return prefix;
+    }
+  }
+  return "";
+}
+
+// `path` as a shell word: quoted when it holds anything but plain characters.
+std::string shell_word(const std::string& path) {
+  if (!path.empty() && path.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                              "0123456789_./=+-:@,%") == std::string::npos) {
+    return path;
+  }
+  std::string out = "'";
+  for (char c : path) {
+    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  }
+  return out + "'";
+}
+
+// The one problem for a file whose every key carries `prefix`: what wrapped
+// the model, and the conversion that removes it.
+std::string wrapper_hint(const std::string& path, const std::string& prefix) {
+  std::string what = prefix == "module."                ? "a DataParallel/DDP wrapper"
+                     : prefix == "_orig_mod."             ? "a torch.compile wrapper"
+                     : prefix == "_forward_module."       ? "a Lightning Fabric wrapper"
+                     : prefix == "_fsdp_wrapped_module."  ? "an FSDP wrapper"
+                                                          : "an activation-checkpoint wrapper";
+  std::string command = "ckpt-convert " + shell_word(path) + " OUT";
+  if (prefix == "_forward_module.") {
+    command += " --strip _forward_module.";  // not in the default preset `unwrap`
+  }
+  return "every key starts with '" + prefix + "' (" + what + "): convert first: " + command;
 }
 
 // Where `dict` sits under `root`, for the report.
@@ -126,17 +173,7 @@ public:
                 " in the file, " + shape_text(*want.sizes) + " expected");
       }
     }
-    for (const ExpectedEntry& want : expected.entries) {
-      auto found = present.find(want.key);
-      if (found == present.end() || !want.dtype || !found->second->tensor ||
-          found->second->tensor->dtype == *want.dtype) {
-        continue;
-      }
-      add(CheckProblemKind::k_dtype, want.key,
-          "dtype mismatch for " + quoted(want.key) + ": " +
-              std::string(dtype_name(found->second->tensor->dtype)) + " in the file, " +
-              std::string(dtype_name(*want.dtype)) + " expected");
-    }
+    // No dtype comparison: load_state_dict copies with a cast (`--dtype` asks for one).
   }
 
   void check_dtype(const std::vector<Entry>& entries, Dtype dtype) {
@@ -269,6 +306,16 @@ const char* check_problem_name(CheckProblemKind kind) {
   return "unknown";
 }
 
+const std::vector<CheckProblemKind>& check_problem_kinds() {
+  static const std::vector<CheckProblemKind> k_kinds = {
+      CheckProblemKind::k_missing, CheckProblemKind::k_unexpected, CheckProblemKind::k_shape,
+      CheckProblemKind::k_dtype,   CheckProblemKind::k_wrapper,    CheckProblemKind::k_non_finite,
+      CheckProblemKind::k_global,  CheckProblemKind::k_corrupt,    CheckProblemKind::k_device,
+      CheckProblemKind::k_location,
+  };
+  return k_kinds;
+}
+
 CheckReport check_checkpoint(const CheckOptions& options) {
   Clock::time_point start = Clock::now();
   CheckReport report;
@@ -315,8 +362,29 @@ CheckReport check_checkpoint(const CheckOptions& options) {
     }
   }
 
+  // A file saved from a wrapped model: one line saying so, not one per key
+  // (wrappers) or two per key (every key missing and unexpected).
+  std::vector<std::string> keys;
+  for (const Entry& entry : entries) {
+    keys.push_back(entry.key);
+  }
+  std::string prefix = common_wrapper_prefix(keys);
+  bool wrapped_model_expected = false;  // the expected keys carry the prefix too (add-module)
+  if (options.expected && !prefix.empty()) {
+    std::vector<std::string> wanted;
+    for (const ExpectedEntry& want : options.expected->entries) {
+      wanted.push_back(want.key);
+    }
+    wrapped_model_expected = common_wrapper_prefix(wanted) == prefix;
+  }
+  bool hint = !prefix.empty() &&
+              (options.no_wrapper_prefixes || (options.expected && !wrapped_model_expected));
+
   Checker checker(options, report);
-  if (options.expected) {
+  if (hint) {
+    checker.add(CheckProblemKind::k_wrapper, "", wrapper_hint(options.path, prefix));
+  }
+  if (options.expected && (!hint || wrapped_model_expected)) {
     checker.compare_keys(entries, *options.expected);
     report.checks.push_back("keys and shapes as in " + options.expected->source);
   }
@@ -325,7 +393,9 @@ CheckReport check_checkpoint(const CheckOptions& options) {
     report.checks.push_back("floating-point tensors " + std::string(dtype_name(*options.dtype)));
   }
   if (options.no_wrapper_prefixes) {
-    checker.check_wrappers(entries);
+    if (!hint) {
+      checker.check_wrappers(entries);
+    }
     report.checks.push_back("no wrapper prefixes");
   }
   if (options.finite) {
@@ -354,6 +424,17 @@ std::string check_failure_message(const CheckReport& report) {
   return out;
 }
 
+ExitStatus check_exit_status(const std::vector<CheckReport>& reports) {
+  bool unreadable = false;
+  for (const CheckReport& r : reports) {
+    if (!r.problems.empty()) {
+      return ExitStatus::k_verify_failed;
+    }
+    unreadable = unreadable || !r.checked();
+  }
+  return unreadable ? ExitStatus::k_bad_input : ExitStatus::k_ok;
+}
+
 std::string format_check_text(const CheckReport& r) {
   char bytes[32];
   std::snprintf(bytes, sizeof bytes, "%.1f MB", static_cast<double>(r.bytes) / 1e6);
@@ -369,32 +450,102 @@ std::string format_check_text(const CheckReport& r) {
   return out + "\n";
 }
 
-std::string format_check_json(const CheckReport& r, int exit_code, const std::string& error) {
+namespace {
+
+struct Tally {
+  size_t passed = 0;
+  size_t failed = 0;      // checked, with problems
+  size_t unreadable = 0;  // not checked
+  std::map<CheckProblemKind, size_t> kinds;
+};
+
+Tally tally(const std::vector<CheckReport>& reports) {
+  Tally t;
+  for (const CheckReport& r : reports) {
+    if (!r.checked()) {
+      ++t.unreadable;
+    } else if (r.problems.empty()) {
+      ++t.passed;
+    } else {
+      ++t.failed;
+    }
+    for (const CheckProblem& problem : r.problems) {
+      ++t.kinds[problem.kind];
+    }
+  }
+  return t;
+}
+
+}  // namespace
+
+std::string format_check_summary(const std::vector<CheckReport>& reports) {
+  Tally t = tally(reports);
+  std::string out = "check: " + std::to_string(reports.size()) +
+                    (reports.size() == 1 ? " file, " : " files, ") + std::to_string(t.passed) +
+                    " passed, " + std::to_string(t.failed) + " failed";
+  if (t.unreadable != 0) {
+    out += ", " + std::to_string(t.unreadable) + " unreadable";
+  }
+  const char* separator = ": ";
+  for (CheckProblemKind kind : check_problem_kinds()) {
+    auto count = t.kinds.find(kind);
+    if (count != t.kinds.end()) {
+      out += separator + std::to_string(count->second) + " " + check_problem_name(kind);
+      separator = ", ";
+    }
+  }
+  return out + "\n";
+}
+
+std::string format_check_json(const std::vector<CheckReport>& reports, int exit_code,
+                              const std::string& error) {
   using json = nlohmann::ordered_json;
+  auto text_or_null = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
+  Tally t = tally(reports);
   json out;
-  out["schema"] = "ckpt-convert.check/1";
+  out["schema"] = "ckpt-convert.check/2";
   out["status"] = exit_code == 0 ? "ok" : "failed";
   out["exit_code"] = exit_code;
-  out["error"] = error.empty() ? json(nullptr) : json(error);
-  out["file"] = r.path;
-  out["format"] = r.format.empty() ? json(nullptr) : json(r.format);
-  out["state_dict"] = r.state_dict.empty() ? json(nullptr) : json(r.state_dict);
-  out["device"] = r.device;
-  out["expected_source"] = r.expected_source.empty() ? json(nullptr) : json(r.expected_source);
-  out["expected_keys"] = r.expected;
-  out["keys"] = r.keys;
-  out["tensors"] = r.tensors;
-  out["bytes"] = r.bytes;
-  out["records_crc_checked"] = r.storages_crc_checked;
-  out["device_checked"] = r.device_checked;
-  out["checks"] = r.checks;
-  out["problems"] = json::array();
-  for (const CheckProblem& problem : r.problems) {
-    out["problems"].push_back({{"kind", check_problem_name(problem.kind)},
-                               {"key", problem.key.empty() ? json(nullptr) : json(problem.key)},
-                               {"message", problem.message}});
+  out["error"] = text_or_null(error);
+  json counts = json::object();
+  for (CheckProblemKind kind : check_problem_kinds()) {
+    auto count = t.kinds.find(kind);
+    counts[check_problem_name(kind)] = count == t.kinds.end() ? 0 : count->second;
   }
-  out["seconds"] = r.seconds;
+  out["summary"] = {{"files", reports.size()},
+                    {"passed", t.passed},
+                    {"failed", t.failed},
+                    {"unreadable", t.unreadable},
+                    {"problems", counts}};
+  out["files"] = json::array();
+  double seconds = 0;
+  for (const CheckReport& r : reports) {
+    json file;
+    file["file"] = r.path;
+    file["status"] = !r.checked() ? "unreadable" : r.passed() ? "passed" : "failed";
+    file["error"] = text_or_null(r.error);
+    file["format"] = text_or_null(r.format);
+    file["state_dict"] = text_or_null(r.state_dict);
+    file["device"] = r.device;
+    file["expected_source"] = text_or_null(r.expected_source);
+    file["expected_keys"] = r.expected;
+    file["keys"] = r.keys;
+    file["tensors"] = r.tensors;
+    file["bytes"] = r.bytes;
+    file["records_crc_checked"] = r.storages_crc_checked;
+    file["device_checked"] = r.device_checked;
+    file["checks"] = r.checks;
+    file["problems"] = json::array();
+    for (const CheckProblem& problem : r.problems) {
+      file["problems"].push_back({{"kind", check_problem_name(problem.kind)},
+                                  {"key", text_or_null(problem.key)},
+                                  {"message", problem.message}});
+    }
+    file["seconds"] = r.seconds;
+    seconds += r.seconds;
+    out["files"].push_back(std::move(file));
+  }
+  out["seconds"] = seconds;
   // Keys are bytes: what is not UTF-8 is shown as U+FFFD.
   return out.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }

@@ -133,9 +133,10 @@ def check_fails_tags_torch_cannot_restore(ctx):
     j.check_clean_exit(r)
     j.check(r.rc == 3, f'exit code {r.rc}, expected 3 (check failed)')
     report = json.loads(r.stdout)
-    kinds = [p['kind'] for p in report['problems']]
+    problems = report['files'][0]['problems']
+    kinds = [p['kind'] for p in problems]
     j.check(kinds == ['location'], f'problems {kinds}, expected one of kind location')
-    j.check("'gpu0'" in report['problems'][0]['message'], 'the problem does not name the tag')
+    j.check("'gpu0'" in problems[0]['message'], 'the problem does not name the tag')
     r = ctx.run('check', good)
     j.check(r.rc == 0, f'check of the cpu original: exit code {r.rc}, expected 0')
 
@@ -153,7 +154,12 @@ def check_location_agrees_with_torch_here(ctx):
         j.check(r.rc == 0, f'torch.load reads it here, but check exits {r.rc}')
     else:
         j.check(r.rc == 3, f'torch.load fails here ({torch_error[:120]}), but check exits {r.rc}')
-        j.check_one_error_line(r, must_contain=[inp, "location 'cuda:3'", 'map_location'])
+        lines = r.stderr.splitlines()
+        j.check(len(lines) == 3 and lines[0].startswith(f'ckpt-convert: error: {inp}: ') and
+                "location 'cuda:3'" in lines[0] and 'map_location' in lines[0] and
+                lines[1].startswith(f'{inp}: check failed') and
+                lines[2] == 'check: 1 file, 0 passed, 1 failed: 1 location',
+                f'stderr is not the problem, the failed line and the summary: {lines}')
 
 
 # ----------------------------------------------------------------------------- two-value options
@@ -215,6 +221,8 @@ def json_one_object_for_every_outcome(ctx):
     import jsonschema
     j = J()
     validator = jsonschema.Draft202012Validator(json.loads(REPORT_SCHEMA.read_text()))
+    check_validator = jsonschema.Draft202012Validator(
+        json.loads((REPORT_SCHEMA.parent / 'check.schema.json').read_text()))
     inp = ctx.fixture('dp_tiny_cnn.pth')
     bad = ctx.fixture('bad/text.pth')
     out = ctx.out_dir / 'out.pth'
@@ -250,7 +258,11 @@ def json_one_object_for_every_outcome(ctx):
     for args, code, command in others:
         r, obj = json_outcome(ctx, args, lines=command == 'batch')
         j.check(r.rc == code, f'{args}: exit {r.rc}, expected {code}')
-        j.check(obj['schema'] == f'ckpt-convert.{command}/1', f"{args}: schema {obj['schema']}")
+        version = 2 if command == 'check' else 1       # check/2: one object for several files
+        j.check(obj['schema'] == f'ckpt-convert.{command}/{version}', f"{args}: schema {obj['schema']}")
+        if command == 'check':
+            errors = list(check_validator.iter_errors(obj))
+            j.check(not errors, f'{args}: not valid against check.schema.json: {errors[:1]}')
 
 
 # ----------------------------------------------------------------------------- OUT a folder

@@ -218,21 +218,43 @@ std::vector<std::string> messages(const CheckReport& report) {
   return out;
 }
 
-TEST(CheckCheckpoint, DataParallelFileAgainstThePlainModel) {
+TEST(CheckCheckpoint, DataParallelFileAgainstThePlainModelIsOneHint) {
+  // Every key starts with module.: one line saying to convert, not 3 missing
+  // and 9 unexpected lines (before: every key listed).
   CheckOptions options;
   options.path = k_data + "/dp_tiny_cnn.pth";
   options.expected = parse_expected_keys("keys.txt",
                                          "conv.weight [8, 3, 3, 3]\n"
-                                         "module.conv.bias [8]\n"
-                                         "module.fc.weight [12, 8]\n");
-  options.state_dict_key = std::nullopt;
+                                         "conv.bias [8]\n"
+                                         "fc.weight [12, 8]\n");
   CheckReport report = check_checkpoint(options);
   EXPECT_EQ(report.state_dict, "(top level)");
   EXPECT_EQ(report.keys, 9u);
+  std::vector<std::string> hint = {"wrapper: every key starts with 'module.' (a DataParallel/DDP "
+                                   "wrapper): convert first: ckpt-convert " +
+                                   options.path + " OUT"};
+  EXPECT_EQ(messages(report), hint);
+  EXPECT_EQ(report.problems[0].key, "");
+  options.no_wrapper_prefixes = true;  // the same one line, not one per key
+  EXPECT_EQ(messages(check_checkpoint(options)), hint);
+  options.expected.reset();
+  EXPECT_EQ(messages(check_checkpoint(options)), hint);
+}
+
+TEST(CheckCheckpoint, WrappedModelExpectedComparesKeys) {
+  // Expected keys that carry the prefix too (a model wrapped before it loads):
+  // compared key by key, as load_state_dict(strict=True) does.
+  CheckOptions options;
+  options.path = k_data + "/dp_tiny_cnn.pth";
+  options.expected = parse_expected_keys("keys.txt",
+                                         "module.conv.weight [8, 3, 3, 3]\n"
+                                         "module.conv.bias [8]\n"
+                                         "module.fc.weight [12, 8]\n"
+                                         "module.extra.weight [2]\n");
+  CheckReport report = check_checkpoint(options);
   EXPECT_EQ(messages(report),
             (std::vector<std::string>{
-                "missing: missing key 'conv.weight' (expected shape [8, 3, 3, 3])",
-                "unexpected: unexpected key 'module.conv.weight'",
+                "missing: missing key 'module.extra.weight' (expected shape [2])",
                 "unexpected: unexpected key 'module.bn.weight'",
                 "unexpected: unexpected key 'module.bn.bias'",
                 "unexpected: unexpected key 'module.bn.running_mean'",
@@ -244,6 +266,21 @@ TEST(CheckCheckpoint, DataParallelFileAgainstThePlainModel) {
   EXPECT_EQ(check_failure_message(report).substr(0, options.path.size() + 2), options.path + ": ");
 }
 
+TEST(CheckCheckpoint, WrapperHintNamesEachWrapper) {
+  CheckOptions options;
+  options.no_wrapper_prefixes = true;
+  options.path = k_data + "/fsdp_style.pth";
+  EXPECT_EQ(messages(check_checkpoint(options)),
+            (std::vector<std::string>{"wrapper: every key starts with '_fsdp_wrapped_module.' (an "
+                                      "FSDP wrapper): convert first: ckpt-convert " +
+                                      options.path + " OUT"}));
+  options.path = k_data + "/lightning_fabric.pth";
+  EXPECT_EQ(messages(check_checkpoint(options)),
+            (std::vector<std::string>{"wrapper: every key starts with '_forward_module.' (a "
+                                      "Lightning Fabric wrapper): convert first: ckpt-convert " +
+                                      options.path + " OUT --strip _forward_module."}));
+}
+
 TEST(CheckCheckpoint, WrapperPrefixesAndDtype) {
   CheckOptions options;
   options.path = k_data + "/orig_mod_module.pth";
@@ -251,10 +288,29 @@ TEST(CheckCheckpoint, WrapperPrefixesAndDtype) {
   options.dtype = Dtype::k_float16;
   CheckReport report = check_checkpoint(options);
   std::vector<std::string> got = messages(report);
-  ASSERT_EQ(got.size(), 17u);  // 8 floating-point tensors of another dtype, 9 wrapped keys
-  EXPECT_EQ(got[0], "dtype: dtype mismatch for '_orig_mod.module.conv.weight': float32, expected "
+  ASSERT_EQ(got.size(), 9u);  // one wrapper hint, 8 floating-point tensors of another dtype
+  EXPECT_EQ(got[0], "wrapper: every key starts with '_orig_mod.' (a torch.compile wrapper): "
+                    "convert first: ckpt-convert " + options.path + " OUT");
+  EXPECT_EQ(got[1], "dtype: dtype mismatch for '_orig_mod.module.conv.weight': float32, expected "
                     "float16 (--dtype)");
-  EXPECT_EQ(got[8], "wrapper: wrapper prefix left in '_orig_mod.module.conv.weight': _orig_mod.");
+}
+
+TEST(CheckCheckpoint, ExpectedDtypesAreNotCompared) {
+  // load_state_dict(strict=True) casts on copy: float16 expected, float32 in
+  // the file passes; --dtype float16 fails it (before: a dtype problem each).
+  CheckOptions options;
+  options.path = k_data + "/clean_cpu.pth";
+  options.expected = parse_expected_keys(
+      "keys.txt",
+      "conv.weight [8, 3, 3, 3] torch.float16\nconv.bias [8] torch.float16\n"
+      "bn.weight [8] half\nbn.bias [8]\nbn.running_mean [8]\nbn.running_var [8]\n"
+      "bn.num_batches_tracked [] torch.int32\nfc.weight [10, 8]\nfc.bias [10] torch.float64\n");
+  EXPECT_EQ(messages(check_checkpoint(options)), std::vector<std::string>{});
+  options.dtype = Dtype::k_float16;
+  CheckReport report = check_checkpoint(options);
+  ASSERT_EQ(report.problems.size(), 8u);  // the 8 float32 tensors; not the int64 counter
+  EXPECT_EQ(messages(report)[0],
+            "dtype: dtype mismatch for 'conv.weight': float32, expected float16 (--dtype)");
 }
 
 TEST(CheckCheckpoint, CleanFilePassesEveryCheck) {
@@ -304,6 +360,59 @@ TEST(CheckCheckpoint, NoStateDictNamesTheOption) {
     EXPECT_EQ(std::string(e.what()).substr(k_data.size()),
               "/imagenet_checkpoint.pth:imagenet_checkpoint/data.pkl: no top-level key 'ema' to extract");
   }
+}
+
+CheckReport report_of(const std::string& path, std::vector<CheckProblemKind> kinds,
+                      const std::string& error = "") {
+  CheckReport report;
+  report.path = path;
+  report.error = error;
+  for (CheckProblemKind kind : kinds) {
+    report.problems.push_back({kind, "", "a problem"});
+  }
+  return report;
+}
+
+TEST(CheckSummary, FilesThenProblemsByKindInFixedOrder) {
+  using K = CheckProblemKind;
+  EXPECT_EQ(format_check_summary({report_of("a.pth", {})}), "check: 1 file, 1 passed, 0 failed\n");
+  EXPECT_EQ(format_check_summary({}), "check: 0 files, 0 passed, 0 failed\n");
+  std::vector<CheckReport> three = {
+      report_of("a.pth", {}),
+      report_of("b.pth", {K::k_shape, K::k_missing, K::k_location, K::k_missing}),
+      report_of("c.pth", {K::k_unexpected, K::k_wrapper, K::k_non_finite, K::k_dtype}),
+  };
+  EXPECT_EQ(format_check_summary(three),
+            "check: 3 files, 1 passed, 2 failed: 2 missing, 1 unexpected, 1 shape, 1 dtype, "
+            "1 wrapper, 1 non_finite, 1 location\n");
+  EXPECT_EQ(check_exit_status(three), ExitStatus::k_verify_failed);
+  three.push_back(report_of("d.pth", {}, "d.pth: not a checkpoint"));
+  EXPECT_EQ(format_check_summary(three),
+            "check: 4 files, 1 passed, 2 failed, 1 unreadable: 2 missing, 1 unexpected, 1 shape, "
+            "1 dtype, 1 wrapper, 1 non_finite, 1 location\n");
+  EXPECT_EQ(check_exit_status(three), ExitStatus::k_verify_failed);
+}
+
+TEST(CheckSummary, ExitStatusOfARun) {
+  EXPECT_EQ(check_exit_status({}), ExitStatus::k_ok);
+  EXPECT_EQ(check_exit_status({report_of("a.pth", {}), report_of("b.pth", {})}), ExitStatus::k_ok);
+  // an unreadable file alone (or beside files that pass) is bad input, as before
+  EXPECT_EQ(check_exit_status({report_of("a.pth", {}), report_of("b.pth", {}, "b.pth: bad")}),
+            ExitStatus::k_bad_input);
+  // a failed check wins over an unreadable file: the gate failed
+  EXPECT_EQ(check_exit_status({report_of("a.pth", {}, "a.pth: bad"),
+                               report_of("b.pth", {CheckProblemKind::k_global})}),
+            ExitStatus::k_verify_failed);
+}
+
+TEST(CheckSummary, EveryKindHasAName) {
+  std::vector<std::string> names;
+  for (CheckProblemKind kind : check_problem_kinds()) {
+    names.emplace_back(check_problem_name(kind));
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"missing", "unexpected", "shape", "dtype", "wrapper",
+                                             "non_finite", "global", "corrupt", "device",
+                                             "location"}));
 }
 
 }  // namespace
