@@ -37,7 +37,7 @@ int print_help(const CLI::App& app, const std::vector<std::string>& args) {
   std::vector<std::string> names = {"convert"};
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
     if (sub->get_name() == name) {
-      std::fputs(sub->help().c_str(), stdout);
+      std::fputs(sub->help(app.get_name()).c_str(), stdout);
       return 0;
     }
     names.push_back(sub->get_name());

@@ -497,3 +497,94 @@ def no_state_dict_converts_with_warning_and_batch_says_so(ctx):
             f'renamed')
     j.check(any(x.startswith(line) for x in r.stderr.splitlines()),
             f'the batch summary does not list the input with its warning: {r.stderr[-600:]}')
+
+
+# ----------------------------------------------------------------------------- entry points
+
+@case
+def no_arguments_prints_short_usage_exit2(ctx):
+    """`ckpt-convert` alone: the four forms and three examples on stderr, exit 2 (before the
+    fix: "expected IN and OUT")."""
+    j = J()
+    r = ctx.run()
+    j.check_clean_exit(r)
+    j.check(r.rc == 2, f'exit code {r.rc}, expected 2')
+    j.check(r.stdout == '', 'stdout is not empty')
+    lines = r.stderr.splitlines()
+    j.check(lines[0].startswith('Usage: ckpt-convert IN OUT [options]'), f'first line {lines[0]!r}')
+    examples = [x for x in lines if x.startswith('  ckpt-convert ')]
+    j.check(len(examples) == 3, f'{len(examples)} example lines, expected 3')
+    j.check(lines[-1] == 'ckpt-convert help [COMMAND] shows every option and more examples.',
+            f'last line {lines[-1]!r}')
+
+
+@case
+def help_command_version_and_own_help(ctx):
+    """`help [COMMAND]` prints that command's help on stdout (exit 0), an unknown one is a
+    usage error with a suggestion; -V prints the version; a subcommand's --help shows its own
+    options and examples only (before the fix: `help` was taken for IN, -V unknown, and
+    inspect --help showed the convert command's presets and rule files)."""
+    j = J()
+    r = ctx.run('help')
+    j.check(r.rc == 0 and r.stdout.startswith('Turn multi-GPU'), f'help: exit {r.rc}')
+    for command, own, foreign in (('inspect', '--json', 'RULE FILES'),
+                                  ('check', '--expect-keys', 'RULE FILES'),
+                                  ('batch', '--max-memory', 'RULE FILES')):
+        r = ctx.run('help', command)
+        j.check(r.rc == 0, f'help {command}: exit code {r.rc}')
+        j.check(r.stdout == ctx.run(command, '--help').stdout, f'help {command} differs from --help')
+        j.check(own in r.stdout and 'EXAMPLES' in r.stdout, f'help {command} lacks {own} or EXAMPLES')
+        j.check(foreign not in r.stdout, f'help {command} shows the convert command\'s {foreign}')
+    r = ctx.run('help', 'chek')
+    j.check(r.rc == 2, f'help chek: exit code {r.rc}, expected 2')
+    j.check_one_error_line(r, must_contain=["unknown command 'chek', did you mean 'check'?"])
+    r = ctx.run('-V')
+    j.check(r.rc == 0 and r.stdout.startswith('ckpt-convert '), f'-V: exit {r.rc}, {r.stdout!r}')
+
+
+@case
+def dry_run_needs_no_out(ctx):
+    """--dry-run without OUT: the key diff on stdout, nothing written (before the fix:
+    "expected IN and OUT")."""
+    j = J()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    r = ctx.run(inp, '--dry-run')
+    j.check_clean_exit(r)
+    j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+    j.check(r.stdout.splitlines()[:3] == ['@@ state dict (top level) @@', '- module.conv.weight',
+                                          '+ conv.weight'], f'stdout {r.stdout[:200]!r}')
+    j.check(r.stderr.splitlines()[0] == f'{inp} (dry run)', f'stderr {r.stderr[:200]!r}')
+    j.check([x for x in j.listdir(ctx.work) if not x.startswith('.')] == ['in', 'out'] and
+            j.listdir(ctx.out_dir) == [], f'something was written: {j.listdir(ctx.work)}')
+
+
+@case
+def extract_key_with_a_space_says_write_equals(ctx):
+    """`--extract state_dict` (space): a usage error saying to write --extract=state_dict
+    (before the fix: state_dict was taken for OUT and a file of that name written)."""
+    inp = ctx.fixture('imagenet_checkpoint.pth')
+    r = ctx.run(inp, '--extract', 'state_dict')
+    usage_error(ctx, r, 'write --extract=state_dict')
+    J().check(not (ctx.work / 'state_dict').exists(), 'a file named state_dict was written')
+
+
+@case
+def sizes_and_dtype_names_parse_one_way(ctx):
+    """--max-memory takes 512M, 1g, 1.5G, 1GiB, 5GB, 1000000 (and refuses 8Q); --dtype takes
+    fp16, half, float16, torch.float16, bf16, bfloat16, fp32, float, judged against the
+    file's dtype (before the fix: 1g and fp16/bf16/fp32 were refused)."""
+    j = J()
+    inp = ctx.fixture('dp_tiny_cnn.pth')
+    for size in ('512M', '1g', '1.5G', '1GiB', '5GB', '1000000'):
+        r = ctx.run('batch', inp, '-o', ctx.out_dir / 'zoo', '--dry-run', '--max-memory', size)
+        j.check(r.rc == 0, f'--max-memory {size}: exit code {r.rc}, expected 0')
+    r = ctx.run('batch', inp, '-o', ctx.out_dir / 'zoo', '--dry-run', '--max-memory', '8Q')
+    usage_error(ctx, r, "--max-memory '8Q'", '5GB (powers of 1000)')
+    clean = ctx.fixture('clean_cpu.pth')
+    for name, rc in (('fp16', 3), ('half', 3), ('float16', 3), ('torch.float16', 3), ('bf16', 3),
+                     ('bfloat16', 3), ('fp32', 0), ('float', 0), ('torch.float32', 0)):
+        r = ctx.run('check', clean, '--dtype', name)
+        j.check_clean_exit(r)
+        j.check(r.rc == rc, f'--dtype {name}: exit code {r.rc}, expected {rc} (the file is float32)')
+    r = ctx.run('check', clean, '--dtype', 'fp17')
+    j.check(r.rc == 2, f'--dtype fp17: exit code {r.rc}, expected 2')
