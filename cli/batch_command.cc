@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -13,6 +14,7 @@
 #include "commands.h"
 #include "convert_options.h"
 #include "json_errors.h"
+#include "terminal.h"
 
 namespace ckpt::cli {
 namespace {
@@ -83,24 +85,59 @@ int run(const CLI::App& app, BatchArgs& args) {
       spdlog::info("skipped {}: {}", path, reason);
     };
   }
-  bool progress = !args.quiet && args.verbosity == 0 && ::isatty(STDERR_FILENO) != 0;
+  // The status line: inputs done of all, then the files in flight, redrawn
+  // in place and cut to the terminal's width (see terminal.h).
+  bool progress = !args.quiet && args.verbosity == 0 && stderr_terminal().smart;
   bool progress_shown = false;
-  options.on_record = [&](const BatchRecord& record, size_t done, size_t total) {
+  std::vector<std::string> running;
+  size_t finished = 0;
+  size_t inputs = 0;
+  auto clear_status = [&]() {
     if (progress_shown) {
       std::fputs("\r\033[K", stderr);
       progress_shown = false;
     }
-    if (record.status == BatchStatus::k_failed) {
-      // Every line of the error, as main.cc prints a thrown one.
-      size_t start = 0;
-      while (start <= record.error.size()) {
-        size_t end = record.error.find('\n', start);
-        spdlog::error("{}", record.error.substr(start, end == std::string::npos ? end : end - start));
-        if (end == std::string::npos) {
-          break;
-        }
-        start = end + 1;
+  };
+  auto draw_status = [&]() {
+    if (!progress || running.empty()) {
+      return;
+    }
+    int width = stderr_terminal().width;
+    std::string line = "[" + std::to_string(finished) + "/" + std::to_string(inputs) + "] ";
+    // Each file in flight gets an equal share of the width, elided from the
+    // left: the end of a path tells the files apart.
+    size_t room = static_cast<size_t>(std::max(1, width - 1));
+    size_t separators = 2 * (running.size() - 1);
+    size_t share = room > line.size() + separators
+                       ? std::max<size_t>(8, (room - line.size() - separators) / running.size())
+                       : 8;
+    for (size_t i = 0; i < running.size(); ++i) {
+      line += (i == 0 ? "" : ", ") + elide_left(running[i], share);
+    }
+    std::fprintf(stderr, "\r\033[K%s", fit_to_width(line, width).c_str());
+    std::fflush(stderr);
+    progress_shown = true;
+  };
+  options.on_start = [&](const BatchInput& input, size_t total) {
+    inputs = total;
+    running.push_back(input.relative);
+    draw_status();
+  };
+  options.on_record = [&](const BatchRecord& record, size_t done, size_t total) {
+    clear_status();
+    finished = done;
+    inputs = total;
+    auto it = std::find(running.begin(), running.end(), record.relative);
+    if (it != running.end()) {
+      running.erase(it);
+    }
+    if (record.status != BatchStatus::k_skipped) {  // a skipped one's are its sidecar's
+      for (const std::string& warning : record.warnings) {
+        spdlog::warn("{}: {}", record.input, warning);
       }
+    }
+    if (record.status == BatchStatus::k_failed) {
+      print_error_lines(record.error);
       if (record.stale_output == "removed") {
         spdlog::warn("{}: removed the output of an earlier run", record.output);
       } else if (!record.stale_output.empty()) {
@@ -114,10 +151,7 @@ int run(const CLI::App& app, BatchArgs& args) {
       std::fputs((format_batch_record(record) + "\n").c_str(), stdout);
       std::fflush(stdout);
     }
-    if (progress && done < total) {
-      std::fprintf(stderr, "[%zu/%zu] %s", done, total, record.relative.c_str());
-      progress_shown = true;
-    }
+    draw_status();
   };
   BatchSummary summary = run_batch(options);
   if (progress_shown) {

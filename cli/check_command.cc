@@ -12,6 +12,7 @@
 #include "ckpt/error.h"
 #include "commands.h"
 #include "json_errors.h"
+#include "terminal.h"
 
 namespace ckpt::cli {
 namespace {
@@ -101,7 +102,7 @@ int run(CheckArgs& args) {
         continue;
       }
       for (const CheckProblem& problem : report.problems) {
-        std::fprintf(stderr, "ckpt-convert: error: %s: %s\n", path.c_str(), problem.message.c_str());
+        print_error_lines(path + ": " + problem.message);
       }
       if (!args.quiet) {
         std::fputs(format_check_text(report).c_str(), stderr);

@@ -6,12 +6,13 @@
 
 #include <CLI/CLI.hpp>
 #include <sys/stat.h>
-#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "ckpt/error.h"
 #include "ckpt/location.h"
 #include "ckpt/rule_file.h"
+#include "terminal.h"
 
 namespace ckpt::cli {
 
@@ -164,8 +165,11 @@ std::string swallowed_out_hint(const ConvertFlags& flags) {
 
 void set_log_level(bool quiet, int verbosity) {
   // Diagnostics go to stderr: stdout carries only what was asked for.
-  spdlog::set_default_logger(spdlog::stderr_logger_mt("stderr"));
-  spdlog::set_pattern("ckpt-convert: %l: %v");
+  // Warnings yellow and errors red on a terminal that takes colour (see terminal.h).
+  spdlog::color_mode mode = stderr_terminal().color ? spdlog::color_mode::always
+                                                    : spdlog::color_mode::never;
+  spdlog::set_default_logger(spdlog::stderr_color_mt("stderr", mode));
+  spdlog::set_pattern("ckpt-convert: %^%l%$: %v");
   if (quiet) {
     spdlog::set_level(spdlog::level::err);
   } else if (verbosity >= 2) {

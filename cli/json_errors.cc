@@ -68,17 +68,4 @@ int run_with_json_errors(bool json, const std::string& command, const Runner& ru
   }
 }
 
-void print_error_lines(const std::string& message) {
-  size_t start = 0;
-  while (start <= message.size()) {
-    size_t end = message.find('\n', start);
-    std::fprintf(stderr, "ckpt-convert: error: %s\n",
-                 message.substr(start, end == std::string::npos ? end : end - start).c_str());
-    if (end == std::string::npos) {
-      break;
-    }
-    start = end + 1;
-  }
-}
-
 }  // namespace ckpt::cli

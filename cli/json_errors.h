@@ -27,9 +27,5 @@ std::string error_json(const std::string& command, int exit_code, const std::str
 // not print a report of their own on error.
 int run_with_json_errors(bool json, const std::string& command, const Runner& run);
 
-// Prints each line of `message` as `ckpt-convert: error: <line>` on stderr: a
-// message may hold several problems, one per line (a rule file's). The one
-// catch in main() and `check`, for a file it cannot read, print through it.
-void print_error_lines(const std::string& message);
 
 }  // namespace ckpt::cli

@@ -14,6 +14,7 @@
 #include "convert_options.h"
 #include "huge_heap.h"
 #include "json_errors.h"
+#include "terminal.h"
 #include "usage.h"
 
 int main(int argc, char** argv) {
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
     if (json) {
       std::fputs(ckpt::cli::error_json(command, 2, message).c_str(), stdout);
     }
-    std::fprintf(stderr, "ckpt-convert: error: %s\n", message.c_str());
+    ckpt::cli::print_error_lines(message);
     return static_cast<int>(ckpt::ExitStatus::k_usage);
   };
   try {
@@ -77,10 +78,10 @@ int main(int argc, char** argv) {
     ckpt::cli::print_error_lines(e.what());
     return static_cast<int>(e.status());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "ckpt-convert: error: out of memory\n");
+    ckpt::cli::print_error_lines("out of memory");
     return static_cast<int>(ckpt::ExitStatus::k_bad_input);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "ckpt-convert: error: internal error: %s\n", e.what());
+    ckpt::cli::print_error_lines(std::string("internal error: ") + e.what());
     return static_cast<int>(ckpt::ExitStatus::k_bad_input);
   }
 }

@@ -7,6 +7,7 @@
 
 #include "ckpt/error.h"
 #include "ckpt/rules.h"
+#include "terminal.h"
 
 namespace ckpt::cli {
 
@@ -26,7 +27,7 @@ ckpt-convert help [COMMAND] shows every option and more examples.
 
 int print_help(const CLI::App& app, const std::vector<std::string>& args) {
   if (args.size() > 2) {
-    std::fprintf(stderr, "ckpt-convert: error: help takes one COMMAND at most (see ckpt-convert help)\n");
+    print_error_lines("help takes one COMMAND at most (see ckpt-convert help)");
     return static_cast<int>(ExitStatus::k_usage);
   }
   std::string name = args.size() == 2 ? args[1] : "convert";
@@ -48,7 +49,7 @@ int print_help(const CLI::App& app, const std::vector<std::string>& args) {
   } else {
     hint = " (commands: convert, inspect, batch, check)";
   }
-  std::fprintf(stderr, "ckpt-convert: error: unknown command '%s'%s\n", name.c_str(), hint.c_str());
+  print_error_lines("unknown command '" + name + "'" + hint);
   return static_cast<int>(ExitStatus::k_usage);
 }
 

@@ -130,6 +130,9 @@ struct BatchOptions {
   // shard; none for a dry run); `-`: none.
   std::string report_path;
   std::string tool_version;      // recorded in the sidecars
+  // Called (under a lock, one at a time, as on_record) when an input starts,
+  // with the count of inputs in this shard.
+  std::function<void(const BatchInput&, size_t total)> on_start;
   // Called (under a lock, one at a time) when an input is done: the record,
   // then how many of `total` are done.
   std::function<void(const BatchRecord&, size_t done, size_t total)> on_record;

@@ -155,10 +155,7 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
       size_t matches = i < report.rewrite.rule_matches.size() ? report.rewrite.rule_matches[i] : 0;
       record.rules.push_back({report.rules[i].describe(), report.rules[i].origin, matches});
     }
-    record.warnings = report.warnings;
-    for (const std::string& warning : report.warnings) {
-      spdlog::warn("{}: {}", in.input, warning);
-    }
+    record.warnings = report.warnings;  // on_record says them, between status lines
     if (convert_options.dry_run) {
       record.status = BatchStatus::k_dry_run;
       record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -372,6 +369,10 @@ BatchSummary run_batch(const BatchOptions& options) {
   std::exception_ptr stopped;  // what broke outside any one input: rethrown once all stop
   auto worker = [&]() {
     while (std::optional<BatchInput> input = queue.take()) {
+      if (options.on_start) {
+        std::lock_guard<std::mutex> lock(done_mutex);
+        options.on_start(*input, summary.inputs);
+      }
       BatchRecord record = process(*input, options, fingerprint);
       queue.done(input->size);
       std::lock_guard<std::mutex> lock(done_mutex);
@@ -441,13 +442,19 @@ std::string format_batch_summary(const BatchSummary& s) {
       out += line;
     }
   }
-  for (const BatchRecord& warned : s.warned) {
+  constexpr size_t k_warned_shown = 10;  // the report has them all
+  for (size_t i = 0; i < s.warned.size() && i < k_warned_shown; ++i) {
+    const BatchRecord& warned = s.warned[i];
     out += "  " + std::string(batch_status_name(warned.status)) + " with warnings: " +
            warned.input + ": " + warned.warnings.front() +
            (warned.warnings.size() > 1 ? " (and " + std::to_string(warned.warnings.size() - 1) +
                                              " more)"
                                        : "") +
            "\n";
+  }
+  if (s.warned.size() > k_warned_shown) {
+    out += "  … and " + std::to_string(s.warned.size() - k_warned_shown) +
+           " more inputs with warnings (see the report)\n";
   }
   for (const BatchRecord& failure : s.failures) {
     out += "  failed (exit " + std::to_string(failure.exit_code) +

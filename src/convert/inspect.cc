@@ -118,11 +118,17 @@ std::string format_inspect_text(const InspectReport& r) {
   out << "  pickle: " << r.pickle_bytes << " bytes; " << r.tensors << " tensors in "
       << r.storages << " storages, " << r.storage_bytes << " bytes\n";
   if (!r.top_level_keys.empty()) {
+    // A bare state dict's top level is its keys: thousands of them. The
+    // first few tell what it is; --json lists them all.
+    constexpr size_t k_shown = 8;
     std::string keys;
-    for (const std::string& key : r.top_level_keys) {
-      keys += (keys.empty() ? "" : ", ") + key;
+    for (size_t i = 0; i < r.top_level_keys.size() && i < k_shown; ++i) {
+      keys += (keys.empty() ? "" : ", ") + r.top_level_keys[i];
     }
-    out << "  top-level keys: " << keys << "\n";
+    if (r.top_level_keys.size() > k_shown) {
+      keys += ", … and " + std::to_string(r.top_level_keys.size() - k_shown) + " more (--json lists all)";
+    }
+    out << "  top-level keys (" << r.top_level_keys.size() << "): " << keys << "\n";
   }
   for (const StateDictSummary& sd : r.state_dicts) {
     out << "  state dict " << sd.path << ": " << sd.tensors << " tensors, " << sd.elements

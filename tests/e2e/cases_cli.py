@@ -22,6 +22,8 @@ The CLI contract judged here:
 import fcntl
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -588,3 +590,121 @@ def sizes_and_dtype_names_parse_one_way(ctx):
         j.check(r.rc == rc, f'--dtype {name}: exit code {r.rc}, expected {rc} (the file is float32)')
     r = ctx.run('check', clean, '--dtype', 'fp17')
     j.check(r.rc == 2, f'--dtype fp17: exit code {r.rc}, expected 2')
+
+
+# ----------------------------------------------------------------------------- the terminal
+
+ESCAPE = re.compile(r'\x1b\[[0-9;?]*[A-Za-z]')
+
+
+def run_in_terminal(ctx, args, columns=40, **env_extra):
+    """Runs ckpt-convert ARGS with stderr on a pseudo-terminal COLUMNS wide (TERM=xterm, no
+    NO_COLOR unless given). Returns (exit status, stderr as the terminal received it)."""
+    import fcntl as _fcntl
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    _fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ('NO_COLOR', 'COLUMNS')}
+    env.update({'TERM': 'xterm'}, **env_extra)
+    p = subprocess.Popen([str(ctx.binary)] + [str(a) for a in args], cwd=ctx.work,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    received = b''
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        received += data
+    os.close(master)
+    p.stdout.read()
+    p.wait(timeout=300)
+    return p.returncode, received.decode('utf-8', 'replace')
+
+
+def drawn_lines(text):
+    """Every line as drawn between carriage returns and newlines, escape codes removed."""
+    return [ESCAPE.sub('', s) for s in re.split(r'[\r\n]', text) if ESCAPE.sub('', s).strip()]
+
+
+@case
+def progress_and_status_lines_fit_a_40_column_terminal(ctx):
+    """On a 40-column terminal the progress bar (naming the file, MB of 10^6) and batch's
+    status line (the files in flight) never reach the last column; warnings are coloured
+    (before the fix: 70-column lines that wrapped at each redraw, MiB called MB, no colour)."""
+    import cases_hostile as hostile
+    j = J()
+    inp = hostile.checkpoint_of(ctx.in_dir / 'big.pth', hostile.BIG_MIB, legacy=True)
+    rc, text = run_in_terminal(ctx, [inp, ctx.out_dir / 'out.pth'])
+    j.check(rc == 0, f'exit code {rc}')
+    bars = [x for x in drawn_lines(text) if x.endswith(' MB') and '%' in x]
+    j.check(bars, f'no progress bar drawn: {text[:300]!r}')
+    mb = os.path.getsize(inp) / 1e6
+    for bar in bars:
+        j.check(len(bar) <= 39, f'progress line of {len(bar)} columns: {bar!r}')
+        j.check(bar.startswith('big.pth  '), f'the bar does not name the file: {bar!r}')
+        j.check(bar.endswith(f'/{mb:.0f} MB'), f'the bar does not count MB of 10^6: {bar!r}')
+    zoo = ctx.in_dir / 'zoo'
+    for i in range(4):
+        (zoo / f'group_{i}').mkdir(parents=True)
+        shutil.copyfile(ctx.fixture('dp_tiny_cnn.pth', copy=False),
+                        zoo / f'group_{i}' / f'a_rather_long_checkpoint_name_{i}.pth')
+    rc, text = run_in_terminal(ctx, ['batch', zoo, '-o', ctx.out_dir / 'zoo', '--jobs', '2',
+                                     '--strip', 'nothing.'])
+    j.check(rc == 0, f'batch: exit code {rc}')
+    status = [x for x in drawn_lines(text) if re.match(r'\[\d+/4\] ', x)]
+    j.check(status, f'no batch status line drawn: {text[:300]!r}')
+    for line in status:
+        j.check(len(line) <= 39, f'status line of {len(line)} columns: {line!r}')
+        j.check(line.endswith('.pth'), f'the status line does not end with a file: {line!r}')
+    warnings = [x for x in re.split(r'[\r\n]', text)
+                if ESCAPE.sub('', x).startswith('ckpt-convert: warning: ')]
+    j.check(warnings and all(re.search(r'\x1b\[[0-9;]*m', x) for x in warnings),
+            f'warnings are not coloured: {warnings[:2]!r}')
+
+
+@case
+def no_escape_codes_for_dumb_terminals_and_no_color(ctx):
+    """TERM=dumb: no escape code at all (no bar, no colour); NO_COLOR=1: no colour, the
+    status line still drawn; a pipe: plain lines (before the fix: escape codes for TERM=dumb,
+    colour ignored NO_COLOR)."""
+    j = J()
+    zoo = ctx.in_dir / 'zoo'
+    zoo.mkdir()
+    for i in range(3):
+        shutil.copyfile(ctx.fixture('dp_tiny_cnn.pth', copy=False), zoo / f'm{i}.pth')
+    args = ['batch', zoo, '-o', ctx.out_dir / 'a', '--strip', 'nothing.']
+    rc, text = run_in_terminal(ctx, args, TERM='dumb')
+    j.check(rc == 0, f'TERM=dumb: exit code {rc}')
+    j.check('\x1b' not in text, f'TERM=dumb: escape codes in {text[:300]!r}')
+    j.check('ckpt-convert: warning: ' in text, 'TERM=dumb: no plain warning line')
+    args[3] = ctx.out_dir / 'b'
+    rc, text = run_in_terminal(ctx, args, NO_COLOR='1')
+    j.check(rc == 0, f'NO_COLOR: exit code {rc}')
+    j.check('\x1b[K' in text, 'NO_COLOR: the status line is not drawn')
+    j.check(not re.search(r'\x1b\[[0-9;]*m', text), 'NO_COLOR: colour codes in the output')
+    args[3] = ctx.out_dir / 'c'
+    r = ctx.run(*args)
+    j.check(r.rc == 0 and '\x1b' not in r.stderr, 'a pipe: escape codes in stderr')
+
+
+@case
+def inspect_shortens_long_key_lists(ctx):
+    """A bare state dict of 500 keys: inspect's top-level line shows the first keys and
+    '… and 492 more' (before the fix: one line holding all 500)."""
+    import torch
+    j = J()
+    path = ctx.in_dir / 'many.pth'
+    torch.save({f'layers.{i}.weight': torch.zeros(1) for i in range(500)}, path)
+    r = ctx.run('inspect', path)
+    j.check(r.rc == 0, f'exit code {r.rc}')
+    line = [x for x in r.stdout.splitlines() if x.startswith('  top-level keys')]
+    j.check(len(line) == 1, f'top-level key lines: {line}')
+    j.check(line[0].startswith('  top-level keys (500): layers.0.weight, layers.1.weight') and
+            line[0].endswith('… and 492 more (--json lists all)') and len(line[0]) < 300,
+            f'top-level keys line: {line[0][:300]!r}')
+    j.check(all(len(x) < 300 for x in r.stdout.splitlines()), 'a line of 300 characters or more')
