@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,13 @@ struct StateDictSummary {
   std::map<std::string, size_t> wrappers;   // wrapper prefix/component → keys with it
 };
 
+// A whole pickled model (`torch.save(model)`): its class and where it sits.
+struct PickledModuleSummary {
+  std::string class_name;  // `ResNet`
+  std::string module;      // `torchvision.models.resnet`, `__main__`
+  std::string path;        // `(top level)`, `["model"]`
+};
+
 struct InspectReport {
   std::string path;
   std::string format;       // zip | legacy
@@ -33,6 +41,7 @@ struct InspectReport {
   size_t storages = 0;
   uint64_t storage_bytes = 0;
   std::vector<std::string> top_level_keys;
+  std::optional<PickledModuleSummary> pickled_module;  // `--extract` gets its weights
   std::vector<StateDictSummary> state_dicts;
   std::vector<GlobalUse> globals;  // `benign == false`: would import/run code in Python
 };

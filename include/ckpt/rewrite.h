@@ -72,10 +72,40 @@ RuleReview review_rules(const Rules& rules, const RewriteReport& report);
 // Sets the location tag of every storage to `tag` (`cpu`, `cuda:0`, …).
 void set_locations(Graph& graph, const std::string& tag);
 
+// The class global (`module.Name`) of `node` when it is a pickled nn.Module
+// (what `torch.save(model)` writes): a call of a class whose BUILD state
+// holds the dicts `_parameters`, `_buffers` and `_modules`; else null.
+const Node* module_class(const Node* node);
+
+// Builds in `graph` the OrderedDict `object.state_dict()` would return for the
+// pickled module `object` (module_class() not null): its parameters and
+// persistent buffers that are not None, its children's under `name.`, the
+// values the tensors `object` holds (a Parameter's data), no `_metadata`.
+// Runs nothing. Throws `FormatError` naming the module for a module tree
+// that is not one (a parameter that is no tensor, modules nested over 1000
+// deep or shared by too many paths).
+Node* module_state_dict(Graph& graph, const Node* object);
+
+// A whole pickled model in a checkpoint: the top level, or the value under
+// one of the keys `--extract` searches.
+struct PickledModule {
+  Node* object = nullptr;
+  std::string module;  // the class's module: `__main__`, `torchvision.models.resnet`
+  std::string name;    // the class's name: `ResNet`
+  std::string path;    // where it sits: `(top level)`, `["model"]`
+};
+
+// The pickled model at `root`, else under the first of `state_dict`,
+// `model`, `model_state_dict`, `net`, `module` that holds one; nullopt if
+// there is none.
+std::optional<PickledModule> find_pickled_module(Node* root);
+
 // The model's state dict for `--extract`: the one under `key` when given,
 // else the top level when it is one, else the first of `state_dict`, `model`,
-// `model_state_dict`, `net`, `module` that holds one. Throws `FormatError`
-// listing the top-level keys when there is none.
-Node* find_model_state_dict(Node* root, const std::optional<std::string>& key);
+// `model_state_dict`, `net`, `module` that holds one. A whole pickled model
+// found there instead (see find_pickled_module) gives its state dict, built
+// in `graph` by module_state_dict(). Throws `FormatError` listing the
+// top-level keys when there is none.
+Node* find_model_state_dict(Graph& graph, const std::optional<std::string>& key);
 
 }  // namespace ckpt

@@ -335,7 +335,7 @@ CheckReport check_checkpoint(const CheckOptions& options) {
   Node* dict = nullptr;
   std::vector<Entry> entries;
   try {
-    dict = find_model_state_dict(checkpoint.graph.root, options.state_dict_key);
+    dict = find_model_state_dict(checkpoint.graph, options.state_dict_key);
     for (const auto& [key, value] : dict->entries) {
       Entry entry;
       entry.key = key->is_str() ? key->text.str() : "(a key that is not a string)";

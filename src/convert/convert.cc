@@ -142,6 +142,17 @@ void review_rewrite(const ConvertOptions& options, const Node* root, size_t stat
   }
 }
 
+// Refuses a whole pickled model (`torch.save(model)`) at `root` by name,
+// saying how to get its weights: its class is the first global that the
+// output may not hold, and naming it alone would not tell what to do.
+void refuse_pickled_module(Node* root) {
+  if (std::optional<PickledModule> model = find_pickled_module(root)) {
+    throw FormatError("a whole pickled model (" + model->module + "." + model->name + " at " +
+                      model->path + "): loading it in Python needs its class's code; use "
+                      "--extract to write its state dict (the keys model.state_dict() gives)");
+  }
+}
+
 // The conversion into the file `output` (OUT, or OUT/<name of IN> when OUT
 // is a folder).
 void convert_into(const ConvertOptions& options, const std::string& output, ConvertReport& report) {
@@ -169,7 +180,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     stage = Clock::now();
     Node* root = input.graph.root;
     if (options.extract) {
-      root = find_model_state_dict(root, options.extract_key);
+      root = find_model_state_dict(input.graph, options.extract_key);
     }
     std::vector<StateDictRef> state_dicts = find_state_dicts(root);
     report.rewrite = rewrite_keys(input.graph, state_dicts, options.rules);
@@ -187,6 +198,9 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     // the input has one the output may not keep (--extract or --drop may
     // have left it behind).
     if (has_refused_global(report.globals, options.allowed_globals)) {
+      if (!options.extract) {
+        refuse_pickled_module(root);
+      }
       check_output_globals(root, options.allowed_globals);
     }
     // Renaming keys leaves the tensors and their order as they were; only

@@ -100,12 +100,33 @@ InspectReport inspect_checkpoint(const std::string& path) {
       }
     }
   }
+  std::optional<PickledModule> model = find_pickled_module(ckpt.graph.root);
+  std::string inside_model;  // how the paths of what the model holds start
+  if (model) {
+    inside_model = (model->path == "(top level)" ? "" : model->path) + ".__dict__";
+  }
   try {
     for (const StateDictRef& ref : find_state_dicts(ckpt.graph.root)) {
+      // A module's `_parameters` are dicts of tensors too: its state dict
+      // below says what they hold.
+      if (model && ref.path.rfind(inside_model, 0) == 0) {
+        continue;
+      }
       report.state_dicts.push_back(summarize(ref));
     }
   } catch (const FormatError& e) {
     throw Error(path + ":" + ckpt.pickle_record + ": " + e.what());
+  }
+  if (model) {
+    report.pickled_module = PickledModuleSummary{model->name, model->module, model->path};
+    // What `--extract` would write; a module tree it cannot read leaves
+    // this out, and `--extract` says why.
+    try {
+      Node* dict = module_state_dict(ckpt.graph, model->object);
+      report.state_dicts.push_back(
+          summarize({dict, "state_dict() of " + model->path, dict->entries.size()}));
+    } catch (const FormatError&) {
+    }
   }
   report.globals = list_globals(root);
   return report;
@@ -129,6 +150,12 @@ std::string format_inspect_text(const InspectReport& r) {
       keys += ", … and " + std::to_string(r.top_level_keys.size() - k_shown) + " more (--json lists all)";
     }
     out << "  top-level keys (" << r.top_level_keys.size() << "): " << keys << "\n";
+  }
+  if (const std::optional<PickledModuleSummary>& model = r.pickled_module) {
+    out << "  whole pickled model: " << model->module << "." << model->class_name << " at "
+        << model->path << "\n";
+    out << "    loading it needs its class's code; --extract writes its weights as the state "
+           "dict model.state_dict() gives\n";
   }
   for (const StateDictSummary& sd : r.state_dicts) {
     out << "  state dict " << sd.path << ": " << sd.tensors << " tensors, " << sd.elements
@@ -168,6 +195,11 @@ std::string format_inspect_json(const InspectReport& r, int exit_code, const std
   json["storages"] = r.storages;
   json["storage_bytes"] = r.storage_bytes;
   json["top_level_keys"] = r.top_level_keys;
+  json["pickled_module"] = nullptr;
+  if (const std::optional<PickledModuleSummary>& model = r.pickled_module) {
+    json["pickled_module"] = {
+        {"class", model->class_name}, {"module", model->module}, {"path", model->path}};
+  }
   json["state_dicts"] = nlohmann::ordered_json::array();
   for (const StateDictSummary& sd : r.state_dicts) {
     json["state_dicts"].push_back({{"path", sd.path},

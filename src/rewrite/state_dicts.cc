@@ -7,6 +7,9 @@
 // versions. Wrappers leave their own `_metadata` entry (DataParallel's `''`)
 // beside the wrapped model's (`module` → `''`): where two prefixes meet, the
 // longer original wins, since it belongs to the module inside the wrapper.
+//
+// `--extract` takes the model's state dict from here; a checkpoint that holds
+// a whole pickled model instead gets the one module_tree.cc builds from it.
 #include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
@@ -255,11 +258,49 @@ void set_locations(Graph& graph, const std::string& tag) {
   }
 }
 
-Node* find_model_state_dict(Node* root, const std::optional<std::string>& key) {
+namespace {
+
+// The top-level keys `--extract` searches, in order.
+constexpr const char* k_model_keys[] = {"state_dict", "model", "model_state_dict", "net", "module"};
+
+std::optional<PickledModule> pickled_module_at(Node* node, const std::string& path) {
+  const Node* cls = module_class(node);
+  if (cls == nullptr) {
+    return std::nullopt;
+  }
+  return PickledModule{node, cls->text.str(), cls->name.str(), path};
+}
+
+}  // namespace
+
+std::optional<PickledModule> find_pickled_module(Node* root) {
+  if (std::optional<PickledModule> found = pickled_module_at(root, "(top level)")) {
+    return found;
+  }
+  if (root->kind == NodeKind::k_dict) {
+    for (const char* candidate : k_model_keys) {
+      Node* value = dict_get(root, candidate);
+      if (value == nullptr) {
+        continue;
+      }
+      std::optional<PickledModule> found = pickled_module_at(value, "[" + quote(candidate) + "]");
+      if (found) {
+        return found;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+Node* find_model_state_dict(Graph& graph, const std::optional<std::string>& key) {
+  Node* root = graph.root;
   if (key) {
     Node* value = root->kind == NodeKind::k_dict ? dict_get(root, *key) : nullptr;
     if (value == nullptr) {
       throw FormatError("no top-level key '" + *key + "' to extract");
+    }
+    if (module_class(value) != nullptr) {
+      return module_state_dict(graph, value);
     }
     if (!state_dict_tensors(value)) {
       throw FormatError("'" + *key + "' is not a state dict (a dict of str to tensors)");
@@ -270,12 +311,15 @@ Node* find_model_state_dict(Node* root, const std::optional<std::string>& key) {
     return root;
   }
   if (root->kind == NodeKind::k_dict) {
-    for (const char* candidate : {"state_dict", "model", "model_state_dict", "net", "module"}) {
+    for (const char* candidate : k_model_keys) {
       Node* value = dict_get(root, candidate);
       if (value != nullptr && state_dict_tensors(value)) {
         return value;
       }
     }
+  }
+  if (std::optional<PickledModule> model = find_pickled_module(root)) {
+    return module_state_dict(graph, model->object);
   }
   std::string keys;
   if (root->kind == NodeKind::k_dict) {

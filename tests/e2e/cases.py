@@ -629,6 +629,7 @@ import cases_rules  # noqa: E402,F401  key rules, presets, rule files, --json: r
 import cases_hostile  # noqa: E402,F401  attacks, faults, corruption sweep: registers its cases here
 import cases_batch, cases_check  # noqa: E402,F401,E401  batch over a zoo, the check gate: register here
 import cases_cli  # noqa: E402,F401  the command line's contract (issue 12's bugs): registers here
+import cases_pickled_model  # noqa: E402,F401  whole pickled models, torch.save(model): registers here
 
 
 def main(argv):

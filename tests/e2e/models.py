@@ -159,6 +159,39 @@ class FabricModuleStandIn(nn.Module):
         return self._forward_module(*a, **k)
 
 
+class WholeBlock(nn.Module):
+    """A child whose state_dict() skips three things: a None parameter (Linear(bias=False)),
+    a non-persistent buffer and a None buffer."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim, bias=False)
+        self.register_buffer('scale', torch.ones(dim))
+        self.register_buffer('cache', torch.zeros(dim), persistent=False)
+        self.register_buffer('unset', None)
+
+    def forward(self, x):
+        return self.proj(x) * self.scale
+
+
+class WholeModel(nn.Module):
+    """Pickled whole by ``torch.save(model)`` in tests/e2e/cases_pickled_model.py: BatchNorm
+    buffers (incl. num_batches_tracked), nested children, a None child, and ``head.weight``
+    IS ``body.0.proj.weight`` (tied: one Parameter in two modules)."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.conv = nn.Conv2d(3, dim, 3, padding=1)
+        self.bn = nn.BatchNorm2d(dim)
+        self.body = nn.Sequential(WholeBlock(dim), nn.ReLU(), WholeBlock(dim))
+        self.add_module('aux', None)
+        self.head = nn.Linear(dim, dim, bias=False)
+        self.head.weight = self.body[0].proj.weight
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+        return self.head(self.body(x))
+
 def _resnet18():
     import torchvision
     return torchvision.models.resnet18()

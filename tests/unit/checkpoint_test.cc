@@ -158,10 +158,10 @@ TEST(StateDicts, FindsTheModelButNotTheOptimizerState) {
   ASSERT_EQ(dicts.size(), 1u);
   EXPECT_EQ(dicts[0].path, "[\"state_dict\"]");
   EXPECT_EQ(dicts[0].tensors, 9u);
-  EXPECT_EQ(find_model_state_dict(ckpt.graph.root, std::nullopt), dicts[0].dict);
-  EXPECT_EQ(format_error_of([&] { find_model_state_dict(ckpt.graph.root, "nope"); }),
+  EXPECT_EQ(find_model_state_dict(ckpt.graph, std::nullopt), dicts[0].dict);
+  EXPECT_EQ(format_error_of([&] { find_model_state_dict(ckpt.graph, "nope"); }),
             "no top-level key 'nope' to extract");
-  EXPECT_EQ(format_error_of([&] { find_model_state_dict(ckpt.graph.root, "optimizer"); }),
+  EXPECT_EQ(format_error_of([&] { find_model_state_dict(ckpt.graph, "optimizer"); }),
             "'optimizer' is not a state dict (a dict of str to tensors)");
 }
 
