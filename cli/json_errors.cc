@@ -3,6 +3,8 @@
 // error set and nothing else known. Also the error lines every command prints.
 #include "json_errors.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
 
 #include "ckpt/batch.h"
@@ -49,7 +51,11 @@ std::string error_json(const std::string& command, int exit_code, const std::str
     record.status = BatchStatus::k_failed;
     record.exit_code = exit_code;
     record.error = message;
-    return format_batch_record(record) + "\n";
+    // A record in the batch schema; its status says the run could not start
+    // (`error`), which no input's status is.
+    nlohmann::ordered_json object = nlohmann::ordered_json::parse(format_batch_record(record));
+    object["status"] = run_status_name(exit_code);
+    return object.dump() + "\n";
   }
   ConvertReport report;
   report.exit_code = exit_code;

@@ -20,6 +20,19 @@ enum class ExitStatus : int {
   k_batch_failures = 5,  // `batch`: some inputs failed, the others were done
 };
 
+// The `status` of every command's JSON object, one vocabulary for all: `ok`
+// (exit 0), `failed` (the work was done and the file did not pass:
+// verification or a check failed, or some of a batch's inputs failed), or
+// `error` (the work could not be done: bad input, usage, no device).
+inline const char* run_status_name(int exit_code) {
+  switch (exit_code) {
+    case static_cast<int>(ExitStatus::k_ok): return "ok";
+    case static_cast<int>(ExitStatus::k_verify_failed):
+    case static_cast<int>(ExitStatus::k_batch_failures): return "failed";
+    default: return "error";
+  }
+}
+
 // An error the user can act on. `what()` is the whole message, already in the
 // form `<file>[:<record>|@<offset>]: <what>: <cause>`.
 class Error : public std::runtime_error {

@@ -8,11 +8,14 @@
 #include <vector>
 
 #include "ckpt/globals.h"
+#include "ckpt/rewrite.h"
 
 namespace ckpt {
 
 struct StateDictSummary {
-  std::string path;
+  std::string path;                         // `(top level)`, `["model"]`: for people
+  std::vector<PathStep> steps;              // the same, step by step
+  bool built = false;                       // not in the file: what --extract builds
   size_t tensors = 0;
   int64_t elements = 0;                     // parameter count: elements of its tensors
   uint64_t bytes = 0;                       // bytes of the storages its tensors use

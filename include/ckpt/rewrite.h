@@ -11,9 +11,20 @@
 
 namespace ckpt {
 
+// One step from the checkpoint's root towards an object: a dict key (a str,
+// or an int), a list or tuple index, an argument of a reconstructed object
+// (`.args[i]`), its BUILD state (`.__dict__`), or a key of another type.
+struct PathStep {
+  enum class Kind { k_key, k_int_key, k_index, k_arg, k_state, k_other_key };
+  Kind kind = Kind::k_key;
+  std::string key;     // k_key
+  int64_t index = 0;   // k_int_key, k_index, k_arg
+};
+
 struct StateDictRef {
   Node* dict = nullptr;
   std::string path;  // where it sits, in Python subscript form: `["state_dict"]`
+  std::vector<PathStep> steps;  // the same, step by step (empty: the top level)
   size_t tensors = 0;
 };
 
@@ -30,6 +41,7 @@ struct KeyMapping {
 
 struct StateDictChange {
   std::string path;
+  std::vector<PathStep> steps;
   size_t keys = 0;
   size_t renamed = 0;
   size_t dropped = 0;

@@ -97,10 +97,12 @@ std::optional<FileStamp> stamp_of(const std::string& path) {
 
 json record_json(const BatchRecord& r) {
   json out;
-  out["schema"] = "ckpt-convert.batch/1";
+  out["schema"] = "ckpt-convert.batch/2";
   out["input"] = r.input;
   out["path"] = r.relative;
-  out["output"] = r.output;
+  // A failed input has no output: its path would send a script to a file
+  // that is not there (or, before this run, to an older one).
+  out["output"] = r.status == BatchStatus::k_failed ? json(nullptr) : json(r.output);
   out["status"] = batch_status_name(r.status);
   out["reason"] = r.reason;
   out["exit_code"] = r.exit_code;

@@ -504,7 +504,7 @@ std::string format_check_json(const std::vector<CheckReport>& reports, int exit_
   Tally t = tally(reports);
   json out;
   out["schema"] = "ckpt-convert.check/2";
-  out["status"] = exit_code == 0 ? "ok" : "failed";
+  out["status"] = run_status_name(exit_code);
   out["exit_code"] = exit_code;
   out["error"] = text_or_null(error);
   json counts = json::object();

@@ -12,6 +12,7 @@
 #include "ckpt/error.h"
 #include "ckpt/rewrite.h"
 #include "ckpt/tensor.h"
+#include "convert/json_path.h"
 
 namespace ckpt {
 namespace {
@@ -47,6 +48,7 @@ std::string torch_hint(const Checkpoint& ckpt) {
 StateDictSummary summarize(const StateDictRef& ref) {
   StateDictSummary summary;
   summary.path = ref.path;
+  summary.steps = ref.steps;
   summary.has_metadata = ref.dict->state != nullptr;
   std::unordered_set<const Storage*> storages;
   for (const auto& [key, value] : ref.dict->entries) {
@@ -124,7 +126,8 @@ InspectReport inspect_checkpoint(const std::string& path) {
     try {
       Node* dict = module_state_dict(ckpt.graph, model->object);
       report.state_dicts.push_back(
-          summarize({dict, "state_dict() of " + model->path, dict->entries.size()}));
+          summarize({dict, "state_dict() of " + model->path, {}, dict->entries.size()}));
+      report.state_dicts.back().built = true;
     } catch (const FormatError&) {
     }
   }
@@ -181,7 +184,7 @@ std::string format_inspect_text(const InspectReport& r) {
 std::string format_inspect_json(const InspectReport& r, int exit_code, const std::string& error) {
   nlohmann::ordered_json json;
   json["schema"] = "ckpt-convert.inspect/1";
-  json["status"] = exit_code == 0 ? "ok" : "error";
+  json["status"] = run_status_name(exit_code);
   json["exit_code"] = exit_code;
   json["error"] = error.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(error);
   json["path"] = r.path;
@@ -202,7 +205,9 @@ std::string format_inspect_json(const InspectReport& r, int exit_code, const std
   }
   json["state_dicts"] = nlohmann::ordered_json::array();
   for (const StateDictSummary& sd : r.state_dicts) {
-    json["state_dicts"].push_back({{"path", sd.path},
+    json["state_dicts"].push_back({{"path", sd.built ? nlohmann::ordered_json(nullptr)
+                                                     : path_json(sd.steps)},
+                                   {"name", sd.path},
                                    {"tensors", sd.tensors},
                                    {"elements", sd.elements},
                                    {"bytes", sd.bytes},

@@ -5,6 +5,8 @@
 #include <cstdio>
 
 #include "ckpt/convert.h"
+#include "ckpt/error.h"
+#include "convert/json_path.h"
 
 namespace ckpt {
 namespace {
@@ -74,8 +76,8 @@ std::string format_mapping_diff(const ConvertReport& r) {
 std::string format_report_json(const ConvertReport& r) {
   using json = nlohmann::ordered_json;  // fields in the schema's order
   json out;
-  out["schema"] = "ckpt-convert.report/1";
-  out["status"] = r.exit_code == 0 ? "ok" : "error";
+  out["schema"] = "ckpt-convert.report/2";
+  out["status"] = run_status_name(r.exit_code);
   out["exit_code"] = r.exit_code;
   out["error"] = r.error.empty() ? json(nullptr) : json(r.error);
   out["input"] = r.input;
@@ -93,7 +95,8 @@ std::string format_report_json(const ConvertReport& r) {
   }
   out["state_dicts"] = json::array();
   for (const StateDictChange& sd : r.rewrite.state_dicts) {
-    out["state_dicts"].push_back({{"path", sd.path},
+    out["state_dicts"].push_back({{"path", path_json(sd.steps)},
+                                  {"name", sd.path},
                                   {"keys", sd.keys},
                                   {"renamed", sd.renamed},
                                   {"dropped", sd.dropped},

@@ -121,29 +121,45 @@ private:
     in_optimizer = in_optimizer || is_optimizer_state(node);
     if (!in_optimizer) {
       if (std::optional<size_t> tensors = state_dict_tensors(node)) {
-        m_found.push_back({node, path.empty() ? "(top level)" : path, *tensors});
+        m_found.push_back({node, path.empty() ? "(top level)" : path, m_steps, *tensors});
         return;
       }
     }
+    using Kind = PathStep::Kind;
     for (size_t i = 0; i < node->items.size(); ++i) {
-      visit(node->items[i], path + "[" + std::to_string(i) + "]", depth + 1, in_optimizer);
+      step({Kind::k_index, "", static_cast<int64_t>(i)}, node->items[i],
+           path + "[" + std::to_string(i) + "]", depth, in_optimizer);
     }
     for (const auto& [key, value] : node->entries) {
-      visit(value, path + subscript(key), depth + 1, in_optimizer);
+      PathStep s{Kind::k_other_key, "", 0};
+      if (key->is_str()) {
+        s = {Kind::k_key, key->text.str(), 0};
+      } else if (key->kind == NodeKind::k_int && key->text.empty()) {
+        s = {Kind::k_int_key, "", key->integer};
+      }
+      step(std::move(s), value, path + subscript(key), depth, in_optimizer);
     }
     if (node->kind == NodeKind::k_call) {
       const NodeList& args = node->args->items;
       for (size_t i = 0; i < args.size(); ++i) {
-        visit(args[i], path + ".args[" + std::to_string(i) + "]", depth + 1, in_optimizer);
+        step({Kind::k_arg, "", static_cast<int64_t>(i)}, args[i],
+             path + ".args[" + std::to_string(i) + "]", depth, in_optimizer);
       }
     }
     if (node->state != nullptr) {
-      visit(node->state, path + ".__dict__", depth + 1, in_optimizer);
+      step({Kind::k_state, "", 0}, node->state, path + ".__dict__", depth, in_optimizer);
     }
+  }
+
+  void step(PathStep s, Node* node, const std::string& path, int depth, bool in_optimizer) {
+    m_steps.push_back(std::move(s));
+    visit(node, path, depth + 1, in_optimizer);
+    m_steps.pop_back();
   }
 
   std::unordered_set<const Node*> m_seen;
   std::vector<StateDictRef> m_found;
+  std::vector<PathStep> m_steps;  // from the root to the node visited
 };
 
 // A `_metadata` prefix as a key prefix: `module.conv` → `module.conv.`, root `` → ``.
@@ -198,6 +214,7 @@ RewriteReport rewrite_keys(Graph& graph, const std::vector<StateDictRef>& dicts,
     const StateDictRef& ref = dicts[d];
     StateDictChange change;
     change.path = ref.path;
+    change.steps = ref.steps;
     // The new keys, viewed in report.mapping (reserved so that they stay
     // put), each with the index of its mapping.
     StringIndex origin(ref.dict->entries.size());

@@ -481,7 +481,9 @@ def inspect_json(ctx, name, bad_input=False):
     j.check_clean_exit(r)
     j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
     j.check(j.sha256(inp) == before, f'inspect modified {inp}')
-    return json.loads(r.stdout)
+    report = json.loads(r.stdout)
+    j.check_schema(report, 'inspect.schema.json')
+    return report
 
 
 @case
@@ -492,7 +494,8 @@ def inspect_reports_dataparallel_state_dict(ctx):
     j.check(report['format'] == 'zip', f"format {report['format']!r}")
     j.check(report['tensors'] == 9 and report['storages'] == 9, 'expected 9 tensors in 9 storages')
     [sd] = report['state_dicts']
-    j.check(sd['path'] == '(top level)' and sd['tensors'] == 9 and sd['has_metadata'],
+    j.check(sd['path'] == [] and sd['name'] == '(top level)' and sd['tensors'] == 9 and
+            sd['has_metadata'],
             f'state dict entry {sd}')
     j.check(sd['elements'] == 347, f"elements {sd['elements']}, expected 347 (TinyCNN)")
     j.check(sd['dtypes'] == {'float32': 8, 'int64': 1}, f"dtypes {sd['dtypes']}")
@@ -517,8 +520,9 @@ def inspect_reports_nested_and_mid_key_wrappers(ctx):
     """inspect finds the state dict under 'state_dict' and FSDP components inside keys."""
     j = J()
     nested = inspect_json(ctx, 'imagenet_checkpoint.pth')
-    j.check([sd['path'] for sd in nested['state_dicts']] == ['["state_dict"]'],
-            f"state dicts {[sd['path'] for sd in nested['state_dicts']]}")
+    j.check([(sd['path'], sd['name']) for sd in nested['state_dicts']] ==
+            [(['state_dict'], '["state_dict"]')],
+            f"state dicts {[(sd['path'], sd['name']) for sd in nested['state_dicts']]}")
     fsdp = inspect_json(ctx, 'fsdp_style.pth')
     j.check('_fsdp_wrapped_module' in fsdp['state_dicts'][0]['wrappers'],
             f"wrappers {fsdp['state_dicts'][0]['wrappers']}")

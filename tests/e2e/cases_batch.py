@@ -144,7 +144,10 @@ def read_report(path):
         except ValueError as e:
             raise j.CaseFailure(f'{path}:{n}: not JSON: {e}') from None
         j.check(list(rec) == RECORD_FIELDS, f'{path}:{n}: fields {list(rec)}, expected {RECORD_FIELDS}')
-        j.check(rec['schema'] == 'ckpt-convert.batch/1', f'{path}:{n}: schema {rec["schema"]!r}')
+        j.check(rec['schema'] == 'ckpt-convert.batch/2', f'{path}:{n}: schema {rec["schema"]!r}')
+        j.check_schema(rec, 'batch.schema.json')
+        j.check((rec['output'] is None) == (rec['status'] == 'failed'),
+                f'{path}:{n}: output {rec["output"]!r} for status {rec["status"]}')
         records.append(rec)
     return records
 

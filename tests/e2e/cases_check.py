@@ -506,7 +506,7 @@ def check_unreadable_file_exit1_with_summary(ctx):
             lines[1] == 'check: 1 file, 0 passed, 0 failed, 1 unreadable', f'stderr {lines}')
     doc = json_doc(check(ctx, bad, '--json'))
     f = doc['files'][0]
-    j.check(doc['status'] == 'failed' and f['status'] == 'unreadable' and
+    j.check(doc['status'] == 'error' and f['status'] == 'unreadable' and
             f['error'] == lines[0][len(ERROR_PREFIX):] and f['problems'] == [], f'--json {doc}')
     j.check(doc['summary']['unreadable'] == 1 and doc['error'] == lines[1], f'--json {doc}')
 

@@ -198,7 +198,7 @@ def inspect_names_whole_pickled_model_class(ctx):
     want = {'class': 'DataParallel', 'module': 'torch.nn.parallel.data_parallel', 'path': '(top level)'}
     j.check(got == want, f'pickled_module {got}, expected {want}')
     # The state dict --extract writes, in place of the modules' `_parameters` dicts.
-    got = [(sd['path'], sd['tensors'], sd['wrappers']) for sd in report['state_dicts']]
+    got = [(sd['name'], sd['tensors'], sd['wrappers']) for sd in report['state_dicts']]
     want = [('state_dict() of (top level)', 12, {'module.': 12})]
     j.check(got == want, f'state dicts {got}, expected {want}')
     inp = save(ctx, {'model': whole_model()}, 'train.pth')

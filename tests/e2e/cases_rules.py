@@ -337,7 +337,7 @@ def check_mapping(report, in_sd, rules):
     wrong = [(k, got[k], rules.key(k)) for k in in_sd if got[k] != rules.key(k)]
     j.check(not wrong, 'mapping differs from the rules: ' + ', '.join(
         f'{k!r} -> {g!r} (expected {w!r})' for k, g, w in wrong[:5]))
-    sds = [s for s in report['state_dicts'] if s['path'] == paths[0]]
+    sds = [s for s in report['state_dicts'] if s['name'] == paths[0]]
     j.check(len(sds) == 1, f"state_dicts has {len(sds)} entries for {paths[0]!r}")
     want = dict(keys=len(in_sd), dropped=sum(v is None for v in got.values()),
                 renamed=sum(v is not None and v != k for k, v in got.items()),

@@ -55,6 +55,7 @@ def host_cases():
 
 
 ERROR_PREFIX = 'ckpt-convert: error: '
+DOCS = Path(__file__).resolve().parent.parent.parent / 'docs'
 # Never acceptable anywhere in the tool's output: crashes and uncaught exceptions.
 FORBIDDEN_OUTPUT = ('Traceback', 'terminate called', 'Segmentation', 'Aborted', 'AddressSanitizer',
                     'core dumped', 'LeakSanitizer', 'runtime error:')
@@ -171,6 +172,19 @@ def check_clean_exit(r):
         raise CaseFailure(f'ckpt-convert was killed by signal {name}')
     for word in FORBIDDEN_OUTPUT:
         check(word not in r.stderr and word not in r.stdout, f'output contains {word!r}')
+
+
+def check_schema(obj, schema_file):
+    """OBJ is valid against docs/SCHEMA_FILE (a JSON Schema, draft 2020-12)."""
+    try:
+        import jsonschema
+    except ImportError:
+        raise CaseFailure('python module jsonschema missing: apt-get install python3-jsonschema') from None
+    import json
+    validator = jsonschema.Draft202012Validator(json.loads((DOCS / schema_file).read_text()))
+    errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+    check(not errors, f'not valid against {schema_file}: ' + '; '.join(
+        f"at {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:200]}" for e in errors[:5]))
 
 
 def check_one_error_line(r, must_contain=(), keywords=()):

@@ -450,7 +450,7 @@ TEST(BatchReport, RecordAndSummaryText) {
   record.verified_on = "cpu";
   record.seconds = 0.5;
   EXPECT_EQ(format_batch_record(record),
-            R"({"schema":"ckpt-convert.batch/1","input":"zoo/a.pth","path":"a.pth",)"
+            R"({"schema":"ckpt-convert.batch/2","input":"zoo/a.pth","path":"a.pth",)"
             R"("output":"out/a.pth","status":"converted","reason":"new","exit_code":0,"error":null,)"
             R"("stale_output":null,"input_bytes":2000000,"output_bytes":1900000,"tensors":3,"storages":2,)"
             R"("storage_bytes":1800000,"renamed":3,"dropped":0,)"
