@@ -132,9 +132,13 @@ def run_block(examples, binary, inputs):
             "PATH": os.path.dirname(os.path.abspath(binary)) + os.pathsep + env.get("PATH", ""),
             "TERM": "dumb", "NO_COLOR": "1", "LC_ALL": "C.UTF-8", "COLUMNS": "100",
         })
-        if os.path.exists(STDBUF):  # stdout line-buffered, as on a terminal
+        if os.path.exists(STDBUF):  # stdout line-buffered, as on a terminal (what stdbuf -oL does)
             env["LD_PRELOAD"] = STDBUF
             env["_STDBUF_O"] = "L"
+            # The sanitizer pass (tools/sanitize.sh) runs this test too: ASan refuses to start
+            # when a preloaded library comes before its runtime, unless told this is fine.
+            asan = env.get("ASAN_OPTIONS", "")
+            env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
         proc = subprocess.run(["bash", "-c", "\n".join(script), "docs-example", work],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                               timeout=120)
