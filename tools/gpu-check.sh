@@ -3,8 +3,8 @@
 # Python has CUDA PyTorch, converts the fixtures with --device cuda:0 (one by one and as a
 # batch), runs `check --device cuda:0` on every output, and loads every output with that
 # machine's Python: torch.load(weights_only=True) onto the GPU, load_state_dict(strict=True)
-# into the plain model, bitwise equal to the input. Prints a result line for the README's
-# GPU section and exits non-zero when anything failed.
+# into the plain model, bitwise equal to the input. Prints a result line for the GPU
+# table of docs/building.md and exits non-zero when anything failed.
 #
 #   tools/gpu-check.sh [--python PY] [--device cuda:N] [--deps DIR] [--build-dir DIR]
 #   tools/gpu-check.sh --pack-deps DIR     # on a Debian 12 machine: fetch the .debs to carry
