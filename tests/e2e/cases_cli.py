@@ -734,3 +734,15 @@ def json_paths_are_arrays_and_failed_outputs_null(ctx):
     record = json.loads(r.stdout)
     j.check_schema(record, 'batch.schema.json')
     j.check(record['status'] == 'failed' and record['output'] is None, f'record {record}')
+
+
+@case
+def batch_dry_run_records_valid_against_schema(ctx):
+    """A dry run's records (status dry-run) are valid against batch.schema.json."""
+    j = J()
+    r = ctx.run('batch', ctx.fixture('dp_tiny_cnn.pth'), '-o', ctx.out_dir / 'zoo', '--dry-run',
+                '--json')
+    j.check(r.rc == 0, f'exit code {r.rc}')
+    record = json.loads(r.stdout)
+    j.check(record['status'] == 'dry-run', f"status {record['status']!r}")
+    j.check_schema(record, 'batch.schema.json')
