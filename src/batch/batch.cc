@@ -91,6 +91,20 @@ void drop_stale_output(const BatchInput& in, const BatchOptions& options, BatchR
   record.stale_output = "removed";
 }
 
+// Removes the folders between `output` and `output_dir` that are empty: a
+// failed input must not leave the folder made for its output behind (rmdir
+// removes only empty ones, so another input's output keeps its folder).
+void remove_empty_folders(const std::string& output_dir, const std::string& output) {
+  fs::path top = fs::path(output_dir).lexically_normal();
+  for (fs::path folder = fs::path(output).parent_path().lexically_normal();
+       folder != top && !folder.empty() && folder.string().size() > top.string().size();
+       folder = folder.parent_path()) {
+    if (::rmdir(folder.c_str()) != 0) {
+      break;
+    }
+  }
+}
+
 // Converts one input (or finds it up to date). Never throws: a failure is
 // the record's.
 BatchRecord process(const BatchInput& in, const BatchOptions& options,
@@ -183,6 +197,9 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
   }
   if (converting && record.status == BatchStatus::k_failed) {
     drop_stale_output(in, options, record);
+    if (!options.convert.dry_run) {
+      remove_empty_folders(options.output_dir, record.output);
+    }
   }
   record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return record;

@@ -746,3 +746,21 @@ def batch_dry_run_records_valid_against_schema(ctx):
     record = json.loads(r.stdout)
     j.check(record['status'] == 'dry-run', f"status {record['status']!r}")
     j.check_schema(record, 'batch.schema.json')
+
+
+@case
+def batch_failed_input_leaves_no_empty_folder(ctx):
+    """An input that fails in a folder of its own leaves no empty folder under OUTDIR; a
+    folder that holds another input's output stays (before the fix: OUTDIR/broken/ stayed)."""
+    j = J()
+    zoo = ctx.in_dir / 'zoo'
+    (zoo / 'broken' / 'deeper').mkdir(parents=True)
+    (zoo / 'mixed').mkdir()
+    shutil.copyfile(ctx.fixture('bad/text.pth', copy=False), zoo / 'broken' / 'deeper' / 'a.pth')
+    shutil.copyfile(ctx.fixture('bad/text.pth', copy=False), zoo / 'mixed' / 'bad.pth')
+    shutil.copyfile(ctx.fixture('dp_tiny_cnn.pth', copy=False), zoo / 'mixed' / 'good.pth')
+    out = ctx.out_dir / 'zoo'
+    r = ctx.run('batch', zoo, '-o', out, '--jobs', '1')
+    j.check(r.rc == 5, f'exit code {r.rc}, expected 5')
+    left = sorted(str(p.relative_to(out)) for p in out.rglob('*') if '.ckpt-convert' not in p.parts)
+    j.check(left == ['ckpt-convert-batch.jsonl', 'mixed', 'mixed/good.pth'], f'OUTDIR holds {left}')
