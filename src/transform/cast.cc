@@ -1,11 +1,11 @@
 // Casts between float32, float64, float16 and bfloat16 that reproduce torch
 // 1.13's CPU `Tensor.to(dtype)` bit for bit (include/ckpt/cast.h lists the
-// NaN each cast gives). Every narrowing to 16 bits is integer arithmetic on
-// the float32 bit pattern, so the result does not depend on the floating-point
-// environment (rounding mode, flush-to-zero); torch's own software path for
-// float16 uses float multiplies and would not survive FTZ/DAZ. float64 →
-// float32 and the widenings to float64 are `static_cast`, exact or IEEE
-// round-to-nearest-even as the hardware does them, as in torch.
+// NaN each cast gives). Every narrowing to 16 bits rounds the float32 bit
+// pattern with integer arithmetic, except float16 subnormals, which take one
+// float add as torch's own code does; nothing depends on flush-to-zero or
+// denormals-are-zero, and like torch everything assumes the default
+// round-to-nearest mode. float64 → float32 and the widenings to float64 are
+// `static_cast`, exact or IEEE round-to-nearest-even in hardware, as in torch.
 //
 // The portable loops run in blocks of `k_block` elements with a constant trip
 // count, which GCC's -O2 ("very cheap" cost model) vectorises without a
@@ -45,7 +45,7 @@ float float_of(uint32_t u) {
 
 // `condition ? a : b` as mask arithmetic, which GCC keeps branch-free (a
 // ternary becomes a jump the vectoriser refuses).
-[[gnu::always_inline]] inline uint32_t select(bool condition, uint32_t a, uint32_t b) {
+[[gnu::always_inline]] inline uint32_t choose(bool condition, uint32_t a, uint32_t b) {
   return b ^ ((a ^ b) & (0u - static_cast<uint32_t>(condition)));
 }
 
@@ -65,9 +65,9 @@ float float_of(uint32_t u) {
   // so flush-to-zero cannot touch it, and the float32 subnormals that
   // denormals-are-zero would read as zero round to zero anyway.
   const uint32_t subnormal = bits_of(float_of(a) + 0.5f) - 0x3F000000u;
-  uint32_t h = select(a >= 0x38800000u, normal, subnormal);
-  h = select(a >= 0x477FF000u, 0x7C00u, h);  // 65520 and up round to inf
-  h = select(a > 0x7F800000u, 0x7E00u, h);   // NaN: torch's Half(float)
+  uint32_t h = choose(a >= 0x38800000u, normal, subnormal);
+  h = choose(a >= 0x477FF000u, 0x7C00u, h);  // 65520 and up round to inf
+  h = choose(a > 0x7F800000u, 0x7E00u, h);   // NaN: torch's Half(float)
   return static_cast<uint16_t>(h | sign);
 }
 
@@ -75,7 +75,7 @@ float float_of(uint32_t u) {
 // stays, finite overflow rounds to ±inf. `nan` is what a NaN becomes.
 [[gnu::always_inline]] inline uint16_t bf16_from_f32_bits(uint32_t x, uint16_t nan) {
   const uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
-  return static_cast<uint16_t>(select((x & 0x7FFFFFFFu) > 0x7F800000u, nan, rounded));
+  return static_cast<uint16_t>(choose((x & 0x7FFFFFFFu) > 0x7F800000u, nan, rounded));
 }
 
 // float16 bits → float32 bits, exact. NaN keeps sign and payload and gains
@@ -87,9 +87,9 @@ float float_of(uint32_t u) {
   const uint32_t normal = ((e + 112u) << 23) | (m << 13);
   // m * 2^-24 is exact in float32 and a normal float32.
   const uint32_t subnormal = bits_of(static_cast<float>(static_cast<int32_t>(m)) * 0x1p-24f);
-  const uint32_t special = 0x7F800000u | (m << 13) | select(m != 0, 0x400000u, 0u);
-  uint32_t f = select(e == 0, subnormal, normal);
-  f = select(e == 0x1F, special, f);
+  const uint32_t special = 0x7F800000u | (m << 13) | choose(m != 0, 0x400000u, 0u);
+  uint32_t f = choose(e == 0, subnormal, normal);
+  f = choose(e == 0x1F, special, f);
   return f | sign;
 }
 
