@@ -330,7 +330,7 @@ CheckReport check_checkpoint(const CheckOptions& options) {
     report.expected = options.expected->entries.size();
   }
   Checkpoint checkpoint = read_checkpoint(options.path);
-  report.format = format_name(checkpoint.format);
+  report.format = format_name(checkpoint);
 
   Node* dict = nullptr;
   std::vector<Entry> entries;

@@ -168,7 +168,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
 
   Clock::time_point stage = Clock::now();
   Checkpoint input = read_checkpoint(options.input);
-  report.format = format_name(input.format);
+  report.format = format_name(input);
   report.globals = list_globals(input.graph.root);
   report.seconds.read = seconds_since(stage);
   spdlog::debug("read {}: {} checkpoint, {} tensors in {} storages, {:.3f} s", options.input,
@@ -246,7 +246,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
                   report.seconds.write);
     if (options.verify) {
       stage = Clock::now();
-      VerifySource source{options.input, options.input + ":" + input.archive_name + "/data/",
+      VerifySource source{options.input, input.storage_records,
                           input.file.fd()};
       report.verified = verify_output(tensors, encoded.bytes, temp.path(), output,
                                       options.device, source, options.progress);
