@@ -3,6 +3,7 @@
 // in the mapped file.
 #pragma once
 
+#include <deque>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,7 +19,10 @@ struct SourceFormat;
 struct Checkpoint {
   std::string path;
   const SourceFormat* format = nullptr;  // the reader that claimed the file (source.h)
-  MappedFile file;                   // the mapping, when read from a path
+  // The maps of the files the storages' bytes are in (each `Storage::file`
+  // points at one): one when read from a path, none when read from memory.
+  // A deque, so that they stay where they are when the checkpoint moves.
+  std::deque<MappedFile> files;
   ByteSpan bytes;                    // the whole file
   Graph graph;
   std::string pickle_record;         // where the pickle is, for messages
@@ -33,6 +37,11 @@ struct Checkpoint {
   std::vector<std::pair<std::string, std::string>> facts;
   std::vector<TensorRef> tensors;    // every tensor in the graph, in pickle order
 
+  // The map of the file `read_checkpoint` was given; nullptr when read from
+  // memory. A reader binds each `Storage::file` to it.
+  const MappedFile* mapped() const { return files.empty() ? nullptr : &files.front(); }
+  // True when a file the storages are in shrank while it was mapped.
+  bool shrank() const;
   // The fact called `name`, or "" when the format has none.
   std::string fact(const std::string& name) const;
 };

@@ -29,7 +29,8 @@ struct SourceFormat {
   // `path` and the cause.
   bool (*sniff)(const std::string& path, ByteSpan file);
   // Reads the file into `out`, whose `path` and `bytes` (every byte of it)
-  // are set: the graph, each `Storage` bound to its bytes in `out.bytes`,
+  // are set: the graph, each `Storage` bound to its bytes in `out.bytes` and
+  // to the file they lie in (`out.mapped()`),
   // `pickle_record`, `pickle_bytes`, `storage_records` and `facts`. The
   // caller then collects `out.tensors`. Throws `Error` naming
   // `path`[:record][@byte] and the cause.

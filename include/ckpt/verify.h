@@ -22,12 +22,11 @@ struct VerifyReport {
   std::string device;
 };
 
-// The input the sources were read from: to reread their bytes, and for
-// messages.
+// The input the sources were read from, for messages. (Each source storage
+// says which file its bytes are in: `storage_bytes`.)
 struct VerifySource {
   std::string path;     // the input file
   std::string records;  // its storage records' prefix: `in.pth:archive/data/`
-  int fd = -1;          // open on it; -1 when the sources' bytes are only in memory
 };
 
 // Checks the archive at `path` against `sources` (the tensors of the root

@@ -28,6 +28,15 @@ std::string Checkpoint::fact(const std::string& name) const {
   return "";
 }
 
+bool Checkpoint::shrank() const {
+  for (const MappedFile& file : files) {
+    if (file.shrank()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 const char* format_name(const Checkpoint& ckpt) {
   return ckpt.format != nullptr ? ckpt.format->report_name : "";
 }
@@ -72,8 +81,8 @@ void parse(Checkpoint& ckpt) {
 Checkpoint read_checkpoint(const std::string& path) {
   Checkpoint ckpt;
   ckpt.path = path;
-  ckpt.file = MappedFile::open(path);
-  ckpt.bytes = ckpt.file.bytes();
+  ckpt.files.push_back(MappedFile::open(path));
+  ckpt.bytes = ckpt.files.front().bytes();
   parse(ckpt);
   return ckpt;
 }

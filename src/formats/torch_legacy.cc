@@ -152,6 +152,7 @@ void read_torch_legacy(const std::string& path, Checkpoint& ckpt) {
                       " bytes, " + std::to_string(file.size - pos) + " left");
     }
     storage->bytes = {file.data + pos, bytes};
+    storage->file = ckpt.mapped();
     storage->file_offset = pos;
     pos += bytes;
   }

@@ -184,6 +184,7 @@ void read_torch_zip(const std::string& path, Checkpoint& ckpt) {
                           std::to_string(needed));
       }
       storage->bytes = {bytes.data, needed};
+      storage->file = ckpt.mapped();
       storage->file_offset = static_cast<uint64_t>(bytes.data - file.data);
       storage->has_crc32 = entry->size == needed;
       storage->crc32 = entry->crc32;

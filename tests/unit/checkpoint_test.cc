@@ -149,6 +149,25 @@ TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
   EXPECT_FALSE(formats[1].sniff("zip", zip.bytes()));
 }
 
+TEST(ReadCheckpoint, BindsEveryStorageToTheFileItsBytesAreIn) {
+  for (const char* name : {"dp_tiny_cnn.pth", "legacy_dp.pth"}) {
+    Checkpoint ckpt = read_checkpoint(data(name));
+    ASSERT_EQ(ckpt.files.size(), 1u) << name;
+    const MappedFile* file = ckpt.mapped();
+    for (const Storage& storage : ckpt.graph.storages()) {
+      StorageBytes where = storage_bytes(storage);
+      EXPECT_EQ(where.file, file) << name << " " << storage.key;
+      EXPECT_EQ(where.bytes.data, file->bytes().data + where.file_offset) << name;
+    }
+  }
+  MappedFile legacy = MappedFile::open(data("legacy_dp.pth"));
+  Checkpoint in_memory = read_checkpoint_bytes("in-memory", legacy.bytes());
+  EXPECT_EQ(in_memory.mapped(), nullptr);
+  for (const Storage& storage : in_memory.graph.storages()) {
+    EXPECT_EQ(storage_bytes(storage).file, nullptr) << storage.key;
+  }
+}
+
 TEST(ReadCheckpointBytes, SniffsThroughTheSameTable) {
   MappedFile legacy = MappedFile::open(data("legacy_dp.pth"));
   Checkpoint ckpt = read_checkpoint_bytes("in-memory", legacy.bytes());
