@@ -24,18 +24,13 @@
 #include <utility>
 #include <vector>
 
+#include "ckpt/bytes.h"
 #include "ckpt/dtype.h"
 
 namespace ckpt {
 
 class MappedFile;
 struct Node;
-
-// A view of bytes that live elsewhere (normally the mapped input file).
-struct ByteSpan {
-  const uint8_t* data = nullptr;
-  uint64_t size = 0;
-};
 
 // A string a node holds: a str's UTF-8, a bytes' raw bytes, a global's
 // module or name, an int past int64's two's complement. It views bytes that

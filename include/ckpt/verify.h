@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/bytes.h"
 #include "ckpt/graph.h"
 #include "ckpt/tensor.h"
 
@@ -47,6 +48,6 @@ struct VerifySource {
 VerifyReport verify_output(
     const std::vector<TensorRef>& sources, const std::string& pickle, const std::string& path,
     const std::string& shown_as, const std::string& device, const VerifySource& input,
-    const std::function<void(const char*, uint64_t, uint64_t)>& progress = {});
+    const ProgressFn& progress = {});
 
 }  // namespace ckpt

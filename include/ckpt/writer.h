@@ -4,9 +4,9 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 
+#include "ckpt/bytes.h"
 #include "ckpt/pickle.h"
 
 namespace ckpt {
@@ -22,6 +22,6 @@ namespace ckpt {
 // total). Returns the bytes written. Throws `Error` on I/O failure.
 uint64_t write_checkpoint(
     const EncodedPickle& pickle, int fd, const std::string& path,
-    const std::function<void(const char*, uint64_t, uint64_t)>& progress = {});
+    const ProgressFn& progress = {});
 
 }  // namespace ckpt

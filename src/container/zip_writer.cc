@@ -270,7 +270,7 @@ uint64_t ZipWriter::finish() {
 
 uint64_t write_checkpoint(const EncodedPickle& pickle, int fd,
                           const std::string& path,
-                          const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
+                          const ProgressFn& progress) {
   uint64_t total = pickle.bytes.size();
   for (const Storage* storage : pickle.storages) {
     total += storage->bytes.size;

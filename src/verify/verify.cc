@@ -42,7 +42,7 @@ std::string describe(size_t index, const TensorRef& ref) {
 // Tells the caller's progress callback of bytes verified.
 class Progress {
 public:
-  Progress(uint64_t total, const std::function<void(const char*, uint64_t, uint64_t)>& report)
+  Progress(uint64_t total, const ProgressFn& report)
       : m_total(total), m_report(report) {}
   void done(uint64_t n) {
     m_done += n;
@@ -54,7 +54,7 @@ public:
 private:
   uint64_t m_done = 0;
   uint64_t m_total;
-  const std::function<void(const char*, uint64_t, uint64_t)>& m_report;
+  const ProgressFn& m_report;
 };
 
 // Storage bytes are read a megabyte at a time into buffers that stay in the
@@ -264,7 +264,7 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
 VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::string& pickle,
                            const std::string& path, const std::string& shown_as,
                            const std::string& device, const VerifySource& input,
-                           const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
+                           const ProgressFn& progress) {
   VerifyReport report;
   report.device = device;
   bool on_cpu = is_cpu_device(device);
