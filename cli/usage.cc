@@ -7,6 +7,7 @@
 
 #include "ckpt/error.h"
 #include "ckpt/rules.h"
+#include "ckpt/spellcheck.h"
 #include "terminal.h"
 
 namespace ckpt::cli {
