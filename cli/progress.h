@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "ckpt/convert.h"
+#include "ckpt/bytes.h"
 
 namespace ckpt::cli {
 

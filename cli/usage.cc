@@ -6,7 +6,8 @@
 #include <cstdio>
 
 #include "ckpt/error.h"
-#include "ckpt/rules.h"
+#include "ckpt/spellcheck.h"
+#include "ckpt/spellcheck.h"
 #include "terminal.h"
 
 namespace ckpt::cli {

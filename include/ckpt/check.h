@@ -47,16 +47,6 @@ ExpectedKeys load_expected_keys(const std::string& path);
 // one).
 ExpectedKeys expected_keys_from_model(const std::string& path);
 
-// The dtype named by `--dtype`: torch's names and aliases with or without
-// `torch.` (`float16`, `half`, `torch.bfloat16`, `float`) and the short
-// names of mixed-precision flags (`fp16`, `bf16`, `fp32`, `fp64`).
-// Throws `Error` (usage) with a suggestion for an unknown name.
-Dtype parse_dtype_name(const std::string& text);
-
-// True for the floating-point dtypes (`float8_*`, `float16`, `bfloat16`,
-// `float32`, `float64`): those `--dtype` constrains, as `Module.to(dtype)`
-// converts only them.
-bool is_floating_dtype(Dtype dtype);
 
 struct NonFinite {
   uint64_t nan = 0;

@@ -1,8 +1,11 @@
-// Opening a checkpoint: the container (zip or legacy), the pickle decoded into
-// a graph, and every storage bound to its bytes in the mapped file.
+// Opening a checkpoint: the format sniffed through the table of
+// source.h, the file read into a graph, and every storage bound to its bytes
+// in the mapped file.
 #pragma once
 
+#include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ckpt/graph.h"
@@ -11,33 +14,50 @@
 
 namespace ckpt {
 
-enum class ContainerFormat { k_zip, k_legacy };
+struct SourceFormat;
 
 struct Checkpoint {
   std::string path;
-  ContainerFormat format = ContainerFormat::k_zip;
-  MappedFile file;                   // the mapping, when read from a path
+  const SourceFormat* format = nullptr;  // the reader that claimed the file (source.h)
+  // The maps of the files the storages' bytes are in (each `Storage::file`
+  // points at one): one when read from a path, none when read from memory.
+  // A deque, so that they stay where they are when the checkpoint moves.
+  std::deque<MappedFile> files;
   ByteSpan bytes;                    // the whole file
   Graph graph;
-  std::string archive_name;          // zip: the folder every record is in
   std::string pickle_record;         // where the pickle is, for messages
   uint64_t pickle_bytes = 0;
-  std::vector<std::string> records;  // zip: record names without the folder
-  std::string version;               // zip: the `version` record, trimmed
+  // How messages name where a storage's bytes are: this, then its key
+  // (`in.pth:archive/data/`).
+  std::string storage_records;
+  // What the format tells about the file, for `inspect`, by name:
+  // `archive_name` (zip: the folder every record is in), `version` (zip: the
+  // `version` record, trimmed), `torch_hint` (which torch wrote it, as far as
+  // the file tells).
+  std::vector<std::pair<std::string, std::string>> facts;
   std::vector<TensorRef> tensors;    // every tensor in the graph, in pickle order
+
+  // The map of the file `read_checkpoint` was given; nullptr when read from
+  // memory. A reader binds each `Storage::file` to it.
+  const MappedFile* mapped() const { return files.empty() ? nullptr : &files.front(); }
+  // True when a file the storages are in shrank while it was mapped.
+  bool shrank() const;
+  // The fact called `name`, or "" when the format has none.
+  std::string fact(const std::string& name) const;
 };
 
 // Opens and decodes `path`. Nothing in it is executed. Throws `Error` naming
 // the file (and record or byte offset) and the cause for anything that is not
-// a readable torch.save checkpoint: empty, text, tar-format (torch < 0.4),
+// a readable checkpoint: empty, text, tar-format (torch < 0.4),
 // TorchScript archives, truncation, missing or short storage records.
 Checkpoint read_checkpoint(const std::string& path);
 
-// The same for a file already in memory (`bytes` must outlive the result);
-// `name` stands for the file in messages. Used by the fuzz targets.
+// The same for a file already in memory (`bytes` must outlive the result),
+// sniffed through the same table; `name` stands for the file in messages.
+// Used by the fuzz targets.
 Checkpoint read_checkpoint_bytes(const std::string& name, ByteSpan bytes);
 
-// The name of the container format for reports: `zip` or `legacy`.
-const char* format_name(ContainerFormat format);
+// The name reports print for the format of `ckpt`: `zip` or `legacy`.
+const char* format_name(const Checkpoint& ckpt);
 
 }  // namespace ckpt

@@ -7,15 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/bytes.h"
 #include "ckpt/globals.h"
 #include "ckpt/rewrite.h"
 #include "ckpt/rules.h"
 #include "ckpt/verify.h"
 
 namespace ckpt {
-
-// Reports progress of a long stage (`write`, `verify`): `done` of `total` bytes.
-using ProgressFn = std::function<void(const char* stage, uint64_t done, uint64_t total)>;
 
 struct ConvertOptions {
   std::string input;

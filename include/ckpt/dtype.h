@@ -1,8 +1,10 @@
-// Element types of tensors and storages, and the names pickles use for them.
+// Element types of tensors and storages, the names pickles use for them, and
+// the names users give them.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace ckpt {
@@ -32,5 +34,22 @@ std::optional<Dtype> dtype_of_storage_class(std::string_view name);
 // The dtype torch's global `torch.<name>` denotes (`float32`, `float`, `half`,
 // `bfloat16`, `float8_e4m3fn`, …), as `_rebuild_tensor_v3` passes it.
 std::optional<Dtype> dtype_of_torch_name(std::string_view name);
+
+// The dtype a user names: torch's names and aliases with or without `torch.`
+// (`float16`, `half`, `torch.bfloat16`, `float`) and the short names of
+// mixed-precision flags (`fp16`, `bf16`, `fp32`, `fp64`); nullopt if none.
+std::optional<Dtype> dtype_named(std::string name);
+
+// "unknown dtype '`name`'", with a "did you mean" hint when one is close.
+std::string unknown_dtype(const std::string& name);
+
+// The dtype named by `--dtype` (as `dtype_named`). Throws `Error` (usage)
+// with a suggestion for an unknown name.
+Dtype parse_dtype_name(const std::string& text);
+
+// True for the floating-point dtypes (`float8_*`, `float16`, `bfloat16`,
+// `float32`, `float64`): those `--dtype` constrains, as `Module.to(dtype)`
+// converts only them.
+bool is_floating_dtype(Dtype dtype);
 
 }  // namespace ckpt

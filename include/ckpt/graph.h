@@ -24,17 +24,13 @@
 #include <utility>
 #include <vector>
 
+#include "ckpt/bytes.h"
 #include "ckpt/dtype.h"
 
 namespace ckpt {
 
+class MappedFile;
 struct Node;
-
-// A view of bytes that live elsewhere (normally the mapped input file).
-struct ByteSpan {
-  const uint8_t* data = nullptr;
-  uint64_t size = 0;
-};
 
 // A string a node holds: a str's UTF-8, a bytes' raw bytes, a global's
 // module or name, an int past int64's two's complement. It views bytes that
@@ -79,13 +75,30 @@ struct Storage {
   Node* location = nullptr;  // k_str: `cpu`, `cuda:3`, …
   Dtype dtype = Dtype::k_untyped;
   int64_t numel = 0;         // elements of `dtype`
-  ByteSpan bytes;            // numel × element_size(dtype) bytes
-  uint64_t file_offset = 0;  // where `bytes` start in the file
+  ByteSpan bytes;            // numel × element_size(dtype) bytes (read through storage_bytes)
+  const MappedFile* file = nullptr;  // the file `bytes` lie in; nullptr: only in memory
+  uint64_t file_offset = 0;  // where `bytes` start in `file`
   bool has_crc32 = false;    // `crc32` is the zip record's, which holds exactly `bytes`
   uint32_t crc32 = 0;
   mutable uint32_t memo_epoch = 0;  // encoder scratch: its key string is memoized
   mutable uint32_t memo_index = 0;
 };
+
+// Where the bytes of a storage are: in memory, and in which file at which
+// offset when they lie in one.
+struct StorageBytes {
+  ByteSpan bytes;
+  const MappedFile* file = nullptr;  // nullptr: only in memory
+  uint64_t file_offset = 0;          // where `bytes` start in `file`
+};
+
+// Where the bytes of `storage` are. Every reader of a storage's contents (the
+// writer, verification, check's CRC-32 and NaN/Inf scans, the LibTorch
+// loader) asks here: today they are one range of one file, and a storage
+// made of pieces of several files will change this one place.
+inline StorageBytes storage_bytes(const Storage& storage) {
+  return {storage.bytes, storage.file, storage.file_offset};
+}
 
 // A node's list (its items or its entries) in memory of the node's graph.
 // It reads like a std::vector; it changes only through `Graph::assign` and

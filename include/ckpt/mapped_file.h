@@ -5,7 +5,7 @@
 #include <string>
 
 #include "ckpt/error.h"
-#include "ckpt/graph.h"
+#include "ckpt/bytes.h"
 
 namespace ckpt {
 

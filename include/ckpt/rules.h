@@ -84,9 +84,4 @@ private:
   std::vector<Rule> m_rules;
 };
 
-// The closest of `candidates` to `word` within a small edit distance, for
-// "did you mean" hints.
-std::optional<std::string> closest_match(const std::string& word,
-                                         const std::vector<std::string>& candidates);
-
 }  // namespace ckpt

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "ckpt/dtype.h"
-#include "ckpt/graph.h"  // ByteSpan
+#include "ckpt/bytes.h"
 
 namespace ckpt {
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/bytes.h"
 #include "ckpt/graph.h"
 #include "ckpt/tensor.h"
 
@@ -22,12 +23,11 @@ struct VerifyReport {
   std::string device;
 };
 
-// The input the sources were read from: to reread their bytes, and for
-// messages.
+// The input the sources were read from, for messages. (Each source storage
+// says which file its bytes are in: `storage_bytes`.)
 struct VerifySource {
   std::string path;     // the input file
   std::string records;  // its storage records' prefix: `in.pth:archive/data/`
-  int fd = -1;          // open on it; -1 when the sources' bytes are only in memory
 };
 
 // Checks the archive at `path` against `sources` (the tensors of the root
@@ -48,6 +48,6 @@ struct VerifySource {
 VerifyReport verify_output(
     const std::vector<TensorRef>& sources, const std::string& pickle, const std::string& path,
     const std::string& shown_as, const std::string& device, const VerifySource& input,
-    const std::function<void(const char*, uint64_t, uint64_t)>& progress = {});
+    const ProgressFn& progress = {});
 
 }  // namespace ckpt

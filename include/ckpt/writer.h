@@ -4,9 +4,9 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 
+#include "ckpt/bytes.h"
 #include "ckpt/pickle.h"
 
 namespace ckpt {
@@ -14,13 +14,14 @@ namespace ckpt {
 // Writes `pickle` and every storage it names (each once, byte for byte) to the
 // open file `fd`: records `archive/data.pkl`, `archive/byteorder`,
 // `archive/data/<i>`, `archive/version`, stored, 64-byte aligned, with zip64
-// end records. Storage bytes are copied from `input_fd` (the file they were
-// read from) inside the kernel when their CRC-32 is known, and streamed
-// through a small buffer otherwise: never through the heap. `path` names the
+// end records. Storage bytes are copied from the file they lie in
+// (`storage_bytes`) inside the kernel when their CRC-32 is known, and
+// streamed through a small buffer otherwise: never through the heap. Small
+// storages, and bytes that lie in no file, are written from memory. `path` names the
 // output in messages. `progress`, when set, hears ("write", bytes done, bytes
 // total). Returns the bytes written. Throws `Error` on I/O failure.
 uint64_t write_checkpoint(
-    const EncodedPickle& pickle, int input_fd, int fd, const std::string& path,
-    const std::function<void(const char*, uint64_t, uint64_t)>& progress = {});
+    const EncodedPickle& pickle, int fd, const std::string& path,
+    const ProgressFn& progress = {});
 
 }  // namespace ckpt

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "ckpt/graph.h"
+#include "ckpt/bytes.h"
 
 namespace ckpt {
 

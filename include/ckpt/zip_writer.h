@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "ckpt/graph.h"
+#include "ckpt/bytes.h"
 
 namespace ckpt {
 

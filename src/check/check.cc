@@ -231,8 +231,9 @@ public:
         continue;
       }
       ++m_report.storages_crc_checked;
-      uint32_t crc = crc32_update(0, storage.bytes.data, storage.bytes.size);
-      release_pages(storage.bytes);  // a large file need not stay resident
+      ByteSpan bytes = storage_bytes(storage).bytes;
+      uint32_t crc = crc32_update(0, bytes.data, bytes.size);
+      release_pages(bytes);  // a large file need not stay resident
       if (crc != storage.crc32) {
         add(CheckProblemKind::k_corrupt, "",
             "record data/" + storage.key +
@@ -330,7 +331,7 @@ CheckReport check_checkpoint(const CheckOptions& options) {
     report.expected = options.expected->entries.size();
   }
   Checkpoint checkpoint = read_checkpoint(options.path);
-  report.format = format_name(checkpoint.format);
+  report.format = format_name(checkpoint);
 
   Node* dict = nullptr;
   std::vector<Entry> entries;

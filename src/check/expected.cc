@@ -15,7 +15,6 @@
 
 #include "ckpt/check.h"
 #include "ckpt/error.h"
-#include "ckpt/rules.h"
 #include "ckpt/torch_plugin.h"
 
 namespace ckpt {
@@ -72,40 +71,6 @@ std::optional<std::vector<int64_t>> read_shape(const std::string& text, size_t& 
     ++at;
   }
   return sizes;
-}
-
-std::optional<Dtype> dtype_named(std::string name) {
-  if (name.rfind("torch.", 0) == 0) {
-    name = name.substr(6);
-  }
-  // The short names of mixed-precision flags (Lightning's `precision`,
-  // accelerate's `--mixed_precision`, DeepSpeed's `bf16`/`fp16`).
-  static const std::pair<const char*, Dtype> k_short[] = {{"fp16", Dtype::k_float16},
-                                                          {"bf16", Dtype::k_bfloat16},
-                                                          {"fp32", Dtype::k_float32},
-                                                          {"fp64", Dtype::k_float64}};
-  for (const auto& [short_name, dtype] : k_short) {
-    if (name == short_name) {
-      return dtype;
-    }
-  }
-  return dtype_of_torch_name(name);
-}
-
-std::vector<std::string> dtype_names() {
-  std::vector<std::string> names;
-  for (int d = 0; d < static_cast<int>(Dtype::k_untyped); ++d) {
-    names.emplace_back(dtype_name(static_cast<Dtype>(d)));
-  }
-  return names;
-}
-
-std::string unknown_dtype(const std::string& name) {
-  std::string text = "unknown dtype '" + name + "'";
-  if (std::optional<std::string> close = closest_match(name, dtype_names())) {
-    text += ", did you mean '" + *close + "'?";
-  }
-  return text;
 }
 
 ExpectedKeys parse_text(const std::string& name, const std::string& text) {
@@ -268,30 +233,6 @@ ExpectedKeys expected_keys_from_model(const std::string& path) {
     out.entries.push_back(std::move(expected));
   }
   return out;
-}
-
-Dtype parse_dtype_name(const std::string& text) {
-  std::optional<Dtype> dtype = dtype_named(text);
-  if (!dtype) {
-    throw Error("--dtype: " + unknown_dtype(text), ExitStatus::k_usage);
-  }
-  return *dtype;
-}
-
-bool is_floating_dtype(Dtype dtype) {
-  switch (dtype) {
-    case Dtype::k_float16:
-    case Dtype::k_bfloat16:
-    case Dtype::k_float32:
-    case Dtype::k_float64:
-    case Dtype::k_float8_e5m2:
-    case Dtype::k_float8_e4m3fn:
-    case Dtype::k_float8_e5m2fnuz:
-    case Dtype::k_float8_e4m3fnuz:
-      return true;
-    default:
-      return false;
-  }
 }
 
 }  // namespace ckpt

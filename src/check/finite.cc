@@ -151,7 +151,7 @@ NonFinite count_non_finite(const TensorRef& tensor) {
     return out;
   }
   const int64_t element = f.bytes * f.parts;
-  const uint8_t* base = tensor.storage->bytes.data + tensor.offset * element;
+  const uint8_t* base = storage_bytes(*tensor.storage).bytes.data + tensor.offset * element;
   if (is_contiguous(tensor)) {
     auto n = static_cast<uint64_t>(numel);
     if (suspects_in(base, n * static_cast<uint64_t>(f.parts), f) == 0) {

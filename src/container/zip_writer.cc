@@ -268,9 +268,9 @@ uint64_t ZipWriter::finish() {
   return m_offset;
 }
 
-uint64_t write_checkpoint(const EncodedPickle& pickle, int input_fd, int fd,
+uint64_t write_checkpoint(const EncodedPickle& pickle, int fd,
                           const std::string& path,
-                          const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
+                          const ProgressFn& progress) {
   uint64_t total = pickle.bytes.size();
   for (const Storage* storage : pickle.storages) {
     total += storage->bytes.size;
@@ -285,10 +285,11 @@ uint64_t write_checkpoint(const EncodedPickle& pickle, int input_fd, int fd,
     if (storage->has_crc32) {
       crc32 = storage->crc32;
     }
-    if (input_fd >= 0 && storage->bytes.size > k_small_record) {
-      zip.add_from_file(name, input_fd, storage->file_offset, storage->bytes.size, crc32);
+    StorageBytes where = storage_bytes(*storage);
+    if (where.file != nullptr && where.bytes.size > k_small_record) {
+      zip.add_from_file(name, where.file->fd(), where.file_offset, where.bytes.size, crc32);
     } else {
-      zip.add(name, storage->bytes, crc32);
+      zip.add(name, where.bytes, crc32);
     }
     if (progress) {
       progress("write", zip.written(), total);

@@ -168,7 +168,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
 
   Clock::time_point stage = Clock::now();
   Checkpoint input = read_checkpoint(options.input);
-  report.format = format_name(input.format);
+  report.format = format_name(input);
   report.globals = list_globals(input.graph.root);
   report.seconds.read = seconds_since(stage);
   spdlog::debug("read {}: {} checkpoint, {} tensors in {} storages, {:.3f} s", options.input,
@@ -230,9 +230,9 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     TempFile temp(output);
     try {
       report.bytes_written =
-          write_checkpoint(encoded, input.file.fd(), temp.fd(), output, options.progress);
+          write_checkpoint(encoded, temp.fd(), output, options.progress);
     } catch (const Error&) {
-      if (input.file.shrank()) {  // the copy ran out of input: not a write failure
+      if (input.shrank()) {  // the copy ran out of input: not a write failure
         throw truncated_while_read(options.input);
       }
       throw;
@@ -246,15 +246,14 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
                   report.seconds.write);
     if (options.verify) {
       stage = Clock::now();
-      VerifySource source{options.input, options.input + ":" + input.archive_name + "/data/",
-                          input.file.fd()};
+      VerifySource source{options.input, input.storage_records};
       report.verified = verify_output(tensors, encoded.bytes, temp.path(), output,
                                       options.device, source, options.progress);
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
                     options.device, report.seconds.verify);
     }
-    if (input.file.shrank()) {
+    if (input.shrank()) {
       // Verified against the CRC-32s of the input's records, the output may
       // be whole; but another process changed the input meanwhile: say so.
       throw truncated_while_read(options.input);

@@ -32,19 +32,6 @@ void count_wrappers(std::string_view key, std::map<std::string, size_t>& wrapper
   }
 }
 
-std::string torch_hint(const Checkpoint& ckpt) {
-  if (ckpt.format == ContainerFormat::k_legacy) {
-    return "torch < 1.6, or torch.save(..., _use_new_zipfile_serialization=False)";
-  }
-  auto has = [&](const char* record) {
-    return std::find(ckpt.records.begin(), ckpt.records.end(), record) != ckpt.records.end();
-  };
-  if (has(".format_version") || has(".data/serialization_id") || has("byteorder")) {
-    return "torch 2.x or ckpt-convert (zip with a byteorder record)";
-  }
-  return "torch 1.6 or later (zip)";
-}
-
 StateDictSummary summarize(const StateDictRef& ref) {
   StateDictSummary summary;
   summary.path = ref.path;
@@ -83,10 +70,10 @@ InspectReport inspect_checkpoint(const std::string& path) {
   Checkpoint ckpt = read_checkpoint(path);
   InspectReport report;
   report.path = path;
-  report.format = format_name(ckpt.format);
-  report.archive_name = ckpt.archive_name;
-  report.version = ckpt.version;
-  report.torch_hint = torch_hint(ckpt);
+  report.format = format_name(ckpt);
+  report.archive_name = ckpt.fact("archive_name");
+  report.version = ckpt.fact("version");
+  report.torch_hint = ckpt.fact("torch_hint");
   report.file_bytes = ckpt.bytes.size;
   report.pickle_bytes = ckpt.pickle_bytes;
   report.tensors = ckpt.tensors.size();

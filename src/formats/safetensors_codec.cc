@@ -24,7 +24,7 @@
 #include <utility>
 
 #include "ckpt/error.h"
-#include "ckpt/rules.h"  // closest_match
+#include "ckpt/spellcheck.h"
 
 namespace ckpt {
 namespace {

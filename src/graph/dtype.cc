@@ -1,8 +1,14 @@
 // Element types: sizes and the names torch pickles them under (storage classes
-// such as `torch.HalfStorage`, dtype globals such as `torch.float8_e4m3fn`).
+// such as `torch.HalfStorage`, dtype globals such as `torch.float8_e4m3fn`),
+// and the names users give them (`--dtype`, expected-keys files), with a
+// "did you mean" hint for a misspelt one.
 #include "ckpt/dtype.h"
 
 #include <array>
+#include <vector>
+
+#include "ckpt/error.h"
+#include "ckpt/spellcheck.h"
 
 namespace ckpt {
 namespace {
@@ -75,6 +81,68 @@ std::optional<Dtype> dtype_of_torch_name(std::string_view name) {
     }
   }
   return std::nullopt;
+}
+
+std::optional<Dtype> dtype_named(std::string name) {
+  if (name.rfind("torch.", 0) == 0) {
+    name = name.substr(6);
+  }
+  // The short names of mixed-precision flags (Lightning's `precision`,
+  // accelerate's `--mixed_precision`, DeepSpeed's `bf16`/`fp16`).
+  static const std::pair<const char*, Dtype> k_short[] = {{"fp16", Dtype::k_float16},
+                                                          {"bf16", Dtype::k_bfloat16},
+                                                          {"fp32", Dtype::k_float32},
+                                                          {"fp64", Dtype::k_float64}};
+  for (const auto& [short_name, dtype] : k_short) {
+    if (name == short_name) {
+      return dtype;
+    }
+  }
+  return dtype_of_torch_name(name);
+}
+
+namespace {
+
+std::vector<std::string> dtype_names() {
+  std::vector<std::string> names;
+  for (int d = 0; d < static_cast<int>(Dtype::k_untyped); ++d) {
+    names.emplace_back(dtype_name(static_cast<Dtype>(d)));
+  }
+  return names;
+}
+
+}  // namespace
+
+std::string unknown_dtype(const std::string& name) {
+  std::string text = "unknown dtype '" + name + "'";
+  if (std::optional<std::string> close = closest_match(name, dtype_names())) {
+    text += ", did you mean '" + *close + "'?";
+  }
+  return text;
+}
+
+Dtype parse_dtype_name(const std::string& text) {
+  std::optional<Dtype> dtype = dtype_named(text);
+  if (!dtype) {
+    throw Error("--dtype: " + unknown_dtype(text), ExitStatus::k_usage);
+  }
+  return *dtype;
+}
+
+bool is_floating_dtype(Dtype dtype) {
+  switch (dtype) {
+    case Dtype::k_float16:
+    case Dtype::k_bfloat16:
+    case Dtype::k_float32:
+    case Dtype::k_float64:
+    case Dtype::k_float8_e5m2:
+    case Dtype::k_float8_e4m3fn:
+    case Dtype::k_float8_e5m2fnuz:
+    case Dtype::k_float8_e4m3fnuz:
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace ckpt

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "ckpt/error.h"
+#include "ckpt/spellcheck.h"
 
 namespace ckpt {
 namespace {

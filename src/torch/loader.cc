@@ -88,7 +88,7 @@ void check(int status, const char* message) {
 
 CkptTensor view(const TensorRef& ref) {
   CkptTensor t{};
-  t.data = ref.storage->bytes.data + ref.offset * element_size(ref.dtype);
+  t.data = storage_bytes(*ref.storage).bytes.data + ref.offset * element_size(ref.dtype);
   t.dtype = static_cast<int32_t>(ref.dtype);
   t.ndim = static_cast<int32_t>(ref.sizes.size());
   t.sizes = ref.sizes.data();

@@ -42,7 +42,7 @@ std::string describe(size_t index, const TensorRef& ref) {
 // Tells the caller's progress callback of bytes verified.
 class Progress {
 public:
-  Progress(uint64_t total, const std::function<void(const char*, uint64_t, uint64_t)>& report)
+  Progress(uint64_t total, const ProgressFn& report)
       : m_total(total), m_report(report) {}
   void done(uint64_t n) {
     m_done += n;
@@ -54,7 +54,7 @@ public:
 private:
   uint64_t m_done = 0;
   uint64_t m_total;
-  const std::function<void(const char*, uint64_t, uint64_t)>& m_report;
+  const ProgressFn& m_report;
 };
 
 // Storage bytes are read a megabyte at a time into buffers that stay in the
@@ -170,15 +170,16 @@ Comparison read_storage(const StorageFile& written, uint64_t size, const Storage
   return result;
 }
 
-// The CRC-32 of `bytes`, a storage of the mapped `file` (see above).
-uint32_t crc32_streamed(const MappedFile& file, const std::string& shown_as, ByteSpan bytes,
+// The CRC-32 of the bytes of a storage of the output, which lie in its
+// mapped file (see above).
+uint32_t crc32_streamed(const StorageBytes& where, const std::string& shown_as,
                         Progress& progress) {
+  ByteSpan bytes = where.bytes;
   uint32_t crc = 0;
   if (bytes.size < k_read_from) {
     crc = crc32_update(0, bytes.data, bytes.size);
   } else {
-    StorageFile from{file.fd(), static_cast<uint64_t>(bytes.data - file.bytes().data), shown_as,
-                     true};
+    StorageFile from{where.file->fd(), where.file_offset, shown_as, true};
     crc = read_storage(from, bytes.size, nullptr).written_crc32;
   }
   progress.done(bytes.size);
@@ -224,22 +225,23 @@ Comparison compare_with_source(const StorageFile& source_file, ByteSpan source,
 // the input has no CRC-32 (legacy format), are the bytes compared with the
 // source, which also tells whose bytes are damaged.
 void check_storage(const std::string& shown_as, const VerifySource& input,
-                   const MappedFile& output, const Storage& source, const Storage& written,
-                   Progress& progress) {
-  const ByteSpan& a = source.bytes;
-  const ByteSpan& b = written.bytes;
+                   const Storage& source, const Storage& written, Progress& progress) {
+  StorageBytes from = storage_bytes(source);
+  StorageBytes to = storage_bytes(written);
+  const ByteSpan& a = from.bytes;
+  const ByteSpan& b = to.bytes;
   std::string name = "data/" + written.key;
   if (a.size != b.size) {
     mismatch(shown_as, name + " holds " + std::to_string(b.size) + " bytes, its source " +
                            std::to_string(a.size));
   }
   bool same_crc_as_input = source.has_crc32 && written.has_crc32 && written.crc32 == source.crc32;
-  if (same_crc_as_input && crc32_streamed(output, shown_as, b, progress) == written.crc32) {
+  if (same_crc_as_input && crc32_streamed(to, shown_as, progress) == written.crc32) {
     return;
   }
-  StorageFile source_file{input.fd, source.file_offset, input.path, false};
-  StorageFile written_file{output.fd(), static_cast<uint64_t>(b.data - output.bytes().data),
-                           shown_as, true};
+  StorageFile source_file{from.file != nullptr ? from.file->fd() : -1, from.file_offset,
+                          input.path, false};
+  StorageFile written_file{to.file->fd(), to.file_offset, shown_as, true};
   // After a failed CRC-32 the bytes were counted already.
   Comparison compared = compare_with_source(source_file, a, written_file, b,
                                             same_crc_as_input ? nullptr : &progress);
@@ -262,7 +264,7 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
 VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::string& pickle,
                            const std::string& path, const std::string& shown_as,
                            const std::string& device, const VerifySource& input,
-                           const std::function<void(const char*, uint64_t, uint64_t)>& progress) {
+                           const ProgressFn& progress) {
   VerifyReport report;
   report.device = device;
   bool on_cpu = is_cpu_device(device);
@@ -305,7 +307,7 @@ VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::str
       mismatch(shown_as, describe(i, src) + " does not share storage as its source does");
     }
     if (new_pair) {
-      check_storage(shown_as, input, written.file, *src.storage, *out.storage, verified);
+      check_storage(shown_as, input, *src.storage, *out.storage, verified);
       ++report.storages;
       report.bytes += src.storage->bytes.size;
     }

@@ -9,6 +9,7 @@
 #include "ckpt/globals.h"
 #include "ckpt/pickle.h"
 #include "ckpt/rewrite.h"
+#include "ckpt/source.h"
 #include "test_util.h"
 
 namespace ckpt::test {
@@ -40,9 +41,11 @@ Node* entry(const Node* dict, const std::string& key) {
 
 TEST(ReadCheckpoint, ReadsAZipStateDict) {
   Checkpoint ckpt = read_checkpoint(data("dp_tiny_cnn.pth"));
-  EXPECT_EQ(ckpt.format, ContainerFormat::k_zip);
-  EXPECT_EQ(ckpt.archive_name, "dp_tiny_cnn");
-  EXPECT_EQ(ckpt.version, "3");
+  EXPECT_STREQ(ckpt.format->name, "torch-zip");
+  EXPECT_STREQ(format_name(ckpt), "zip");
+  EXPECT_EQ(ckpt.fact("archive_name"), "dp_tiny_cnn");
+  EXPECT_EQ(ckpt.fact("version"), "3");
+  EXPECT_EQ(ckpt.fact("torch_hint"), "torch 1.6 or later (zip)");
   EXPECT_EQ(ckpt.tensors.size(), 9u);
   EXPECT_EQ(ckpt.graph.storages().size(), 9u);
   EXPECT_EQ(ckpt.tensors[0].storage->location->text, "cpu");
@@ -93,7 +96,9 @@ TEST(ReadCheckpoint, ReleasingTheNodesKeepsTheStoragesBytes) {
 TEST(ReadCheckpoint, LegacyAndZipOfOneStateDictEncodeAlike) {
   Checkpoint legacy = read_checkpoint(data("legacy_dp.pth"));
   Checkpoint zip = read_checkpoint(data("dp_tiny_cnn.pth"));
-  EXPECT_EQ(legacy.format, ContainerFormat::k_legacy);
+  EXPECT_STREQ(legacy.format->name, "torch-legacy");
+  EXPECT_STREQ(format_name(legacy), "legacy");
+  EXPECT_EQ(legacy.fact("archive_name"), "");
   EXPECT_EQ(encode_pickle(legacy.graph.root).bytes, encode_pickle(zip.graph.root).bytes);
 }
 
@@ -125,6 +130,57 @@ TEST(ReadCheckpoint, RefusesBadInputNamingTheCause) {
   EXPECT_EQ(read_error("bad/short_storage.pth"),
             "bad/short_storage.pth:dp_tiny_cnn/data.pkl@205: storage record "
             "'dp_tiny_cnn/data/0' holds 432 bytes, but its 216 elements need 864");
+}
+
+TEST(SourceFormats, TriesTorchZipThenTorchLegacy) {
+  const std::vector<SourceFormat>& formats = source_formats();
+  ASSERT_EQ(formats.size(), 2u);
+  EXPECT_STREQ(formats[0].name, "torch-zip");
+  EXPECT_STREQ(formats[1].name, "torch-legacy");
+}
+
+TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
+  MappedFile zip = MappedFile::open(data("dp_tiny_cnn.pth"));
+  MappedFile legacy = MappedFile::open(data("legacy_dp.pth"));
+  const std::vector<SourceFormat>& formats = source_formats();
+  EXPECT_TRUE(formats[0].sniff("zip", zip.bytes()));
+  EXPECT_FALSE(formats[0].sniff("legacy", legacy.bytes()));
+  EXPECT_TRUE(formats[1].sniff("legacy", legacy.bytes()));
+  EXPECT_FALSE(formats[1].sniff("zip", zip.bytes()));
+}
+
+TEST(ReadCheckpoint, BindsEveryStorageToTheFileItsBytesAreIn) {
+  for (const char* name : {"dp_tiny_cnn.pth", "legacy_dp.pth"}) {
+    Checkpoint ckpt = read_checkpoint(data(name));
+    ASSERT_EQ(ckpt.files.size(), 1u) << name;
+    const MappedFile* file = ckpt.mapped();
+    for (const Storage& storage : ckpt.graph.storages()) {
+      StorageBytes where = storage_bytes(storage);
+      EXPECT_EQ(where.file, file) << name << " " << storage.key;
+      EXPECT_EQ(where.bytes.data, file->bytes().data + where.file_offset) << name;
+    }
+  }
+  MappedFile legacy = MappedFile::open(data("legacy_dp.pth"));
+  Checkpoint in_memory = read_checkpoint_bytes("in-memory", legacy.bytes());
+  EXPECT_EQ(in_memory.mapped(), nullptr);
+  for (const Storage& storage : in_memory.graph.storages()) {
+    EXPECT_EQ(storage_bytes(storage).file, nullptr) << storage.key;
+  }
+}
+
+TEST(ReadCheckpointBytes, SniffsThroughTheSameTable) {
+  MappedFile legacy = MappedFile::open(data("legacy_dp.pth"));
+  Checkpoint ckpt = read_checkpoint_bytes("in-memory", legacy.bytes());
+  EXPECT_STREQ(ckpt.format->name, "torch-legacy");
+  EXPECT_EQ(ckpt.tensors.size(), 9u);
+  std::string text = "not a checkpoint";
+  try {
+    read_checkpoint_bytes("in-memory", {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "in-memory: not a PyTorch checkpoint (neither a zip archive nor a "
+                           "torch.save legacy file)");
+  }
 }
 
 TEST(ReadCheckpoint, DecodesAMaliciousPickleWithoutRunningIt) {

@@ -58,14 +58,14 @@ Checkpoint write_copy(const std::string& input, const std::string& output) {
   EncodedPickle encoded = encode_pickle(in.graph.root);
   int fd = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   EXPECT_GE(fd, 0);
-  write_checkpoint(encoded, in.file.fd(), fd, output);
+  write_checkpoint(encoded, fd, output);
   ::close(fd);
   return in;
 }
 
 VerifyReport verify(const Checkpoint& input, const std::string& output) {
   return verify_output(input.tensors, encode_pickle(input.graph.root).bytes, output, output, "cpu",
-                       {input.path, input.path + ":archive/data/", input.file.fd()});
+                       {input.path, input.path + ":archive/data/"});
 }
 
 // The exit status and message verification fails with, or {0, ""}.
@@ -125,10 +125,11 @@ void write_with_big_storage(const std::string& path, uint64_t size) {
   std::copy(storage.bytes.data, storage.bytes.data + storage.bytes.size, bytes.begin());
   storage.numel = static_cast<int64_t>(size / element_size(storage.dtype));
   storage.bytes = {bytes.data(), size};
+  storage.file = nullptr;  // the bytes are only in memory now
   storage.has_crc32 = false;
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   ASSERT_GE(fd, 0);
-  write_checkpoint(encode_pickle(small.graph.root), -1, fd, path);
+  write_checkpoint(encode_pickle(small.graph.root), fd, path);
   ::close(fd);
 }
 

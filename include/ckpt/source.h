@@ -1,0 +1,44 @@
+// The input side's seam: the table of checkpoint formats that
+// `read_checkpoint` tries in order. To read a new format, add
+// src/formats/<name>.cc defining one `SourceFormat`, and one line to the
+// table in src/formats/registry.cc; every command then reads it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ckpt/graph.h"
+
+namespace ckpt {
+
+struct Checkpoint;
+
+// One format a checkpoint can be in.
+struct SourceFormat {
+  // Its name: "torch-zip", "torch-legacy" (`Checkpoint::format`).
+  const char* name;
+  // What reports print as `format` ("zip", "legacy"; the `format` enums of
+  // docs/report.schema.json and docs/check.schema.json).
+  const char* report_name;
+  // The format in words, for the error on a file no format claims:
+  // "a zip archive".
+  const char* described;
+  // True when `file` (every byte of the file at `path`; read only what is
+  // needed from its start) is in this format. May throw `Error` to refuse a
+  // file it recognises but does not read (a tar-format torch file), naming
+  // `path` and the cause.
+  bool (*sniff)(const std::string& path, ByteSpan file);
+  // Reads the file into `out`, whose `path` and `bytes` (every byte of it)
+  // are set: the graph, each `Storage` bound to its bytes in `out.bytes` and
+  // to the file they lie in (`out.mapped()`),
+  // `pickle_record`, `pickle_bytes`, `storage_records` and `facts`. The
+  // caller then collects `out.tensors`. Throws `Error` naming
+  // `path`[:record][@byte] and the cause.
+  void (*read)(const std::string& path, Checkpoint& out);
+};
+
+// The formats `read_checkpoint` tries, in order; the first whose `sniff` is
+// true reads the file.
+const std::vector<SourceFormat>& source_formats();
+
+}  // namespace ckpt
