@@ -31,6 +31,11 @@ std::string_view dtype_name(Dtype dtype);
 // → untyped. `name` is the class name without `torch.`.
 std::optional<Dtype> dtype_of_storage_class(std::string_view name);
 
+// The typed storage class torch.save pickles `dtype`'s storages under
+// (`FloatStorage`), or "" for a dtype that has none (uint16, float8_*: torch
+// pickles those as `UntypedStorage` with `_rebuild_tensor_v3`).
+std::string_view storage_class_name(Dtype dtype);
+
 // The dtype torch's global `torch.<name>` denotes (`float32`, `float`, `half`,
 // `bfloat16`, `float8_e4m3fn`, …), as `_rebuild_tensor_v3` passes it.
 std::optional<Dtype> dtype_of_torch_name(std::string_view name);

@@ -82,6 +82,10 @@ SafetensorsHeader parse_safetensors_header(ByteSpan bytes, uint64_t file_size);
 // reference accepts, then JSON whitespace and `{`. For sniffing by content.
 bool looks_like_safetensors(ByteSpan head, uint64_t file_size);
 
+// Whether `head` (the file's first bytes) is a git-lfs pointer text, which a
+// clone without `git lfs pull` holds in place of the file.
+bool is_git_lfs_pointer(ByteSpan head);
+
 // A header laid out for writing.
 struct SafetensorsLayout {
   // The file's first bytes: the 8-byte length N, then the JSON header padded

@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ckpt/graph.h"
@@ -103,5 +106,28 @@ bool is_tensor(const Node* node);
 // `FormatError` for a malformed one. `expected`, how many there are likely to
 // be, saves growing the vector (50,000 tensors: 17 moves of all of them).
 std::vector<TensorRef> tensors_reachable(const Node* root, size_t expected = 0);
+
+// Building tensors for a format with no pickle (safetensors): the nodes
+// torch.save's pickle decodes to, so that every later stage reads them as it
+// reads a decoded checkpoint.
+
+// A storage of `graph` holding `numel` elements of `dtype` at `location`, as
+// torch.save pickles it: its typed class (`torch.FloatStorage`), or for a
+// dtype with none `torch.UntypedStorage` of `numel` × element size bytes.
+// Its `key` names it in messages; the caller binds its bytes and file.
+Storage* make_tensor_storage(Graph& graph, Dtype dtype, int64_t numel, std::string key,
+                             std::string_view location = "cpu");
+
+// The call torch.save pickles for a contiguous tensor of `dtype` and `sizes`
+// starting at element 0 of `storage` (`sizes` `{}` is a 0-dim tensor):
+// `torch._utils._rebuild_tensor_v2(storage, 0, sizes, strides, False,
+// OrderedDict())`, or over an untyped storage `_rebuild_tensor_v3(…,
+// torch.<dtype>)`, as torch 2.x writes uint16 and float8 tensors. `as_tensor`
+// reads it back as these.
+Node* make_tensor(Graph& graph, Storage* storage, Dtype dtype, const Dims& sizes);
+
+// An `OrderedDict` of `entries` (str keys), in their order: a state dict as
+// the decoder makes one.
+Node* make_state_dict(Graph& graph, const std::vector<std::pair<std::string, Node*>>& entries);
 
 }  // namespace ckpt

@@ -3,7 +3,8 @@
 // order, like bloaty's TryOpen… chain and mold's filetype.cc; the first that
 // claims the file reads it. A file no format claims is refused with the
 // formats tried. Order matters where two formats could claim one file: a
-// zip archive is tried first, as torch.load does.
+// zip archive is tried first, as torch.load does; safetensors, which has no
+// magic, last.
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
 #include "ckpt/source.h"
@@ -13,9 +14,11 @@ namespace ckpt {
 
 extern const SourceFormat k_torch_zip;     // torch_zip.cc
 extern const SourceFormat k_torch_legacy;  // torch_legacy.cc
+extern const SourceFormat k_safetensors;   // safetensors.cc
 
 const std::vector<SourceFormat>& source_formats() {
-  static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy};
+  static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy,
+                                                      k_safetensors};
   return formats;
 }
 

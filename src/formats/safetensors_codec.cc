@@ -600,6 +600,8 @@ SafetensorsHeader parse_safetensors_header(ByteSpan bytes, uint64_t file_size) {
   return header;
 }
 
+bool is_git_lfs_pointer(ByteSpan head) { return is_lfs_pointer(head); }
+
 bool looks_like_safetensors(ByteSpan head, uint64_t file_size) {
   if (head.size < k_length_bytes + 1 || file_size < head.size) {
     return false;

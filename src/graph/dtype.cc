@@ -74,6 +74,10 @@ std::optional<Dtype> dtype_of_storage_class(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view storage_class_name(Dtype dtype) {
+  return dtype == Dtype::k_untyped ? std::string_view() : facts(dtype).storage_class;
+}
+
 std::optional<Dtype> dtype_of_torch_name(std::string_view name) {
   for (const DtypeFacts& f : k_dtypes) {
     if (f.dtype != Dtype::k_untyped && (f.name == name || (!f.alias.empty() && f.alias == name))) {

@@ -3,6 +3,7 @@
 // storage's bytes however the sizes, strides and offsets were forged.
 #include "ckpt/tensor.h"
 
+#include <algorithm>
 #include <string>
 
 #include "ckpt/error.h"
@@ -233,6 +234,59 @@ std::vector<TensorRef> tensors_reachable(const Node* root, size_t expected) {
     return true;
   });
   return tensors;
+}
+
+Storage* make_tensor_storage(Graph& graph, Dtype dtype, int64_t numel, std::string key,
+                             std::string_view location) {
+  std::string_view type = storage_class_name(dtype);
+  Storage* storage = graph.make_storage();
+  storage->key = std::move(key);
+  storage->type = graph.make_global("torch", type.empty() ? "UntypedStorage" : type);
+  storage->location = graph.make_str(location);
+  storage->dtype = type.empty() ? Dtype::k_untyped : dtype;
+  storage->numel = type.empty() ? numel * element_size(dtype) : numel;
+  return storage;
+}
+
+Node* make_tensor(Graph& graph, Storage* storage, Dtype dtype, const Dims& sizes) {
+  auto int_tuple = [&](const Dims& values) {
+    Node* tuple = graph.make(NodeKind::k_tuple);
+    for (int64_t value : values) {
+      graph.push_back(tuple->items, graph.make_int(value));
+    }
+    return tuple;
+  };
+  Dims strides = sizes;
+  int64_t stride = 1;
+  for (size_t i = sizes.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= std::max<int64_t>(sizes[i], 1);
+  }
+  Node* storage_ref = graph.make(NodeKind::k_storage);
+  storage_ref->storage = storage;
+  Node* hooks = graph.make(NodeKind::k_dict);
+  hooks->callable = graph.make_global("collections", "OrderedDict");
+  bool typed = storage->dtype != Dtype::k_untyped;
+  std::vector<Node*> args = {storage_ref, graph.make_int(0), int_tuple(sizes), int_tuple(strides),
+                             graph.make(NodeKind::k_bool), hooks};
+  if (!typed) {
+    args.push_back(graph.make_global("torch", dtype_name(dtype)));
+  }
+  Node* call = graph.make(NodeKind::k_call);
+  call->callable =
+      graph.make_global("torch._utils", typed ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
+  call->args = graph.make(NodeKind::k_tuple);
+  graph.assign(call->args->items, args.data(), args.size());
+  return call;
+}
+
+Node* make_state_dict(Graph& graph, const std::vector<std::pair<std::string, Node*>>& entries) {
+  Node* dict = graph.make(NodeKind::k_dict);
+  dict->callable = graph.make_global("collections", "OrderedDict");
+  for (const auto& [key, value] : entries) {
+    graph.push_back(dict->entries, NodeEntry{graph.make_str(key), value});
+  }
+  return dict;
 }
 
 }  // namespace ckpt

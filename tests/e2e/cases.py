@@ -634,6 +634,7 @@ import cases_hostile  # noqa: E402,F401  attacks, faults, corruption sweep: regi
 import cases_batch, cases_check  # noqa: E402,F401,E401  batch over a zoo, the check gate: register here
 import cases_cli  # noqa: E402,F401  the command line's contract (issue 12's bugs): registers here
 import cases_pickled_model  # noqa: E402,F401  whole pickled models, torch.save(model): registers here
+import cases_safetensors  # noqa: E402,F401  safetensors input (issue 13 item 2): registers here
 
 
 def main(argv):

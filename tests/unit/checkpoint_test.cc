@@ -111,8 +111,8 @@ TEST(ReadCheckpoint, KeepsViewsOfOneStorageShared) {
 TEST(ReadCheckpoint, RefusesBadInputNamingTheCause) {
   EXPECT_EQ(read_error("bad/empty.pth"), "bad/empty.pth: empty file");
   EXPECT_EQ(read_error("bad/text.pth"),
-            "bad/text.pth: not a PyTorch checkpoint (neither a zip archive nor a torch.save "
-            "legacy file)");
+            "bad/text.pth: not a PyTorch checkpoint: a git-lfs pointer, not the file: run git "
+            "lfs pull");
   EXPECT_EQ(read_error("bad/tar.pth"),
             "bad/tar.pth: tar-format checkpoint (torch < 0.4) is not supported: load it with an "
             "old torch and save it again with torch.save");
@@ -132,11 +132,12 @@ TEST(ReadCheckpoint, RefusesBadInputNamingTheCause) {
             "'dp_tiny_cnn/data/0' holds 432 bytes, but its 216 elements need 864");
 }
 
-TEST(SourceFormats, TriesTorchZipThenTorchLegacy) {
+TEST(SourceFormats, TriesTorchZipThenTorchLegacyThenSafetensors) {
   const std::vector<SourceFormat>& formats = source_formats();
-  ASSERT_EQ(formats.size(), 2u);
+  ASSERT_EQ(formats.size(), 3u);
   EXPECT_STREQ(formats[0].name, "torch-zip");
   EXPECT_STREQ(formats[1].name, "torch-legacy");
+  EXPECT_STREQ(formats[2].name, "safetensors");
 }
 
 TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
@@ -145,6 +146,8 @@ TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
   const std::vector<SourceFormat>& formats = source_formats();
   EXPECT_TRUE(formats[0].sniff("zip", zip.bytes()));
   EXPECT_FALSE(formats[0].sniff("legacy", legacy.bytes()));
+  EXPECT_FALSE(formats[2].sniff("zip", zip.bytes()));
+  EXPECT_FALSE(formats[2].sniff("legacy", legacy.bytes()));
   EXPECT_TRUE(formats[1].sniff("legacy", legacy.bytes()));
   EXPECT_FALSE(formats[1].sniff("zip", zip.bytes()));
 }
@@ -178,8 +181,8 @@ TEST(ReadCheckpointBytes, SniffsThroughTheSameTable) {
     read_checkpoint_bytes("in-memory", {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "in-memory: not a PyTorch checkpoint (neither a zip archive nor a "
-                           "torch.save legacy file)");
+    EXPECT_STREQ(e.what(), "in-memory: not a PyTorch checkpoint (none of a zip archive, a "
+                           "torch.save legacy file or a safetensors file)");
   }
 }
 

@@ -12,14 +12,6 @@
 namespace ckpt::test {
 namespace {
 
-std::string le64(uint64_t value) {
-  std::string out;
-  for (int i = 0; i < 8; ++i) {
-    out += static_cast<char>((value >> (8 * i)) & 0xff);
-  }
-  return out;
-}
-
 // A file: the length of `json`, `json`, then `data_size` zero bytes.
 std::string file_of(const std::string& json, uint64_t data_size) {
   return le64(json.size()) + json + std::string(data_size, '\0');

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 
 #include "ckpt/error.h"
@@ -13,6 +14,15 @@ namespace ckpt::test {
 
 inline ByteSpan span_of(const std::string& bytes) {
   return {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
+}
+
+// `value` as 8 little-endian bytes (a safetensors header length).
+inline std::string le64(uint64_t value) {
+  std::string out;
+  for (int i = 0; i < 8; ++i) {
+    out += static_cast<char>((value >> (8 * i)) & 0xff);
+  }
+  return out;
 }
 
 // Decodes a pickle that holds no persistent ids.
