@@ -44,6 +44,8 @@ struct InspectReport {
   size_t storages = 0;
   uint64_t storage_bytes = 0;
   std::vector<std::string> top_level_keys;
+  // A safetensors file's `__metadata__` (`format: pt`, `removed: kept` aliases).
+  std::vector<std::pair<std::string, std::string>> metadata;
   std::optional<PickledModuleSummary> pickled_module;  // `--extract` gets its weights
   std::vector<StateDictSummary> state_dicts;
   std::vector<GlobalUse> globals;  // `benign == false`: would import/run code in Python

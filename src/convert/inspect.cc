@@ -74,6 +74,11 @@ InspectReport inspect_checkpoint(const std::string& path) {
   report.archive_name = ckpt.fact("archive_name");
   report.version = ckpt.fact("version");
   report.torch_hint = ckpt.fact("torch_hint");
+  for (const auto& [name, value] : ckpt.facts) {
+    if (name.rfind("metadata.", 0) == 0) {
+      report.metadata.emplace_back(name.substr(9), value);
+    }
+  }
   report.file_bytes = ckpt.bytes.size;
   report.pickle_bytes = ckpt.pickle_bytes;
   report.tensors = ckpt.tensors.size();
@@ -126,8 +131,17 @@ std::string format_inspect_text(const InspectReport& r) {
   std::ostringstream out;
   out << r.path << ": " << r.format << " checkpoint, " << r.file_bytes << " bytes ("
       << r.torch_hint << ")\n";
-  out << "  pickle: " << r.pickle_bytes << " bytes; " << r.tensors << " tensors in "
-      << r.storages << " storages, " << r.storage_bytes << " bytes\n";
+  // A safetensors file has a JSON header where a torch file has its pickle.
+  out << (r.format == "safetensors" ? "  header: " : "  pickle: ") << r.pickle_bytes
+      << " bytes; " << r.tensors << " tensors in " << r.storages << " storages, "
+      << r.storage_bytes << " bytes\n";
+  if (!r.metadata.empty()) {
+    std::string entries;
+    for (const auto& [name, value] : r.metadata) {
+      entries += (entries.empty() ? "" : ", ") + name + ": " + value;
+    }
+    out << "  __metadata__: " << entries << "\n";
+  }
   if (!r.top_level_keys.empty()) {
     // A bare state dict's top level is its keys: thousands of them. The
     // first few tell what it is; --json lists them all.
@@ -185,6 +199,10 @@ std::string format_inspect_json(const InspectReport& r, int exit_code, const std
   json["storages"] = r.storages;
   json["storage_bytes"] = r.storage_bytes;
   json["top_level_keys"] = r.top_level_keys;
+  json["metadata"] = nlohmann::ordered_json::object();
+  for (const auto& [name, value] : r.metadata) {
+    json["metadata"][name] = value;
+  }
   json["pickled_module"] = nullptr;
   if (const std::optional<PickledModuleSummary>& model = r.pickled_module) {
     json["pickled_module"] = {

@@ -215,17 +215,21 @@ def safetensors_broken_files_refused_naming_the_file(ctx):
 
 @case
 def safetensors_inspect_text_and_json(ctx):
-    """inspect names the format safetensors and counts its tensors; --json is valid against
-    docs/inspect.schema.json."""
+    """inspect names the format safetensors, counts its tensors, calls the JSON header a
+    header (not a pickle) and shows __metadata__; --json is valid against
+    docs/inspect.schema.json and carries the metadata."""
     j = J()
     sd = mixed_state_dict(mixed_model())
     inp = ctx.in_dir / 'model.safetensors'
-    write_safetensors(inp, sd)
+    write_safetensors(inp, sd, metadata={'format': 'pt'})
     r = ctx.run('inspect', inp)
     j.check_clean_exit(r)
     j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
     j.check(f'{inp}: safetensors checkpoint' in r.stdout, 'text report does not say safetensors')
     j.check(f'{len(sd)} tensors in {len(sd)} storages' in r.stdout, 'text report miscounts')
+    lines = r.stdout.splitlines()
+    j.check(lines[1].startswith('  header: ') and '  __metadata__: format: pt' in lines,
+            f'text report: {lines[:4]}')
     r = ctx.run('inspect', inp, '--json')
     j.check_clean_exit(r)
     j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
@@ -234,6 +238,7 @@ def safetensors_inspect_text_and_json(ctx):
     j.check(report['format'] == 'safetensors', f"format {report['format']!r}")
     j.check(report['tensors'] == len(sd), f"tensors {report['tensors']}, expected {len(sd)}")
     j.check(sorted(report['top_level_keys']) == sorted(sd), 'top-level keys differ')
+    j.check(report['metadata'] == {'format': 'pt'}, f"metadata {report['metadata']}")
     [summary] = report['state_dicts']
     j.check(summary['tensors'] == len(sd), f'state dict entry {summary}')
 
