@@ -311,6 +311,17 @@ inline std::string qualified_name(const Node& global) {
   return global.text + "." + global.name;
 }
 
+// The value under the str key `key` among the entries of `dict` (a dict, or
+// a call's SETITEMs), or null.
+inline Node* dict_get(const Node* dict, std::string_view key) {
+  for (const auto& [k, v] : dict->entries) {
+    if (k->is_str() && k->text == key) {
+      return v;
+    }
+  }
+  return nullptr;
+}
+
 }  // namespace ckpt
 
 namespace ckpt {

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <string_view>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
@@ -39,15 +38,6 @@ bool same_file(const std::string& a, const std::string& b) {
 bool exists(const std::string& path) {
   struct stat s {};
   return ::lstat(path.c_str(), &s) == 0;
-}
-
-bool dict_has_key(const Node* node, std::string_view key) {
-  if (node == nullptr || node->kind != NodeKind::k_dict) {
-    return false;
-  }
-  return std::any_of(node->entries.begin(), node->entries.end(), [&](const NodeEntry& entry) {
-    return entry.first->is_str() && entry.first->text == key;
-  });
 }
 
 bool is_folder(const std::string& path) {
@@ -135,7 +125,8 @@ void review_rewrite(const ConvertOptions& options, const Node* root, size_t stat
         return m.new_key && (m.new_key->rfind("model.", 0) == 0 ||
                              m.new_key->rfind("_forward_module.", 0) == 0);
       });
-  if (!lightning_preset && model_prefix_left && dict_has_key(root, "pytorch-lightning_version")) {
+  if (!lightning_preset && model_prefix_left && root->kind == NodeKind::k_dict &&
+      dict_get(root, "pytorch-lightning_version") != nullptr) {
     report.warnings.push_back(
         "a PyTorch Lightning checkpoint: its keys keep the LightningModule's attribute "
         "prefix ('model.'); --preset lightning strips it");

@@ -30,16 +30,6 @@ namespace {
 
 constexpr int k_max_module_depth = 1000;
 
-// The value under the str key `name` of the dict `dict`, or null.
-const Node* field(const Node* dict, std::string_view name) {
-  for (const auto& [key, value] : dict->entries) {
-    if (key->is_str() && key->text == name) {
-      return value;
-    }
-  }
-  return nullptr;
-}
-
 bool is_set_global(const Node* callable) {
   return callable != nullptr &&
          (callable->is_global("builtins", "set") || callable->is_global("__builtin__", "set"));
@@ -51,7 +41,7 @@ bool is_set_global(const Node* callable) {
 std::unordered_set<std::string_view> non_persistent_names(const Node* state,
                                                            const std::string& where) {
   std::unordered_set<std::string_view> names;
-  const Node* set = field(state, "_non_persistent_buffers_set");
+  const Node* set = dict_get(state, "_non_persistent_buffers_set");
   if (set == nullptr) {
     return names;
   }
@@ -118,10 +108,10 @@ private:
     }
     spend(where);
     const Node* state = object->state;
-    add_tensors(field(state, "_parameters"), "parameter", {}, prefix, where);
-    add_tensors(field(state, "_buffers"), "buffer", non_persistent_names(state, where), prefix,
+    add_tensors(dict_get(state, "_parameters"), "parameter", {}, prefix, where);
+    add_tensors(dict_get(state, "_buffers"), "buffer", non_persistent_names(state, where), prefix,
                 where);
-    for (const auto& [key, child] : field(state, "_modules")->entries) {
+    for (const auto& [key, child] : dict_get(state, "_modules")->entries) {
       if (!key->is_str()) {
         throw FormatError(where + ": a child module's name is not a string");
       }
@@ -183,7 +173,7 @@ const Node* module_class(const Node* node) {
     return nullptr;
   }
   for (const char* name : {"_parameters", "_buffers", "_modules"}) {
-    const Node* value = field(node->state, name);
+    const Node* value = dict_get(node->state, name);
     if (value == nullptr || value->kind != NodeKind::k_dict) {
       return nullptr;
     }

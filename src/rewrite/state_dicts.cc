@@ -35,25 +35,6 @@ std::string quote(std::string_view text) {
   return out + "\"";
 }
 
-std::string subscript(const Node* key) {
-  if (key->is_str()) {
-    return "[" + quote(key->text) + "]";
-  }
-  if (key->kind == NodeKind::k_int && key->text.empty()) {
-    return "[" + std::to_string(key->integer) + "]";
-  }
-  return "[…]";
-}
-
-Node* dict_get(const Node* dict, const std::string& key) {
-  for (const auto& [k, v] : dict->entries) {
-    if (k->is_str() && k->text == key) {
-      return v;
-    }
-  }
-  return nullptr;
-}
-
 Node* metadata_of(const Node* dict) {
   if (dict->state == nullptr || dict->state->kind != NodeKind::k_dict) {
     return nullptr;
@@ -95,21 +76,39 @@ std::optional<size_t> state_dict_tensors(const Node* dict) {
   return std::nullopt;
 }
 
+// `steps` in Python subscript form, as messages and reports show a path:
+// `["model"][0]`, `.args[1]`, `.__dict__`.
+std::string path_text(const std::vector<PathStep>& steps) {
+  std::string out;
+  for (const PathStep& step : steps) {
+    switch (step.kind) {
+      case PathStep::Kind::k_key: out += "[" + quote(step.key) + "]"; break;
+      case PathStep::Kind::k_int_key:
+      case PathStep::Kind::k_index: out += "[" + std::to_string(step.index) + "]"; break;
+      case PathStep::Kind::k_arg: out += ".args[" + std::to_string(step.index) + "]"; break;
+      case PathStep::Kind::k_state: out += ".__dict__"; break;
+      case PathStep::Kind::k_other_key: out += "[…]"; break;
+    }
+  }
+  return out;
+}
+
 class Finder {
 public:
   std::vector<StateDictRef> run(Node* root) {
-    visit(root, "", 0, false);
+    visit(root, 0, false);
     return std::move(m_found);
   }
 
 private:
-  void visit(Node* node, const std::string& path, int depth, bool in_optimizer) {
+  void visit(Node* node, int depth, bool in_optimizer) {
     if (node == nullptr || !m_seen.insert(node).second || is_tensor(node)) {
       return;
     }
     if (depth > k_max_depth) {
       // The path is a thousand steps long by now: name where it starts (cut
       // on a UTF-8 character boundary).
+      std::string path = path_text(m_steps);
       size_t shown = std::min<size_t>(path.size(), 60);
       while (shown < path.size() && (static_cast<uint8_t>(path[shown]) & 0xc0) == 0x80) {
         --shown;
@@ -121,14 +120,14 @@ private:
     in_optimizer = in_optimizer || is_optimizer_state(node);
     if (!in_optimizer) {
       if (std::optional<size_t> tensors = state_dict_tensors(node)) {
-        m_found.push_back({node, path.empty() ? "(top level)" : path, m_steps, *tensors});
+        m_found.push_back(
+            {node, m_steps.empty() ? "(top level)" : path_text(m_steps), m_steps, *tensors});
         return;
       }
     }
     using Kind = PathStep::Kind;
     for (size_t i = 0; i < node->items.size(); ++i) {
-      step({Kind::k_index, "", static_cast<int64_t>(i)}, node->items[i],
-           path + "[" + std::to_string(i) + "]", depth, in_optimizer);
+      step({Kind::k_index, "", static_cast<int64_t>(i)}, node->items[i], depth, in_optimizer);
     }
     for (const auto& [key, value] : node->entries) {
       PathStep s{Kind::k_other_key, "", 0};
@@ -137,23 +136,22 @@ private:
       } else if (key->kind == NodeKind::k_int && key->text.empty()) {
         s = {Kind::k_int_key, "", key->integer};
       }
-      step(std::move(s), value, path + subscript(key), depth, in_optimizer);
+      step(std::move(s), value, depth, in_optimizer);
     }
     if (node->kind == NodeKind::k_call) {
       const NodeList& args = node->args->items;
       for (size_t i = 0; i < args.size(); ++i) {
-        step({Kind::k_arg, "", static_cast<int64_t>(i)}, args[i],
-             path + ".args[" + std::to_string(i) + "]", depth, in_optimizer);
+        step({Kind::k_arg, "", static_cast<int64_t>(i)}, args[i], depth, in_optimizer);
       }
     }
     if (node->state != nullptr) {
-      step({Kind::k_state, "", 0}, node->state, path + ".__dict__", depth, in_optimizer);
+      step({Kind::k_state, "", 0}, node->state, depth, in_optimizer);
     }
   }
 
-  void step(PathStep s, Node* node, const std::string& path, int depth, bool in_optimizer) {
+  void step(PathStep s, Node* node, int depth, bool in_optimizer) {
     m_steps.push_back(std::move(s));
-    visit(node, path, depth + 1, in_optimizer);
+    visit(node, depth + 1, in_optimizer);
     m_steps.pop_back();
   }
 
