@@ -93,6 +93,14 @@ std::string name_of(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// True when `path` still names the file open as `fd` (no one removed or
+// replaced it since it was opened); `opened` gets the file's status.
+bool name_leads_to(const std::string& path, int fd, struct stat& opened) {
+  struct stat linked {};
+  return ::fstat(fd, &opened) == 0 && ::lstat(path.c_str(), &linked) == 0 &&
+         linked.st_ino == opened.st_ino && linked.st_dev == opened.st_dev;
+}
+
 // True for a name TempFile gives: `.<name>.tmp-` and six mkstemp characters.
 bool is_temp_name(const std::string& name) {
   constexpr size_t k_suffix = 11;  // ".tmp-XXXXXX"
@@ -146,13 +154,10 @@ StaleTempFiles remove_stale_temp_files(const std::string& folder) {
       continue;
     }
     struct stat opened {};
-    struct stat linked {};
     // Held by a live writer: LOCK_NB fails. Free: ours now, and still the
     // file of that name (not replaced meanwhile), so it can go.
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &opened) == 0 &&
-        S_ISREG(opened.st_mode) && ::lstat(path.c_str(), &linked) == 0 &&
-        linked.st_ino == opened.st_ino && linked.st_dev == opened.st_dev &&
-        ::unlink(path.c_str()) == 0) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && name_leads_to(path, fd, opened) &&
+        S_ISREG(opened.st_mode) && ::unlink(path.c_str()) == 0) {
       ++removed.files;
       removed.bytes += static_cast<uint64_t>(opened.st_size);
     }
@@ -209,10 +214,7 @@ std::pair<int, int> create_locked(const std::string& pattern, std::string& path)
       return {-1, -1};
     }
     struct stat opened {};
-    struct stat linked {};
-    if (::flock(lock_fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &opened) == 0 &&
-        ::lstat(path.c_str(), &linked) == 0 && linked.st_ino == opened.st_ino &&
-        linked.st_dev == opened.st_dev) {
+    if (::flock(lock_fd, LOCK_EX | LOCK_NB) == 0 && name_leads_to(path, fd, opened)) {
       return {fd, lock_fd};
     }
     ::close(lock_fd);  // a sweeper holds it or removed it: it is the sweeper's now
