@@ -154,9 +154,7 @@ int run(const CLI::App& app, BatchArgs& args) {
     draw_status();
   };
   BatchSummary summary = run_batch(options);
-  if (progress_shown) {
-    std::fputs("\r\033[K", stderr);
-  }
+  clear_status();
   if (!args.quiet) {
     std::fputs(format_batch_summary(summary).c_str(), stderr);
   }

@@ -1,6 +1,6 @@
 // The JSON object of a run that failed before it had a report (see
 // json_errors.h): each command's own schema, with its status, exit code and
-// error set and nothing else known. Also the error lines every command prints.
+// error set and nothing else known.
 #include "json_errors.h"
 
 #include <nlohmann/json.hpp>

@@ -39,8 +39,9 @@ RuleReview review_rules(const Rules& rules, const RewriteReport& report) {
   for (size_t i = 0; i < all.size(); ++i) {
     const Rule& rule = all[i];
     bool matched = i < report.rule_matches.size() && report.rule_matches[i] != 0;
+    bool unmatched_users = !matched && !rule.from_preset();  // the rules to explain
     bool is_add_prefix = rule.kind == RuleKind::k_add_prefix;
-    if ((matched || rule.from_preset()) && !is_add_prefix) {
+    if (!unmatched_users && !is_add_prefix) {
       continue;
     }
     // The keys as rule i saw them: the original keys after the rules before it.
@@ -50,18 +51,22 @@ RuleReview review_rules(const Rules& rules, const RewriteReport& report) {
     size_t already_prefixed = 0;
     size_t original_matches = 0;  // keys as saved that the rule alone changes
     bool subsumed = true;         // and for each, the rules before it made that change too
+    std::vector<size_t> counted(1, 0);
     for (const KeyMapping& m : report.mapping) {
       std::optional<std::string> key = before.apply(m.old_key);
       if (!key) {
         continue;
       }
-      if (seen.size() < k_samples) {
-        seen.push_back(*key);
-      }
       if (is_add_prefix && key->rfind(rule.args[0], 0) == 0) {
         ++already_prefixed;
       }
-      std::vector<size_t> counted(1, 0);
+      if (!unmatched_users) {
+        continue;
+      }
+      if (seen.size() < k_samples) {
+        seen.push_back(*key);
+      }
+      counted[0] = 0;
       std::optional<std::string> changed = alone.apply(m.old_key, &counted);
       if (counted[0] != 0) {
         ++original_matches;
@@ -75,7 +80,7 @@ RuleReview review_rules(const Rules& rules, const RewriteReport& report) {
                                 " keys already start with '" + rule.args[0] + "' and become '" +
                                 rule.args[0] + rule.args[0] + "…'");
     }
-    if (matched || rule.from_preset()) {
+    if (!unmatched_users) {
       continue;
     }
     if (original_matches > 0 && subsumed) {
