@@ -9,6 +9,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "ckpt/cast.h"
 #include "ckpt/error.h"
 #include "ckpt/location.h"
 #include "ckpt/rule_file.h"
@@ -65,6 +66,30 @@ void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group) {
       ->expected(1)
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  const char* output_group = "Output format";
+  app.add_option("--format", o.format,
+                 "Write this format whatever OUT's name: pt, safetensors (default: by OUT's "
+                 "name, .safetensors or else pt)")
+      ->option_text("FORMAT")
+      ->group(output_group);
+  app.add_option("--tied", flags.tied,
+                 "safetensors: names sharing bytes (a tied LM head) are each written "
+                 "(copy), or one is kept and the rest recorded as aliases (dedupe)")
+      ->check(CLI::IsMember({"copy", "dedupe"}))
+      ->capture_default_str()
+      ->group(output_group);
+  app.add_option("--keep-tied", o.sink.keep_tied,
+                 "With --tied dedupe: keep this name of its tied group (repeatable)")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->option_text("NAME")
+      ->group(output_group);
+  app.add_option("--dtype", flags.dtype,
+                 "Cast floating-point tensors to bf16, fp16, fp32 or fp64, as Module.to(dtype) "
+                 "does (integer and bool tensors are left alone)")
+      ->option_text("DTYPE")
+      ->group(output_group);
 }
 
 void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {
@@ -106,6 +131,14 @@ void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {
     o.extract_key = flags.extract;
   }
   o.verify = !flags.no_verify;
+  o.sink.tied = flags.tied == "dedupe" ? TiedPolicy::k_dedupe : TiedPolicy::k_copy;
+  if (!flags.dtype.empty()) {
+    o.sink.dtype = parse_dtype_name(flags.dtype);
+    if (!castable(*o.sink.dtype, *o.sink.dtype)) {
+      throw Error("--dtype " + flags.dtype + ": casts go to bf16, fp16, fp32 or fp64",
+                  ExitStatus::k_usage);
+    }
+  }
 }
 
 void check_rule_option_values(const std::vector<std::string>& args) {

@@ -37,10 +37,13 @@ struct ConvertFlags {
   std::vector<std::string> rule_files;
   std::string extract;  // "" = off, "*" = find it, else the key
   bool no_verify = false;
+  std::string tied = "copy";  // --tied copy|dedupe
+  std::string dtype;          // --dtype NAME; "" = keep
 };
 
 // Registers --device, --location, --preset, --rules, the rule options,
-// --require-match, --extract[=KEY], --no-verify and --allow-global on `app`,
+// --require-match, --extract[=KEY], --no-verify, --allow-global and the
+// output options (--format, --tied, --keep-tied, --dtype) on `app`,
 // in the help section `group` (nullptr: the command's own options).
 void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group = nullptr);
 

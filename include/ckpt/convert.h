@@ -11,6 +11,7 @@
 #include "ckpt/globals.h"
 #include "ckpt/rewrite.h"
 #include "ckpt/rules.h"
+#include "ckpt/sink.h"
 #include "ckpt/verify.h"
 
 namespace ckpt {
@@ -28,6 +29,8 @@ struct ConvertOptions {
   bool verify = true;
   bool require_match = false;    // a rule of the user's that matches no key is an error
   std::vector<std::string> allowed_globals;
+  std::string format;            // the output format (sink.h); "" = chosen by OUT's name
+  SinkOptions sink;              // --tied, --keep-tied, --dtype
   ProgressFn progress;           // optional
 };
 
@@ -44,11 +47,15 @@ struct ConvertReport {
   std::string output;
   bool dry_run = false;
   std::string format;                 // input container: zip or legacy; empty if unread
+  std::string output_format;          // the sink's name: pt, safetensors
+  std::string dtype;                  // what floating tensors were cast to; "" = kept
   std::vector<Rule> rules;
   RewriteReport rewrite;
   std::vector<std::string> rule_notes;  // per rule: empty, or `already done by preset unwrap`
   std::vector<std::string> warnings;
   std::vector<GlobalUse> globals;     // every global the input names
+  std::vector<std::string> left_out;  // top-level keys not written (a state-dict-only format)
+  std::vector<TiedNames> tied;        // names whose bytes overlap, and what was done
   size_t tensors = 0;                 // tensors written
   size_t storages = 0;                // storages written
   uint64_t storage_bytes = 0;

@@ -13,11 +13,10 @@
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
 #include "ckpt/location.h"
-#include "ckpt/pickle.h"
+#include "ckpt/sink.h"
 #include "ckpt/temp_file.h"
 #include "ckpt/tensor.h"
 #include "ckpt/torch_plugin.h"
-#include "ckpt/writer.h"
 
 namespace ckpt {
 namespace {
@@ -144,6 +143,22 @@ void refuse_pickled_module(Node* root) {
   }
 }
 
+// The top-level keys of `root` that the state dict `selected` is not under
+// (an optimizer, the epoch): what a format that holds only the state dict
+// leaves out. None when `selected` is `root`.
+std::vector<std::string> keys_left_out(const Node* root, const Node* selected) {
+  std::vector<std::string> keys;
+  if (root == selected || root->kind != NodeKind::k_dict) {
+    return keys;
+  }
+  for (const NodeEntry& entry : root->entries) {
+    if (entry.second != selected) {
+      keys.push_back(entry.first->is_str() ? entry.first->text.str() : "(a key that is no str)");
+    }
+  }
+  return keys;
+}
+
 // The conversion into the file `output` (OUT, or OUT/<name of IN> when OUT
 // is a folder).
 void convert_into(const ConvertOptions& options, const std::string& output, ConvertReport& report) {
@@ -153,6 +168,8 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
   report.dry_run = options.dry_run;
   report.rules = options.rules.rules();
   check_paths(options, output);
+  const SinkFormat& format = choose_sink(output, options.format);
+  report.output_format = format.name;
   if (options.verify && !options.dry_run) {
     require_device(options.device);
   }
@@ -170,8 +187,11 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
   try {
     stage = Clock::now();
     Node* root = input.graph.root;
-    if (options.extract) {
+    if (options.extract || format.state_dict_only) {
       root = find_model_state_dict(input.graph, options.extract_key);
+      if (format.state_dict_only) {
+        report.left_out = keys_left_out(input.graph.root, root);
+      }
     }
     std::vector<StateDictRef> state_dicts = find_state_dicts(root);
     report.rewrite = rewrite_keys(input.graph, state_dicts, options.rules);
@@ -188,7 +208,9 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     // output's globals are among the input's: walk the graph again only if
     // the input has one the output may not keep (--extract or --drop may
     // have left it behind).
-    if (has_refused_global(report.globals, options.allowed_globals)) {
+    // A format without pickle holds no global (its sink refuses every value
+    // that is not a tensor).
+    if (!format.state_dict_only && has_refused_global(report.globals, options.allowed_globals)) {
       if (!options.extract) {
         refuse_pickled_module(root);
       }
@@ -204,42 +226,43 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     spdlog::debug("rewrote {} state dict(s): {} renamed, {} dropped, {} unchanged, {:.3f} s",
                   state_dicts.size(), report.rewrite.renamed, report.rewrite.dropped,
                   report.rewrite.unchanged, report.seconds.rewrite);
+    std::unique_ptr<Sink> sink = format.make();
+    WriteRequest request{root,   &tensors,      input.pickle_bytes, output,
+                         options.input, input.storage_records, options.sink, options.progress};
+    sink->prepare(request);
     if (options.dry_run) {
       report.seconds.total = seconds_since(start);
       return;
     }
 
     stage = Clock::now();
-    // Rules that lengthen keys grow a pickle a little; only a pickle that
-    // refers to one object over and over grows 16-fold (see encode_pickle).
-    EncodedPickle encoded = encode_pickle(root, 1000, 16 * input.pickle_bytes + (64 << 20),
-                                          input.pickle_bytes + input.pickle_bytes / 8);
-    report.storages = encoded.storages.size();
-    for (const Storage* storage : encoded.storages) {
-      report.storage_bytes += storage->bytes.size;
-    }
     TempFile temp(output);
+    Written written;
     try {
-      report.bytes_written =
-          write_checkpoint(encoded, temp.fd(), output, options.progress);
+      written = sink->write(request, temp.fd());
     } catch (const Error&) {
       if (input.shrank()) {  // the copy ran out of input: not a write failure
         throw truncated_while_read(options.input);
       }
       throw;
     }
+    report.tensors = written.tensors;
+    report.storages = written.storages;
+    report.storage_bytes = written.storage_bytes;
+    report.bytes_written = written.bytes;
+    report.tied = written.tied;
     report.seconds.write = seconds_since(stage);
     // Written: the input's object graph is no longer needed, only its
-    // storages' bytes. Freed now, its memory serves the verification's graph
-    // of the output (50,000 small tensors: peak RSS 334 -> 219 MB).
+    // storages' bytes (a sink's verification reads no node). Freed now, its
+    // memory serves the verification's graph of the output (50,000 small
+    // tensors: peak RSS 334 -> 219 MB).
     input.graph.release_nodes();
+    request.root = nullptr;
     spdlog::debug("wrote {} bytes to {}, {:.3f} s", report.bytes_written, temp.path(),
                   report.seconds.write);
     if (options.verify) {
       stage = Clock::now();
-      VerifySource source{options.input, input.storage_records};
-      report.verified = verify_output(tensors, encoded.bytes, temp.path(), output,
-                                      options.device, source, options.progress);
+      report.verified = sink->verify(request, temp.path(), options.device);
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
                     options.device, report.seconds.verify);

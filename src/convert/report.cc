@@ -41,10 +41,27 @@ std::string format_report_text(const ConvertReport& r) {
     out += "  rule " + r.rules[i].describe() + " (" + r.rules[i].origin + "): " +
            count(matches, "key", "keys") + (note.empty() ? "" : " (" + note + ")") + "\n";
   }
+  if (!r.left_out.empty()) {
+    std::string keys;
+    for (const std::string& key : r.left_out) {
+      keys += (keys.empty() ? "" : ", ") + key;
+    }
+    out += "  left out (" + r.output_format + " holds the model's state dict only): " + keys + "\n";
+  }
+  for (const TiedNames& tied : r.tied) {
+    std::string aliases;
+    for (const std::string& alias : tied.aliases) {
+      aliases += (aliases.empty() ? "" : ", ") + alias;
+    }
+    out += "  tied: " + aliases + " = " + tied.kept +
+           (tied.deduplicated ? " (written once; recorded as aliases)"
+                              : " (each written; --tied dedupe writes one)") + "\n";
+  }
   if (r.written) {
     out += "  written: " + count(r.tensors, "tensor", "tensors") + " in " +
            count(r.storages, "storage", "storages") + " (" + megabytes(r.storage_bytes) +
-           "), " + std::to_string(r.bytes_written) + " bytes\n";
+           "), " + std::to_string(r.bytes_written) + " bytes" +
+           (r.output_format == "pt" ? "" : " of " + r.output_format) + "\n";
     if (r.verified) {
       out += "  verified: " + count(r.verified->tensors, "tensor", "tensors") + ", " +
              megabytes(r.verified->bytes) + " compared; " +
@@ -84,6 +101,14 @@ std::string format_report_json(const ConvertReport& r) {
   out["output"] = r.output;
   out["dry_run"] = r.dry_run;
   out["format"] = r.format.empty() ? json(nullptr) : json(r.format);
+  out["output_format"] = r.output_format.empty() ? json(nullptr) : json(r.output_format);
+  out["dtype"] = r.dtype.empty() ? json(nullptr) : json(r.dtype);
+  out["left_out"] = r.left_out;
+  out["tied"] = json::array();
+  for (const TiedNames& tied : r.tied) {
+    out["tied"].push_back(
+        {{"kept", tied.kept}, {"aliases", tied.aliases}, {"deduplicated", tied.deduplicated}});
+  }
   out["rules"] = json::array();
   for (size_t i = 0; i < r.rules.size(); ++i) {
     size_t matches = i < r.rewrite.rule_matches.size() ? r.rewrite.rule_matches[i] : 0;

@@ -1,4 +1,5 @@
-// The table of input formats and the one entry point that reads through it.
+// The tables of input and output formats, and the entry points that choose
+// through them.
 // `read_checkpoint` maps the file and asks each format's `sniff` in table
 // order, like bloaty's TryOpen… chain and mold's filetype.cc; the first that
 // claims the file reads it. A file no format claims is refused with the
@@ -7,6 +8,7 @@
 // magic, last.
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
+#include "ckpt/sink.h"
 #include "ckpt/source.h"
 #include "formats/torch_storage_id.h"
 
@@ -20,6 +22,35 @@ const std::vector<SourceFormat>& source_formats() {
   static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy,
                                                       k_safetensors};
   return formats;
+}
+
+extern const SinkFormat k_torch_sink;        // torch_sink.cc
+extern const SinkFormat k_safetensors_sink;  // safetensors_sink.cc
+
+const std::vector<SinkFormat>& sink_formats() {
+  static const std::vector<SinkFormat> formats = {k_torch_sink, k_safetensors_sink};
+  return formats;
+}
+
+const SinkFormat& choose_sink(const std::string& output, const std::string& format) {
+  const std::vector<SinkFormat>& formats = sink_formats();
+  if (!format.empty()) {
+    std::string names;
+    for (const SinkFormat& sink : formats) {
+      if (format == sink.name) {
+        return sink;
+      }
+      names += (names.empty() ? "" : ", ") + std::string(sink.name);
+    }
+    throw Error("--format " + format + ": not a format ckpt-convert writes (" + names + ")",
+                ExitStatus::k_usage);
+  }
+  for (const SinkFormat& sink : formats) {
+    if (sink.claims(output)) {
+      return sink;
+    }
+  }
+  return formats.front();
 }
 
 std::string Checkpoint::fact(const std::string& name) const {

@@ -1,0 +1,109 @@
+// The output side's seam: the table of formats `convert` writes, chosen by
+// OUT's name or `--format`. To write a new format, add
+// src/formats/<name>_sink.cc defining one `SinkFormat`, and one line to the
+// table in src/formats/registry.cc. Every sink keeps the pipeline's rules:
+// it refuses what its format cannot hold before anything is written, writes
+// into the temporary file it is given, and proves what it wrote by reading
+// it back through the reader table (source.h) before `convert` renames it
+// into place.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckpt/bytes.h"
+#include "ckpt/graph.h"
+#include "ckpt/tensor.h"
+#include "ckpt/verify.h"
+
+namespace ckpt {
+
+struct Checkpoint;
+
+// What to do with names that share bytes (a tied LM head and embedding).
+enum class TiedPolicy : unsigned char {
+  k_copy,    // every name written with its own copy of the bytes
+  k_dedupe,  // one name per shared storage, the rest recorded as aliases
+};
+
+// The choices of the command line that sinks read.
+struct SinkOptions {
+  TiedPolicy tied = TiedPolicy::k_copy;
+  std::vector<std::string> keep_tied;  // names `--tied dedupe` keeps
+  std::optional<Dtype> dtype;          // cast floating tensors to it (`--dtype`)
+};
+
+// What a conversion hands its sink: the object to write (after extraction,
+// rewriting and the global check) and its tensors.
+struct WriteRequest {
+  Node* root = nullptr;
+  // Every tensor reachable from `root`, in pickle order.
+  const std::vector<TensorRef>* tensors = nullptr;
+  uint64_t pickle_bytes = 0;   // the input pickle's size: a size hint
+  std::string shown_as;        // OUT, for messages
+  std::string input;           // IN, for messages
+  std::string input_records;   // `in.pth:archive/data/`: how messages name input storages
+  SinkOptions options;
+  ProgressFn progress;
+};
+
+// Two or more names of one state dict whose bytes overlap, and what the sink
+// did with them.
+struct TiedNames {
+  std::string kept;                  // the name kept (copy: the first)
+  std::vector<std::string> aliases;  // the others
+  bool deduplicated = false;         // the aliases were not written (`--tied dedupe`)
+};
+
+// What a sink wrote, for the report.
+struct Written {
+  uint64_t bytes = 0;          // the file's size
+  size_t tensors = 0;          // tensors written
+  size_t storages = 0;         // storages (byte ranges) written
+  uint64_t storage_bytes = 0;  // their bytes
+  std::vector<TiedNames> tied;
+};
+
+// One output format's writer, for one conversion: `prepare`, then `write`,
+// then `verify`.
+class Sink {
+public:
+  virtual ~Sink() = default;
+  // Refuses what the format cannot hold (throws `FormatError` naming the key
+  // and the cause) and plans the layout; nothing is written yet.
+  virtual void prepare(const WriteRequest& request) = 0;
+  // Writes into the open, empty file `fd` (messages name
+  // `request.shown_as`). Throws `Error` on I/O failure.
+  virtual Written write(const WriteRequest& request, int fd) = 0;
+  // Proves the file at `path` (the temporary file written) holds what was
+  // meant: it rereads it through the reader table and checks its layout and
+  // every tensor. Throws `Error` with status "verification failed" naming
+  // `request.shown_as` and the first difference.
+  virtual VerifyReport verify(const WriteRequest& request, const std::string& path,
+                              const std::string& device) = 0;
+};
+
+struct SinkFormat {
+  const char* name;       // `--format` value and the report's `output_format`: "pt"
+  const char* described;  // for `--help` and messages: "a torch.save zip archive"
+  // True when OUT's name asks for this format (`.safetensors`).
+  bool (*claims)(const std::string& output);
+  // True when the format holds only a state dict (the model's is selected as
+  // `--extract` selects it).
+  bool state_dict_only;
+  std::unique_ptr<Sink> (*make)();
+};
+
+// The formats `convert` writes; the first is the default.
+const std::vector<SinkFormat>& sink_formats();
+
+// The sink for OUT: the one named `format` when given (`pt`,
+// `safetensors`), else the first that claims OUT's name, else the default.
+// Throws `Error` (usage) for an unknown `format`, naming those there are.
+const SinkFormat& choose_sink(const std::string& output, const std::string& format);
+
+}  // namespace ckpt
