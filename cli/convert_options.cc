@@ -90,6 +90,14 @@ void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group) {
                  "does (integer and bool tensors are left alone)")
       ->option_text("DTYPE")
       ->group(output_group);
+  app.add_option("--keep-dtype", flags.keep_dtype,
+                 "With --dtype: leave the tensors whose key the RE2 PATTERN is found in as "
+                 "they are (norms kept in fp32; repeatable)")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->option_text("PATTERN")
+      ->group(output_group);
 }
 
 void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {
@@ -138,6 +146,12 @@ void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {
       throw Error("--dtype " + flags.dtype + ": casts go to bf16, fp16, fp32 or fp64",
                   ExitStatus::k_usage);
     }
+  }
+  if (!flags.keep_dtype.empty() && !o.sink.dtype) {
+    throw Error("--keep-dtype needs --dtype", ExitStatus::k_usage);
+  }
+  for (const std::string& pattern : flags.keep_dtype) {
+    o.sink.keep_dtype.push_back(make_rule(RuleKind::k_keep, {pattern}, "--keep-dtype"));
   }
 }
 

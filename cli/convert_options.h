@@ -39,6 +39,7 @@ struct ConvertFlags {
   bool no_verify = false;
   std::string tied = "copy";  // --tied copy|dedupe
   std::string dtype;          // --dtype NAME; "" = keep
+  std::vector<std::string> keep_dtype;  // --keep-dtype PATTERN
 };
 
 // Registers --device, --location, --preset, --rules, the rule options,

@@ -17,6 +17,7 @@
 
 #include "ckpt/bytes.h"
 #include "ckpt/graph.h"
+#include "ckpt/rules.h"
 #include "ckpt/tensor.h"
 #include "ckpt/verify.h"
 
@@ -35,7 +36,13 @@ struct SinkOptions {
   TiedPolicy tied = TiedPolicy::k_copy;
   std::vector<std::string> keep_tied;  // names `--tied dedupe` keeps
   std::optional<Dtype> dtype;          // cast floating tensors to it (`--dtype`)
+  std::vector<Rule> keep_dtype;        // `--keep-dtype PATTERN`s (kind k_keep): names left as they are
 };
+
+// The dtype the tensor `name` of `dtype` is written as: `options.dtype` for a
+// floating tensor that `cast_elements` converts and no `keep_dtype` pattern
+// is found in (re.search), else `dtype` itself.
+Dtype written_dtype(const SinkOptions& options, const std::string& name, Dtype dtype);
 
 // What a conversion hands its sink: the object to write (after extraction,
 // rewriting and the global check) and its tensors.

@@ -170,6 +170,9 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
   check_paths(options, output);
   const SinkFormat& format = choose_sink(output, options.format);
   report.output_format = format.name;
+  if (options.sink.dtype) {
+    report.dtype = dtype_name(*options.sink.dtype);
+  }
   if (options.verify && !options.dry_run) {
     require_device(options.device);
   }

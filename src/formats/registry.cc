@@ -6,6 +6,9 @@
 // formats tried. Order matters where two formats could claim one file: a
 // zip archive is tried first, as torch.load does; safetensors, which has no
 // magic, last.
+#include <re2/re2.h>
+
+#include "ckpt/cast.h"
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
 #include "ckpt/sink.h"
@@ -30,6 +33,18 @@ extern const SinkFormat k_safetensors_sink;  // safetensors_sink.cc
 const std::vector<SinkFormat>& sink_formats() {
   static const std::vector<SinkFormat> formats = {k_torch_sink, k_safetensors_sink};
   return formats;
+}
+
+Dtype written_dtype(const SinkOptions& options, const std::string& name, Dtype dtype) {
+  if (!options.dtype || !is_floating_dtype(dtype) || !castable(dtype, *options.dtype)) {
+    return dtype;
+  }
+  for (const Rule& keep : options.keep_dtype) {
+    if (RE2::PartialMatch(name, *keep.pattern)) {
+      return dtype;
+    }
+  }
+  return *options.dtype;
 }
 
 const SinkFormat& choose_sink(const std::string& output, const std::string& format) {

@@ -288,11 +288,7 @@ private:
       if (tensor->quantized) {
         throw FormatError("'" + name + "' is a quantized tensor, which safetensors cannot hold");
       }
-      Dtype dtype = tensor->dtype;
-      if (request.options.dtype && is_floating_dtype(dtype) &&
-          castable(dtype, *request.options.dtype)) {
-        dtype = *request.options.dtype;
-      }
+      Dtype dtype = written_dtype(request.options, name, tensor->dtype);
       if (!safetensors_dtype_name(dtype)) {
         throw FormatError("'" + name + "' is " + std::string(dtype_name(dtype)) +
                           ", which safetensors has no dtype for");

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "ckpt/error.h"
 #include "ckpt/pickle.h"
 #include "ckpt/sink.h"
 #include "ckpt/writer.h"
@@ -16,7 +17,12 @@ namespace {
 
 class TorchSink final : public Sink {
 public:
-  void prepare(const WriteRequest& /*request*/) override {}
+  void prepare(const WriteRequest& request) override {
+    if (request.options.dtype) {
+      throw Error("--dtype: casting is done for .safetensors output only so far; write "
+                  "OUT.safetensors (or --format safetensors)", ExitStatus::k_usage);
+    }
+  }
 
   Written write(const WriteRequest& request, int fd) override {
     // Rules that lengthen keys grow a pickle a little; only a pickle that
