@@ -1,0 +1,356 @@
+// This file implements the pure half of writing a HuggingFace sharded
+// checkpoint: reading `max_shard_size`, splitting a state dict into shards,
+// naming the files, writing the index JSON, and finding the files a new write
+// would leave stale.
+//
+// Each piece reproduces the Python that loaders and users compare against, so
+// a checkpoint sharded here is the one `save_pretrained` would have written:
+// the split is huggingface_hub's first-fit in order (no packing, oversize
+// tensors alone, shared storages counted once), and the index is written by
+// hand because Python's `json.dumps(indent=2, sort_keys=True)` differs from
+// nlohmann's dump in spacing (`": "`, a bare `{}` when empty) and escaping
+// (`ensure_ascii`: every non-ASCII code point as `\uXXXX`, lowercase hex,
+// DEL included). The size parser accepts what huggingface_hub's
+// `parse_size_to_int` accepts, with its float arithmetic, and adds the binary
+// units and plain byte counts that older transformers and accelerate took.
+#include "ckpt/shard_plan.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <climits>
+#include <cstdio>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "ckpt/error.h"
+
+namespace ckpt {
+namespace {
+
+constexpr std::string_view k_accepted =
+    "expected a whole number of bytes, or a number and a unit: KB, MB, GB, TB (powers of 1000) "
+    "or KiB, MiB, GiB, TiB (powers of 1024), such as 5GB, 1.5GB or 512MiB";
+
+// 2^63 as a double: the first size refused.
+constexpr double k_size_limit = 9223372036854775808.0;
+
+struct SizeUnit {
+  std::string_view name;
+  double multiplier;
+  std::string_view bits_name;  // what a capital prefix before a small `b` means
+};
+
+// The binary units first: `KiB` must not be read as `B` after `Ki`.
+constexpr std::array<SizeUnit, 8> k_units = {{
+    {"KiB", 1024.0, ""},
+    {"MiB", 1048576.0, ""},
+    {"GiB", 1073741824.0, ""},
+    {"TiB", 1099511627776.0, ""},
+    {"KB", 1e3, "kilobits"},
+    {"MB", 1e6, "megabits"},
+    {"GB", 1e9, "gigabits"},
+    {"TB", 1e12, "terabits"},
+}};
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+char to_upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && is_space(text.front())) {
+    text.remove_prefix(1);
+  }
+  while (!text.empty() && is_space(text.back())) {
+    text.remove_suffix(1);
+  }
+  return text;
+}
+
+bool ends_with_nocase(std::string_view text, std::string_view suffix) {
+  if (text.size() < suffix.size()) {
+    return false;
+  }
+  std::string_view tail = text.substr(text.size() - suffix.size());
+  for (size_t i = 0; i < suffix.size(); ++i) {
+    if (to_upper(tail[i]) != to_upper(suffix[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool equals_nocase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && ends_with_nocase(a, b);
+}
+
+// Python's float() spellings of NaN and infinity, with an optional sign.
+bool is_non_finite(std::string_view number) {
+  if (!number.empty() && (number.front() == '+' || number.front() == '-')) {
+    number.remove_prefix(1);
+  }
+  return equals_nocase(number, "nan") || equals_nocase(number, "inf") ||
+         equals_nocase(number, "infinity");
+}
+
+// The magnitude `is_decimal` gives a number whose digits are all 0.
+constexpr long k_zero = LONG_MIN;
+
+// Whether `number` is a decimal number as Python's float() takes it, without
+// sign or underscores: digits with an optional fraction (one digit at least),
+// then an optional exponent. Sets `magnitude` to the power of ten of its first
+// significant digit plus one (1 for 1..9.99, 0 for 0.1..0.999), or to `k_zero`.
+bool is_decimal(std::string_view number, long& magnitude) {
+  size_t i = 0;
+  size_t int_digits = 0;
+  size_t digits = 0;
+  long first_significant = -1;  // index among the mantissa's digits
+  auto digit = [&] {
+    if (first_significant < 0 && number[i] != '0') {
+      first_significant = static_cast<long>(digits);
+    }
+    ++digits;
+    ++i;
+  };
+  while (i < number.size() && is_digit(number[i])) {
+    digit();
+  }
+  int_digits = digits;
+  if (i < number.size() && number[i] == '.') {
+    ++i;
+    while (i < number.size() && is_digit(number[i])) {
+      digit();
+    }
+  }
+  if (digits == 0) {
+    return false;
+  }
+  long exponent = 0;
+  if (i < number.size() && (number[i] == 'e' || number[i] == 'E')) {
+    ++i;
+    bool negative = false;
+    if (i < number.size() && (number[i] == '+' || number[i] == '-')) {
+      negative = number[i] == '-';
+      ++i;
+    }
+    if (i == number.size()) {
+      return false;
+    }
+    while (i < number.size() && is_digit(number[i])) {
+      exponent = std::min(exponent * 10 + (number[i] - '0'), 1'000'000L);
+      ++i;
+    }
+    exponent = negative ? -exponent : exponent;
+  }
+  if (i != number.size()) {
+    return false;
+  }
+  magnitude = first_significant < 0
+                  ? k_zero
+                  : static_cast<long>(int_digits) - first_significant + exponent;
+  return true;
+}
+
+Error size_error(std::string_view text, const std::string& why) {
+  return Error("shard size '" + std::string(text) + "': " + why + " (" + std::string(k_accepted) +
+                   ")",
+               ExitStatus::k_usage);
+}
+
+// The error for `number` followed by `unit`, which is no unit known here.
+Error unknown_unit(std::string_view text, std::string_view number, std::string_view unit) {
+  std::string why = "unknown unit '" + std::string(unit) + "'";
+  std::string upper;
+  for (char c : unit) {
+    upper += to_upper(c);
+  }
+  std::string guess;
+  if (upper == "K" || upper == "M" || upper == "G" || upper == "T") {
+    guess = upper + "B";
+  } else if (upper == "KI" || upper == "MI" || upper == "GI" || upper == "TI") {
+    guess = upper.substr(0, 1) + "iB";
+  }
+  if (!guess.empty()) {
+    why += ", did you mean '" + std::string(number) + guess + "'?";
+  }
+  return size_error(text, why);
+}
+
+std::string_view shard_stem(ShardFormat format) {
+  return format == ShardFormat::k_safetensors ? "model" : "pytorch_model";
+}
+
+std::string_view shard_extension(ShardFormat format) {
+  return format == ShardFormat::k_safetensors ? ".safetensors" : ".bin";
+}
+
+}  // namespace
+
+uint64_t parse_shard_size(std::string_view text) {
+  std::string_view size = trim(text);
+  if (size.empty()) {
+    throw size_error(text, "empty");
+  }
+  if (size.front() == '-') {
+    throw size_error(text, "negative");
+  }
+  if (std::all_of(size.begin(), size.end(), is_digit)) {
+    uint64_t bytes = 0;
+    for (char c : size) {
+      if (bytes > (static_cast<uint64_t>(INT64_MAX) - static_cast<uint64_t>(c - '0')) / 10) {
+        throw size_error(text, "2^63 bytes or more");
+      }
+      bytes = bytes * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (bytes == 0) {
+      throw size_error(text, "zero bytes");
+    }
+    return bytes;
+  }
+  const SizeUnit* unit = nullptr;
+  for (const SizeUnit& candidate : k_units) {
+    if (ends_with_nocase(size, candidate.name)) {
+      unit = &candidate;
+      break;
+    }
+  }
+  if (unit == nullptr) {
+    if (is_non_finite(size)) {
+      throw size_error(text, "not a finite number");
+    }
+    size_t letters = size.size();
+    while (letters > 0 && is_alpha(size[letters - 1])) {
+      --letters;
+    }
+    std::string_view number = trim(size.substr(0, letters));
+    long magnitude = 0;
+    if (letters == size.size()) {
+      throw size_error(text, is_decimal(size, magnitude) ? "no unit, and bytes are counted whole"
+                                                         : "not a number");
+    }
+    if (letters == 0) {
+      throw size_error(text, "no number");
+    }
+    throw unknown_unit(text, number, size.substr(letters));
+  }
+  std::string_view unit_text = size.substr(size.size() - unit->name.size());
+  if (!unit->bits_name.empty() && unit_text[0] >= 'A' && unit_text[0] <= 'Z' &&
+      unit_text[1] == 'b') {
+    throw size_error(text, "'" + std::string(unit_text) + "' is " + std::string(unit->bits_name) +
+                               "; write '" + std::string(unit->name) + "' for bytes");
+  }
+  std::string_view number = trim(size.substr(0, size.size() - unit->name.size()));
+  if (number.empty()) {
+    throw size_error(text, "no number before '" + std::string(unit_text) + "'");
+  }
+  if (is_non_finite(number)) {
+    throw size_error(text, "not a finite number");
+  }
+  if (number.front() == '+') {
+    number.remove_prefix(1);  // Python's float() takes it
+  }
+  long magnitude = 0;
+  if (!is_decimal(number, magnitude)) {
+    throw size_error(text, "'" + std::string(number) + "' is not a number");
+  }
+  double value = 0;
+  const char* end = number.data() + number.size();
+  std::from_chars_result parsed = std::from_chars(number.data(), end, value);
+  if (parsed.ec == std::errc::result_out_of_range) {
+    // Past a double's range: huge, or so small it is no byte.
+    value = magnitude > 0 ? k_size_limit : 0.0;
+  } else if (parsed.ec != std::errc() || parsed.ptr != end) {
+    throw size_error(text, "'" + std::string(number) + "' is not a number");
+  }
+  // As Python's int(float(number) * multiplier): one rounding, then truncation.
+  double bytes = value * unit->multiplier;
+  if (bytes >= k_size_limit) {
+    throw size_error(text, "2^63 bytes or more");
+  }
+  if (bytes < 1.0) {
+    throw size_error(text, magnitude == k_zero ? "zero bytes" : "less than one byte");
+  }
+  return static_cast<uint64_t>(bytes);
+}
+
+ShardPlan plan_shards(const std::vector<ShardItem>& items, uint64_t max_shard_size) {
+  constexpr size_t k_none = static_cast<size_t>(-1);
+  ShardPlan plan;
+  std::unordered_map<uint64_t, size_t> first_with_storage;  // storage id → item index
+  std::vector<size_t> shared;  // items whose storage an earlier item holds
+  std::vector<size_t> current;
+  uint64_t current_size = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const ShardItem& item = items[i];
+    if (!first_with_storage.emplace(item.storage_id, i).second) {
+      shared.push_back(i);
+      continue;
+    }
+    if (item.bytes > UINT64_MAX - plan.total_size) {
+      throw FormatError("tensor '" + item.name +
+                        "': the state dict's total size is over 2^64 - 1 bytes");
+    }
+    plan.total_size += item.bytes;
+    if (item.bytes > max_shard_size) {
+      plan.shards.push_back({i});
+      continue;
+    }
+    // current_size <= max_shard_size, so this is current_size + bytes > max without overflow.
+    if (item.bytes > max_shard_size - current_size) {
+      plan.shards.push_back(std::move(current));
+      current.clear();
+      current_size = 0;
+    }
+    current.push_back(i);
+    current_size += item.bytes;
+  }
+  if (!current.empty()) {
+    plan.shards.push_back(std::move(current));
+  }
+  if (!shared.empty()) {
+    std::vector<size_t> shard_of(items.size(), k_none);
+    for (size_t s = 0; s < plan.shards.size(); ++s) {
+      for (size_t i : plan.shards[s]) {
+        shard_of[i] = s;
+      }
+    }
+    for (size_t i : shared) {
+      plan.shards[shard_of[first_with_storage.at(items[i].storage_id)]].push_back(i);
+    }
+    for (std::vector<size_t>& shard : plan.shards) {
+      std::sort(shard.begin(), shard.end());
+    }
+  }
+  return plan;
+}
+
+std::string shard_file_name(ShardFormat format, size_t index, size_t count) {
+  if (count > k_max_shard_count) {
+    throw Error(std::to_string(count) + " shards: the file names number " +
+                    std::to_string(k_max_shard_count) + " at most; choose a larger shard size",
+                ExitStatus::k_usage);
+  }
+  if (index >= count) {
+    throw std::out_of_range("shard_file_name: shard " + std::to_string(index) + " of " +
+                            std::to_string(count));
+  }
+  std::string name(shard_stem(format));
+  if (count > 1) {
+    char suffix[32];
+    std::snprintf(suffix, sizeof suffix, "-%05zu-of-%05zu", index + 1, count);
+    name += suffix;
+  }
+  return name + std::string(shard_extension(format));
+}
+
+std::string index_file_name(ShardFormat format) {
+  return std::string(shard_stem(format)) + std::string(shard_extension(format)) + ".index.json";
+}
+
+}  // namespace ckpt
