@@ -13,8 +13,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ckpt {
@@ -82,5 +84,18 @@ std::string shard_file_name(ShardFormat format, size_t index, size_t count);
 // `pytorch_model.bin.index.json`. Only a checkpoint of two or more shards has
 // one.
 std::string index_file_name(ShardFormat format);
+
+// The index file's text, byte for byte as transformers' `save_pretrained`
+// writes it: `json.dumps(index, indent=2, sort_keys=True) + "\n"` of
+// `{"metadata": {"total_size": total_size, **extra_metadata}, "weight_map":
+// weight_map}`, with Python's escaping (`ensure_ascii`: non-ASCII as `\uXXXX`,
+// a surrogate pair above U+FFFF). `weight_map` pairs a tensor name with its
+// shard's file name, in any order (the text sorts them); `extra_metadata`
+// values are written as strings. Throws a `FormatError` when a name appears
+// twice in `weight_map`, a key of `extra_metadata` is `total_size`, or a
+// string is not UTF-8.
+std::string hf_index_json(uint64_t total_size,
+                          const std::vector<std::pair<std::string, std::string>>& weight_map,
+                          const std::map<std::string, std::string>& extra_metadata);
 
 }  // namespace ckpt

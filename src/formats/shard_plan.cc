@@ -182,6 +182,98 @@ Error unknown_unit(std::string_view text, std::string_view number, std::string_v
   return size_error(text, why);
 }
 
+// Appends `text` to `out` as Python's `json.dumps` writes a str with
+// `ensure_ascii=True`. `what` names the string in the error for bad UTF-8.
+void append_python_string(std::string& out, std::string_view text, const std::string& what) {
+  auto bad = [&](size_t at) {
+    return FormatError(what + ": not UTF-8 (byte " + std::to_string(at) + ")");
+  };
+  auto hex4 = [&](uint32_t unit) {
+    char buffer[8];
+    std::snprintf(buffer, sizeof buffer, "\\u%04x", static_cast<unsigned>(unit));
+    out += buffer;
+  };
+  out += '"';
+  for (size_t i = 0; i < text.size();) {
+    auto byte = static_cast<unsigned char>(text[i]);
+    if (byte < 0x80) {
+      switch (byte) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default:
+          if (byte < 0x20 || byte == 0x7f) {
+            hex4(byte);
+          } else {
+            out += static_cast<char>(byte);
+          }
+      }
+      ++i;
+      continue;
+    }
+    size_t length = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 0;
+    if (length == 0 || byte > 0xf4 || i + length > text.size()) {
+      throw bad(i);
+    }
+    uint32_t code = byte & (0x7f >> length);
+    for (size_t k = 1; k < length; ++k) {
+      auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0) != 0x80) {
+        throw bad(i);
+      }
+      code = (code << 6) | (next & 0x3f);
+    }
+    constexpr std::array<uint32_t, 5> k_smallest = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < k_smallest[length] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
+      throw bad(i);
+    }
+    if (code >= 0x10000) {
+      code -= 0x10000;
+      hex4(0xd800 + (code >> 10));
+      hex4(0xdc00 + (code & 0x3ff));
+    } else {
+      hex4(code);
+    }
+    i += length;
+  }
+  out += '"';
+}
+
+// Key, value already as JSON text.
+using JsonEntries = std::vector<std::pair<std::string, std::string>>;
+
+// Appends `entries` as Python's indent=2 dump of a dict `depth` levels deep
+// writes it, sorted by key; `what` names the object in the error for a key
+// that is not UTF-8.
+void append_python_object(std::string& out, JsonEntries entries, int depth,
+                          const std::string& what) {
+  if (entries.empty()) {
+    out += "{}";
+    return;
+  }
+  std::sort(entries.begin(), entries.end());
+  std::string indent(static_cast<size_t>(2 * (depth + 1)), ' ');
+  out += "{";
+  for (size_t i = 0; i < entries.size(); ++i) {
+    out += i == 0 ? "\n" : ",\n";
+    out += indent;
+    append_python_string(out, entries[i].first, what + " key '" + entries[i].first + "'");
+    out += ": ";
+    out += entries[i].second;
+  }
+  out += "\n" + std::string(static_cast<size_t>(2 * depth), ' ') + "}";
+}
+
+std::string python_string(std::string_view text, const std::string& what) {
+  std::string out;
+  append_python_string(out, text, what);
+  return out;
+}
+
 std::string_view shard_stem(ShardFormat format) {
   return format == ShardFormat::k_safetensors ? "model" : "pytorch_model";
 }
@@ -351,6 +443,37 @@ std::string shard_file_name(ShardFormat format, size_t index, size_t count) {
 
 std::string index_file_name(ShardFormat format) {
   return std::string(shard_stem(format)) + std::string(shard_extension(format)) + ".index.json";
+}
+
+std::string hf_index_json(uint64_t total_size,
+                          const std::vector<std::pair<std::string, std::string>>& weight_map,
+                          const std::map<std::string, std::string>& extra_metadata) {
+  JsonEntries metadata;
+  metadata.emplace_back("total_size", std::to_string(total_size));
+  for (const auto& [key, value] : extra_metadata) {
+    if (key == "total_size") {
+      throw FormatError("index metadata: 'total_size' is the index's own key");
+    }
+    metadata.emplace_back(key, python_string(value, "index metadata '" + key + "'"));
+  }
+  JsonEntries files;
+  files.reserve(weight_map.size());
+  for (const auto& [name, file] : weight_map) {
+    files.emplace_back(name, python_string(file, "weight map: tensor '" + name + "'"));
+  }
+  std::sort(files.begin(), files.end());
+  for (size_t i = 1; i < files.size(); ++i) {
+    if (files[i].first == files[i - 1].first) {
+      throw FormatError("weight map: tensor '" + files[i].first + "' appears twice");
+    }
+  }
+  std::string metadata_text;
+  append_python_object(metadata_text, std::move(metadata), 1, "index metadata");
+  std::string files_text;
+  append_python_object(files_text, std::move(files), 1, "weight map");
+  std::string out;
+  append_python_object(out, {{"metadata", metadata_text}, {"weight_map", files_text}}, 0, "index");
+  return out + "\n";
 }
 
 }  // namespace ckpt

@@ -255,5 +255,77 @@ TEST(IndexFileName, BothFormats) {
   EXPECT_EQ(index_file_name(ShardFormat::k_pt), "pytorch_model.bin.index.json");
 }
 
+// --- The index JSON ---
+
+TEST(HfIndexJson, ByteForByteAsPythonJsonDumps) {
+  // The expected text is the output of /usr/bin/python3 -c 'import json;
+  // print(json.dumps(index, indent=2, sort_keys=True))' for the same index.
+  const std::string first = "model-00001-of-00002.safetensors";
+  const std::string second = "model-00002-of-00002.safetensors";
+  std::vector<std::pair<std::string, std::string>> weight_map = {
+      {"lm_head.weight", second},
+      {"caf\xc3\xa9.\xe4\xb8\xad.weight", first},
+      {"emoji.\xf0\x9f\x98\x80", first},
+      {"say \"hi\"", second},
+      {"back\\slash/slash", first},
+      {"ctl\x01\x1f\x7f\t\n\r\b\f", second},
+      {"Zeta", first},
+      {"~tilde", first},
+      {"\xc3\xa9t\xc3\xa9", second},
+      {"\xef\xbf\xa0wide", second},
+  };
+  std::map<std::string, std::string> metadata = {{"format", "pt"},
+                                                 {"note", "caf\xc3\xa9 \xf0\x9f\x98\x80"}};
+  EXPECT_EQ(hf_index_json(16384, weight_map, metadata), R"json({
+  "metadata": {
+    "format": "pt",
+    "note": "caf\u00e9 \ud83d\ude00",
+    "total_size": 16384
+  },
+  "weight_map": {
+    "Zeta": "model-00001-of-00002.safetensors",
+    "back\\slash/slash": "model-00001-of-00002.safetensors",
+    "caf\u00e9.\u4e2d.weight": "model-00001-of-00002.safetensors",
+    "ctl\u0001\u001f\u007f\t\n\r\b\f": "model-00002-of-00002.safetensors",
+    "emoji.\ud83d\ude00": "model-00001-of-00002.safetensors",
+    "lm_head.weight": "model-00002-of-00002.safetensors",
+    "say \"hi\"": "model-00002-of-00002.safetensors",
+    "~tilde": "model-00001-of-00002.safetensors",
+    "\u00e9t\u00e9": "model-00002-of-00002.safetensors",
+    "\uffe0wide": "model-00002-of-00002.safetensors"
+  }
+}
+)json");
+}
+
+TEST(HfIndexJson, EmptyWeightMapIsBareBraces) {
+  EXPECT_EQ(hf_index_json(0, {}, {}), R"json({
+  "metadata": {
+    "total_size": 0
+  },
+  "weight_map": {}
+}
+)json");
+}
+
+TEST(HfIndexJson, NameTwiceRefused) {
+  EXPECT_EQ(format_error_of([] { hf_index_json(8, {{"a", "x"}, {"a", "y"}}, {}); }),
+            "weight map: tensor 'a' appears twice");
+}
+
+TEST(HfIndexJson, TotalSizeInExtraMetadataRefused) {
+  EXPECT_EQ(format_error_of([] { hf_index_json(8, {}, {{"total_size", "9"}}); }),
+            "index metadata: 'total_size' is the index's own key");
+}
+
+TEST(HfIndexJson, InvalidUtf8Refused) {
+  EXPECT_EQ(format_error_of([] { hf_index_json(8, {{"a\xff", "x"}}, {}); }),
+            "weight map key 'a\xff': not UTF-8 (byte 1)");
+  EXPECT_EQ(format_error_of([] { hf_index_json(8, {{"a", "\xed\xa0\x80"}}, {}); }),
+            "weight map: tensor 'a': not UTF-8 (byte 0)");
+  EXPECT_EQ(format_error_of([] { hf_index_json(8, {{"a", "\xc0\xaf"}}, {}); }),
+            "weight map: tensor 'a': not UTF-8 (byte 0)");
+}
+
 }  // namespace
 }  // namespace ckpt::test
