@@ -98,4 +98,12 @@ std::string hf_index_json(uint64_t total_size,
                           const std::vector<std::pair<std::string, std::string>>& weight_map,
                           const std::map<std::string, std::string>& extra_metadata);
 
+// The names (not paths), sorted, of the entries of `folder` that a sharded
+// write of `format` would replace or leave stale: the shard names
+// `model-NNNNN-of-NNNNN.safetensors` / `pytorch_model-NNNNN-of-NNNNN.bin` (N a
+// digit 0-9), the single-file name and the index name; folders are left out.
+// Nothing when `folder` does not exist. Throws an `Error` naming `folder` when
+// it cannot be listed.
+std::vector<std::string> stale_shard_files(const std::string& folder, ShardFormat format);
+
 }  // namespace ckpt

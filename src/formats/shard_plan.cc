@@ -20,13 +20,17 @@
 #include <charconv>
 #include <climits>
 #include <cstdio>
+#include <filesystem>
 #include <stdexcept>
+#include <system_error>
 #include <unordered_map>
 
 #include "ckpt/error.h"
 
 namespace ckpt {
 namespace {
+
+namespace fs = std::filesystem;
 
 constexpr std::string_view k_accepted =
     "expected a whole number of bytes, or a number and a unit: KB, MB, GB, TB (powers of 1000) "
@@ -282,6 +286,26 @@ std::string_view shard_extension(ShardFormat format) {
   return format == ShardFormat::k_safetensors ? ".safetensors" : ".bin";
 }
 
+// Whether `name` is `<stem>-NNNNN-of-NNNNN<extension>`.
+bool is_shard_name(std::string_view name, ShardFormat format) {
+  std::string_view stem = shard_stem(format);
+  std::string_view extension = shard_extension(format);
+  constexpr std::string_view k_middle = "-00000-of-00000";
+  if (name.size() != stem.size() + k_middle.size() + extension.size() ||
+      name.substr(0, stem.size()) != stem ||
+      name.substr(name.size() - extension.size()) != extension) {
+    return false;
+  }
+  std::string_view middle = name.substr(stem.size(), k_middle.size());
+  for (size_t i = 0; i < k_middle.size(); ++i) {
+    bool ok = k_middle[i] == '0' ? is_digit(middle[i]) : middle[i] == k_middle[i];
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 uint64_t parse_shard_size(std::string_view text) {
@@ -474,6 +498,30 @@ std::string hf_index_json(uint64_t total_size,
   std::string out;
   append_python_object(out, {{"metadata", metadata_text}, {"weight_map", files_text}}, 0, "index");
   return out + "\n";
+}
+
+std::vector<std::string> stale_shard_files(const std::string& folder, ShardFormat format) {
+  std::error_code error;
+  if (fs::status(folder, error).type() == fs::file_type::not_found) {
+    return {};
+  }
+  std::string single = shard_file_name(format, 0, 1);
+  std::string index = index_file_name(format);
+  std::vector<std::string> names;
+  fs::directory_iterator it(folder, error);
+  for (; !error && it != fs::directory_iterator(); it.increment(error)) {
+    std::string name = it->path().filename().string();
+    std::error_code ignored;
+    if ((name == single || name == index || is_shard_name(name, format)) &&
+        !it->is_directory(ignored)) {
+      names.push_back(std::move(name));
+    }
+  }
+  if (error) {
+    throw Error(folder + ": cannot list the folder: " + error.message());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 }  // namespace ckpt

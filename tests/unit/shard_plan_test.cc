@@ -4,6 +4,9 @@
 // against text Python's json.dumps wrote, and the stale files of a folder.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -13,6 +16,8 @@
 
 namespace ckpt::test {
 namespace {
+
+namespace fs = std::filesystem;
 
 constexpr const char* k_accepted =
     " (expected a whole number of bytes, or a number and a unit: KB, MB, GB, TB (powers of "
@@ -325,6 +330,60 @@ TEST(HfIndexJson, InvalidUtf8Refused) {
             "weight map: tensor 'a': not UTF-8 (byte 0)");
   EXPECT_EQ(format_error_of([] { hf_index_json(8, {{"a", "\xc0\xaf"}}, {}); }),
             "weight map: tensor 'a': not UTF-8 (byte 0)");
+}
+
+// --- Stale files ---
+
+class StaleShardFiles : public ::testing::Test {
+protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "shard_plan_test.XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+    m_folder = pattern;
+  }
+  void TearDown() override { fs::remove_all(m_folder); }
+  void touch(const std::string& name) { std::ofstream(m_folder + "/" + name) << "x"; }
+
+  std::string m_folder;
+};
+
+TEST_F(StaleShardFiles, SafetensorsShardsSingleAndIndex) {
+  for (const char* name :
+       {"model-00002-of-00003.safetensors", "model-00001-of-00003.safetensors",
+        "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+        "pytorch_model-00001-of-00002.bin", "model-0001-of-00003.safetensors",
+        "model-00001-of-00003.safetensors.tmp", "model-0000a-of-00003.safetensors",
+        "xmodel-00001-of-00003.safetensors", "model-00001_of-00003.safetensors",
+        "config.json"}) {
+    touch(name);
+  }
+  fs::create_directory(m_folder + "/model-00003-of-00003.safetensors");
+  EXPECT_EQ(stale_shard_files(m_folder, ShardFormat::k_safetensors),
+            (std::vector<std::string>{"model-00001-of-00003.safetensors",
+                                      "model-00002-of-00003.safetensors", "model.safetensors",
+                                      "model.safetensors.index.json"}));
+}
+
+TEST_F(StaleShardFiles, PtShardsSingleAndIndex) {
+  for (const char* name : {"pytorch_model-00001-of-00002.bin", "pytorch_model.bin",
+                           "pytorch_model.bin.index.json", "model.safetensors",
+                           "pytorch_model-00001-of-00002.safetensors"}) {
+    touch(name);
+  }
+  EXPECT_EQ(stale_shard_files(m_folder, ShardFormat::k_pt),
+            (std::vector<std::string>{"pytorch_model-00001-of-00002.bin", "pytorch_model.bin",
+                                      "pytorch_model.bin.index.json"}));
+}
+
+TEST_F(StaleShardFiles, MissingFolderHasNone) {
+  EXPECT_TRUE(stale_shard_files(m_folder + "/absent", ShardFormat::k_safetensors).empty());
+}
+
+TEST_F(StaleShardFiles, FileInPlaceOfFolderRefused) {
+  touch("plain");
+  std::string folder = m_folder + "/plain";
+  EXPECT_EQ(format_error_of([&] { stale_shard_files(folder, ShardFormat::k_safetensors); }),
+            "Error: " + folder + ": cannot list the folder: Not a directory");
 }
 
 }  // namespace
