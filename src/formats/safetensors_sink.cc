@@ -238,17 +238,15 @@ public:
       if (out.dtype != e.written_dtype || out.sizes != e.tensor.sizes) {
         mismatch(shown_as, "'" + e.name + "' differs in dtype or shape");
       }
-      if (!e.written) {
-        if (out.storage != reread.at(e.kept).storage) {
-          mismatch(shown_as, "'" + e.name + "' does not read back as an alias of '" + e.kept + "'");
-        }
-        ++report.tensors;
-        ++report.device_checked;
-        continue;
+      if (!e.written && out.storage != reread.at(e.kept).storage) {
+        mismatch(shown_as, "'" + e.name + "' does not read back as an alias of '" + e.kept + "'");
       }
-      report.bytes += compare(e, out, a, b, cast, shown_as);
+      uint64_t compared = compare(e, out, a, b, cast, shown_as);
       ++report.tensors;
-      ++report.storages;
+      if (e.written) {
+        report.bytes += compared;
+        ++report.storages;
+      }
       if (on_cpu) {
         ++report.device_checked;
         continue;
@@ -316,28 +314,24 @@ private:
         m_tied.push_back(std::move(tied));
         continue;
       }
-      std::vector<SharedName> names;
-      for (size_t i : group) {
-        names.push_back({m_entries[i].name, covers_storage(m_entries[i].tensor)});
-        if (preferred.count(m_entries[i].name) != 0) {
-          used.insert(m_entries[i].name);
-          if (!names.back().complete) {
-            throw Error("--keep-tied " + m_entries[i].name + ": it does not span its whole "
-                        "storage, so it cannot stand for the others", ExitStatus::k_usage);
-          }
-        }
-      }
-      KeptName choice = choose_kept_name(names, preferred);
-      add_removed_names(metadata, choice);
+      Entry& kept = m_entries[keep_of(group, preferred, used)];
       for (size_t i : group) {
         Entry& e = m_entries[i];
-        if (e.name != choice.kept) {
+        // Only an identical view can stand for another: the reader makes the
+        // alias the same view of the kept name's bytes. Other overlapping
+        // names are written with their own.
+        if (&e != &kept && same_view(e.tensor, kept.tensor)) {
           e.written = false;
-          e.kept = choice.kept;
+          e.kept = kept.name;
+          tied.aliases.push_back(e.name);
         }
       }
+      if (tied.aliases.empty()) {
+        continue;
+      }
+      KeptName choice{kept.name, tied.aliases};
+      add_removed_names(metadata, choice);
       tied.kept = choice.kept;
-      tied.aliases = choice.removed;
       tied.deduplicated = true;
       m_tied.push_back(std::move(tied));
     }
@@ -348,6 +342,54 @@ private:
                     "--tied dedupe)"), ExitStatus::k_usage);
       }
     }
+  }
+
+  // The name of `group` that `--tied dedupe` writes: the one `--keep-tied`
+  // names, else the one `save_model` keeps (the smallest name that spans its
+  // storage), else (where save_model refuses: the names share part of a flat
+  // buffer) the smallest name. Adds the `--keep-tied` name used to `used`.
+  size_t keep_of(const std::vector<size_t>& group, const std::set<std::string>& preferred,
+                 std::set<std::string>& used) const {
+    std::vector<SharedName> names;
+    bool any_complete = false;
+    std::optional<size_t> asked;
+    for (size_t i : group) {
+      bool complete = covers_storage(m_entries[i].tensor);
+      names.push_back({m_entries[i].name, complete});
+      any_complete = any_complete || complete;
+      if (preferred.count(m_entries[i].name) != 0) {
+        if (asked) {
+          throw Error("--keep-tied " + m_entries[*asked].name + " and --keep-tied " +
+                      m_entries[i].name + ": one tied group, one name to keep",
+                      ExitStatus::k_usage);
+        }
+        asked = i;
+        used.insert(m_entries[i].name);
+      }
+    }
+    if (asked) {
+      return *asked;
+    }
+    std::string kept;
+    if (any_complete) {
+      kept = choose_kept_name(names).kept;
+    } else {
+      kept = std::min_element(names.begin(), names.end(), [](const SharedName& a,
+                                                             const SharedName& b) {
+               return a.name < b.name;
+             })->name;
+    }
+    for (size_t i : group) {
+      if (m_entries[i].name == kept) {
+        return i;
+      }
+    }
+    return group.front();
+  }
+
+  static bool same_view(const TensorRef& a, const TensorRef& b) {
+    return a.storage == b.storage && a.dtype == b.dtype && a.offset == b.offset &&
+           a.sizes == b.sizes && a.strides == b.strides;
   }
 
   // Writes `e`'s elements, cast to its written dtype; returns the bytes written.
