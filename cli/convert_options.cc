@@ -13,6 +13,7 @@
 #include "ckpt/error.h"
 #include "ckpt/location.h"
 #include "ckpt/rule_file.h"
+#include "ckpt/shard_plan.h"
 #include "terminal.h"
 
 namespace ckpt::cli {
@@ -98,6 +99,11 @@ void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->option_text("PATTERN")
       ->group(output_group);
+  app.add_option("--max-shard-size", flags.max_shard_size,
+                 "OUT becomes a folder of HuggingFace shards of at most SIZE (5GB, 500MB "
+                 "decimal; 2GiB binary; bytes) and model.safetensors.index.json")
+      ->option_text("SIZE")
+      ->group(output_group);
 }
 
 void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {
@@ -149,6 +155,9 @@ void finish_convert_flags(const CLI::App& app, ConvertFlags& flags) {
   }
   if (!flags.keep_dtype.empty() && !o.sink.dtype) {
     throw Error("--keep-dtype needs --dtype", ExitStatus::k_usage);
+  }
+  if (!flags.max_shard_size.empty()) {
+    o.sink.max_shard_size = parse_shard_size(flags.max_shard_size);
   }
   for (const std::string& pattern : flags.keep_dtype) {
     o.sink.keep_dtype.push_back(make_rule(RuleKind::k_keep, {pattern}, "--keep-dtype"));

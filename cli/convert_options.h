@@ -40,6 +40,7 @@ struct ConvertFlags {
   std::string tied = "copy";  // --tied copy|dedupe
   std::string dtype;          // --dtype NAME; "" = keep
   std::vector<std::string> keep_dtype;  // --keep-dtype PATTERN
+  std::string max_shard_size;           // --max-shard-size SIZE; "" = one file
 };
 
 // Registers --device, --location, --preset, --rules, the rule options,

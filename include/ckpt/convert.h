@@ -56,6 +56,7 @@ struct ConvertReport {
   std::vector<GlobalUse> globals;     // every global the input names
   std::vector<std::string> left_out;  // top-level keys not written (a state-dict-only format)
   std::vector<TiedNames> tied;        // names whose bytes overlap, and what was done
+  std::vector<ShardWritten> shards;   // `--max-shard-size`: the files written, index last
   size_t tensors = 0;                 // tensors written
   size_t storages = 0;                // storages written
   uint64_t storage_bytes = 0;

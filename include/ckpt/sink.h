@@ -17,6 +17,7 @@
 
 #include "ckpt/bytes.h"
 #include "ckpt/graph.h"
+#include "ckpt/output_files.h"
 #include "ckpt/rules.h"
 #include "ckpt/tensor.h"
 #include "ckpt/verify.h"
@@ -36,7 +37,9 @@ struct SinkOptions {
   TiedPolicy tied = TiedPolicy::k_copy;
   std::vector<std::string> keep_tied;  // names `--tied dedupe` keeps
   std::optional<Dtype> dtype;          // cast floating tensors to it (`--dtype`)
-  std::vector<Rule> keep_dtype;        // `--keep-dtype PATTERN`s (kind k_keep): names left as they are
+  std::vector<Rule> keep_dtype;        // `--keep-dtype PATTERN`s (kind k_keep): names kept as they are
+  uint64_t max_shard_size = 0;         // `--max-shard-size`: OUT is a folder of shards; 0: one file
+  bool replace = false;                // `--force` (set by convert): earlier shards may be replaced
 };
 
 // The dtype the tensor `name` of `dtype` is written as: `options.dtype` for a
@@ -66,6 +69,13 @@ struct TiedNames {
   bool deduplicated = false;         // the aliases were not written (`--tied dedupe`)
 };
 
+// One file of a sharded output.
+struct ShardWritten {
+  std::string file;    // its name in OUT
+  size_t tensors = 0;  // names it holds
+  uint64_t bytes = 0;  // the file's size
+};
+
 // What a sink wrote, for the report.
 struct Written {
   uint64_t bytes = 0;          // the file's size
@@ -73,6 +83,7 @@ struct Written {
   size_t storages = 0;         // storages (byte ranges) written
   uint64_t storage_bytes = 0;  // their bytes
   std::vector<TiedNames> tied;
+  std::vector<ShardWritten> shards;  // a sharded output's files, index last; else empty
 };
 
 // One output format's writer, for one conversion: `prepare`, then `write`,
@@ -83,15 +94,19 @@ public:
   // Refuses what the format cannot hold (throws `FormatError` naming the key
   // and the cause) and plans the layout; nothing is written yet.
   virtual void prepare(const WriteRequest& request) = 0;
-  // Writes into the open, empty file `fd` (messages name
-  // `request.shown_as`). Throws `Error` on I/O failure.
-  virtual Written write(const WriteRequest& request, int fd) = 0;
-  // Proves the file at `path` (the temporary file written) holds what was
-  // meant: it rereads it through the reader table and checks its layout and
-  // every tensor. Throws `Error` with status "verification failed" naming
-  // `request.shown_as` and the first difference.
-  virtual VerifyReport verify(const WriteRequest& request, const std::string& path,
+  // Writes the output into temporary files it creates in `out` (OUT itself,
+  // or the files of the folder OUT); messages name `request.shown_as`.
+  // Throws `Error` on I/O failure.
+  virtual Written write(const WriteRequest& request, OutputFiles& out) = 0;
+  // Proves the temporary files written hold what was meant: it rereads them
+  // through the reader table and checks their layout and every tensor.
+  // Throws `Error` with status "verification failed" naming the file and the
+  // first difference. Reads no node of `request.root` (freed by then).
+  virtual VerifyReport verify(const WriteRequest& request, const OutputFiles& out,
                               const std::string& device) = 0;
+  // After the files are renamed into place: removes what they replace
+  // (stale shards). Throws `Error` when it cannot.
+  virtual void after_commit(const WriteRequest& /*request*/) {}
 };
 
 struct SinkFormat {
@@ -102,15 +117,20 @@ struct SinkFormat {
   // True when the format holds only a state dict (the model's is selected as
   // `--extract` selects it).
   bool state_dict_only;
+  // True when OUT is a folder the sink writes files into (created if need be).
+  bool writes_folder;
   std::unique_ptr<Sink> (*make)();
 };
 
 // The formats `convert` writes; the first is the default.
 const std::vector<SinkFormat>& sink_formats();
 
-// The sink for OUT: the one named `format` when given (`pt`,
-// `safetensors`), else the first that claims OUT's name, else the default.
-// Throws `Error` (usage) for an unknown `format`, naming those there are.
-const SinkFormat& choose_sink(const std::string& output, const std::string& format);
+// The sink for OUT: with `sharded` (`--max-shard-size`) the folder of shards
+// of `format` (safetensors by default); else the one named `format` when
+// given (`pt`, `safetensors`), else the first that claims OUT's name, else the
+// default. Throws `Error` (usage) for an unknown `format`, naming those there
+// are.
+const SinkFormat& choose_sink(const std::string& output, const std::string& format,
+                              bool sharded = false);
 
 }  // namespace ckpt

@@ -23,6 +23,10 @@ struct VerifyReport {
   std::string device;
 };
 
+// Throws the `Error` of a failed verification (exit status "verification
+// failed"): `<path>: verification failed: <what>`.
+[[noreturn]] void verification_failed(const std::string& path, const std::string& what);
+
 // The input the sources were read from, for messages. (Each source storage
 // says which file its bytes are in: `storage_bytes`.)
 struct VerifySource {

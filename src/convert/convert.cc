@@ -8,13 +8,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
 #include "ckpt/location.h"
 #include "ckpt/sink.h"
-#include "ckpt/temp_file.h"
 #include "ckpt/tensor.h"
 #include "ckpt/torch_plugin.h"
 
@@ -56,6 +57,28 @@ std::string output_path(const ConvertOptions& options) {
   name = name.substr(name.rfind('/') + 1);  // npos + 1 == 0
   std::string folder = options.output;
   return folder + (folder.back() == '/' ? "" : "/") + name;
+}
+
+// OUT for a sink that writes a folder (`--max-shard-size`): a folder, or
+// nothing yet (made when written).
+void check_folder_output(const ConvertOptions& options) {
+  const std::string& output = options.output;
+  if (output.empty()) {
+    if (!options.dry_run) {
+      throw Error("no OUT given (only --dry-run goes without one)", ExitStatus::k_usage);
+    }
+    return;
+  }
+  if (exists(output) && !is_folder(output)) {
+    throw Error(output + ": refusing to write shards: it is a file, and --max-shard-size makes "
+                "OUT a folder", ExitStatus::k_usage);
+  }
+}
+
+void make_folder(const std::string& folder) {
+  if (::mkdir(folder.c_str(), 0777) != 0 && errno != EEXIST) {
+    throw Error(folder + ": cannot make the output folder: " + std::strerror(errno));
+  }
 }
 
 void check_paths(const ConvertOptions& options, const std::string& output) {
@@ -167,8 +190,13 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
   report.output = output;
   report.dry_run = options.dry_run;
   report.rules = options.rules.rules();
-  check_paths(options, output);
-  const SinkFormat& format = choose_sink(output, options.format);
+  const SinkFormat& format = choose_sink(output, options.format,
+                                         options.sink.max_shard_size > 0);
+  if (format.writes_folder) {
+    check_folder_output(options);
+  } else {
+    check_paths(options, output);
+  }
   report.output_format = format.name;
   if (options.sink.dtype) {
     report.dtype = dtype_name(*options.sink.dtype);
@@ -232,6 +260,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     std::unique_ptr<Sink> sink = format.make();
     WriteRequest request{root,   &tensors,      input.pickle_bytes, output,
                          options.input, input.storage_records, options.sink, options.progress};
+    request.options.replace = options.force;
     sink->prepare(request);
     if (options.dry_run) {
       report.seconds.total = seconds_since(start);
@@ -239,10 +268,13 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     }
 
     stage = Clock::now();
-    TempFile temp(output);
+    if (format.writes_folder) {
+      make_folder(output);
+    }
+    OutputFiles files;
     Written written;
     try {
-      written = sink->write(request, temp.fd());
+      written = sink->write(request, files);
     } catch (const Error&) {
       if (input.shrank()) {  // the copy ran out of input: not a write failure
         throw truncated_while_read(options.input);
@@ -254,6 +286,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     report.storage_bytes = written.storage_bytes;
     report.bytes_written = written.bytes;
     report.tied = written.tied;
+    report.shards = written.shards;
     report.seconds.write = seconds_since(stage);
     // Written: the input's object graph is no longer needed, only its
     // storages' bytes (a sink's verification reads no node). Freed now, its
@@ -261,11 +294,11 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     // tensors: peak RSS 334 -> 219 MB).
     input.graph.release_nodes();
     request.root = nullptr;
-    spdlog::debug("wrote {} bytes to {}, {:.3f} s", report.bytes_written, temp.path(),
+    spdlog::debug("wrote {} bytes to {}, {:.3f} s", report.bytes_written, output,
                   report.seconds.write);
     if (options.verify) {
       stage = Clock::now();
-      report.verified = sink->verify(request, temp.path(), options.device);
+      report.verified = sink->verify(request, files, options.device);
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
                     options.device, report.seconds.verify);
@@ -275,7 +308,8 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
       // be whole; but another process changed the input meanwhile: say so.
       throw truncated_while_read(options.input);
     }
-    temp.commit();
+    files.commit();
+    sink->after_commit(request);
     report.written = true;
     report.seconds.total = seconds_since(start);
   } catch (const FormatError& e) {
@@ -288,7 +322,9 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
 
 void convert(const ConvertOptions& options, ConvertReport& report) {
   check_location_option(options.location);
-  convert_into(options, output_path(options), report);
+  // A folder of shards is OUT itself; a file goes into OUT when it is a folder.
+  convert_into(options, options.sink.max_shard_size > 0 ? options.output : output_path(options),
+               report);
 }
 
 }  // namespace ckpt

@@ -62,6 +62,10 @@ std::string format_report_text(const ConvertReport& r) {
            count(r.storages, "storage", "storages") + " (" + megabytes(r.storage_bytes) +
            "), " + std::to_string(r.bytes_written) + " bytes" +
            (r.output_format == "pt" ? "" : " of " + r.output_format) + "\n";
+    for (const ShardWritten& shard : r.shards) {
+      out += "    " + shard.file + ": " + count(shard.tensors, "name", "names") + ", " +
+             std::to_string(shard.bytes) + " bytes\n";
+    }
     if (r.verified) {
       out += "  verified: " + count(r.verified->tensors, "tensor", "tensors") + ", " +
              megabytes(r.verified->bytes) + " compared; " +
@@ -104,6 +108,11 @@ std::string format_report_json(const ConvertReport& r) {
   out["output_format"] = r.output_format.empty() ? json(nullptr) : json(r.output_format);
   out["dtype"] = r.dtype.empty() ? json(nullptr) : json(r.dtype);
   out["left_out"] = r.left_out;
+  out["shards"] = json::array();
+  for (const ShardWritten& shard : r.shards) {
+    out["shards"].push_back(
+        {{"file", shard.file}, {"names", shard.tensors}, {"bytes", shard.bytes}});
+  }
   out["tied"] = json::array();
   for (const TiedNames& tied : r.tied) {
     out["tied"].push_back(

@@ -29,9 +29,11 @@ const std::vector<SourceFormat>& source_formats() {
 
 extern const SinkFormat k_torch_sink;        // torch_sink.cc
 extern const SinkFormat k_safetensors_sink;  // safetensors_sink.cc
+extern const SinkFormat k_hf_shards_sink;    // hf_shards_sink.cc
 
 const std::vector<SinkFormat>& sink_formats() {
-  static const std::vector<SinkFormat> formats = {k_torch_sink, k_safetensors_sink};
+  static const std::vector<SinkFormat> formats = {k_torch_sink, k_safetensors_sink,
+                                                    k_hf_shards_sink};
   return formats;
 }
 
@@ -47,11 +49,22 @@ Dtype written_dtype(const SinkOptions& options, const std::string& name, Dtype d
   return *options.dtype;
 }
 
-const SinkFormat& choose_sink(const std::string& output, const std::string& format) {
+const SinkFormat& choose_sink(const std::string& output, const std::string& format,
+                              bool sharded) {
   const std::vector<SinkFormat>& formats = sink_formats();
+  if (sharded) {
+    if (!format.empty() && format != "safetensors") {
+      throw Error("--max-shard-size: shards are written as safetensors so far (--format " +
+                  format + " is not sharded yet)", ExitStatus::k_usage);
+    }
+    return k_hf_shards_sink;
+  }
   if (!format.empty()) {
     std::string names;
     for (const SinkFormat& sink : formats) {
+      if (sink.writes_folder) {
+        continue;  // chosen by --max-shard-size
+      }
       if (format == sink.name) {
         return sink;
       }

@@ -24,7 +24,8 @@ public:
     }
   }
 
-  Written write(const WriteRequest& request, int fd) override {
+  Written write(const WriteRequest& request, OutputFiles& out) override {
+    int fd = out.create(request.shown_as).fd();
     // Rules that lengthen keys grow a pickle a little; only a pickle that
     // refers to one object over and over grows 16-fold (see encode_pickle).
     m_encoded = encode_pickle(request.root, 1000, 16 * request.pickle_bytes + (64 << 20),
@@ -39,11 +40,11 @@ public:
     return written;
   }
 
-  VerifyReport verify(const WriteRequest& request, const std::string& path,
+  VerifyReport verify(const WriteRequest& request, const OutputFiles& out,
                       const std::string& device) override {
     VerifySource source{request.input, request.input_records};
-    return verify_output(*request.tensors, m_encoded.bytes, path, request.shown_as, device,
-                         source, request.progress);
+    return verify_output(*request.tensors, m_encoded.bytes, out.files().front().path(),
+                         request.shown_as, device, source, request.progress);
   }
 
 private:
@@ -57,6 +58,6 @@ std::unique_ptr<Sink> make_torch_sink() { return std::make_unique<TorchSink>(); 
 }  // namespace
 
 extern const SinkFormat k_torch_sink{"pt", "a torch.save zip archive", claims_torch, false,
-                                     make_torch_sink};
+                                     false, make_torch_sink};
 
 }  // namespace ckpt

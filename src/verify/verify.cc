@@ -32,7 +32,7 @@ namespace ckpt {
 namespace {
 
 [[noreturn]] void mismatch(const std::string& path, const std::string& what) {
-  throw Error(path + ": verification failed: " + what, ExitStatus::k_verify_failed);
+  verification_failed(path, what);
 }
 
 std::string describe(size_t index, const TensorRef& ref) {
@@ -260,6 +260,10 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
 }
 
 }  // namespace
+
+void verification_failed(const std::string& path, const std::string& what) {
+  throw Error(path + ": verification failed: " + what, ExitStatus::k_verify_failed);
+}
 
 VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::string& pickle,
                            const std::string& path, const std::string& shown_as,
