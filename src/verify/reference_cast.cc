@@ -1,0 +1,161 @@
+// The reference rounds by value, not by bits: it finds the two values of the
+// target format around x (bfloat16: x's bits cut to 16 and the next value;
+// float16: a binary search in the table of every float16 value, decoded from
+// its fields with ldexp), measures both distances in double (exact for
+// neighbours of a float) and takes the nearer, ties to the even one. The
+// writer (cast.cc) instead adds a rounding bias to the raw bits, or uses F16C.
+#include "reference_cast.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace ckpt {
+namespace {
+
+template <typename T>
+T load(const uint8_t* p, size_t i) {
+  T value;
+  std::memcpy(&value, p + i * sizeof(T), sizeof(T));
+  return value;
+}
+
+float float_of(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint32_t bits_of(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return bits;
+}
+
+// The value of bfloat16 bits; 0x7F80 above the largest finite one stands for
+// 2^128, where rounding up overflows to inf.
+double bf16_value(uint32_t bits) {
+  if ((bits & 0x7FFFu) == 0x7F80u) {
+    return std::ldexp(bits & 0x8000u ? -1.0 : 1.0, 128);
+  }
+  return static_cast<double>(float_of(bits << 16));
+}
+
+uint16_t bf16_of(float x) {
+  uint32_t bits = bits_of(x);
+  if (std::isinf(x)) {
+    return static_cast<uint16_t>(bits >> 16);
+  }
+  uint32_t down = bits >> 16;  // toward zero
+  uint32_t up = down + 1;      // away from zero
+  double distance_down = std::fabs(static_cast<double>(x) - bf16_value(down));
+  double distance_up = std::fabs(bf16_value(up) - static_cast<double>(x));
+  if (distance_down < distance_up || (distance_down == distance_up && (down & 1u) == 0)) {
+    return static_cast<uint16_t>(down);
+  }
+  return static_cast<uint16_t>(up);
+}
+
+// float16 bits decoded from their fields: sign, 5-bit exponent, 10-bit
+// fraction.
+float f16_value(uint16_t bits) {
+  int exponent = (bits >> 10) & 0x1F;
+  int fraction = bits & 0x3FF;
+  float magnitude;
+  if (exponent == 0x1F) {
+    magnitude = fraction == 0 ? INFINITY : NAN;
+  } else if (exponent == 0) {
+    magnitude = std::ldexp(static_cast<float>(fraction), -24);
+  } else {
+    magnitude = std::ldexp(static_cast<float>(fraction + 1024), exponent - 25);
+  }
+  return bits & 0x8000u ? -magnitude : magnitude;
+}
+
+// Every finite non-negative float16 value, by bits (ascending in value too),
+// and 65536 standing for the overflow to inf (0x7C00).
+const std::vector<double>& f16_table() {
+  static const std::vector<double> table = [] {
+    std::vector<double> values;
+    for (uint32_t bits = 0; bits < 0x7C00u; ++bits) {
+      values.push_back(f16_value(static_cast<uint16_t>(bits)));
+    }
+    values.push_back(65536.0);
+    return values;
+  }();
+  return table;
+}
+
+uint16_t f16_bits(float x) {
+  const std::vector<double>& table = f16_table();
+  double magnitude = std::fabs(static_cast<double>(x));
+  uint16_t sign = std::signbit(x) ? 0x8000u : 0u;
+  if (magnitude >= table.back()) {
+    return static_cast<uint16_t>(0x7C00u | sign);
+  }
+  // table[up] is the first value above x; table[up - 1] the one at or below.
+  size_t up = static_cast<size_t>(std::upper_bound(table.begin(), table.end(), magnitude) -
+                                  table.begin());
+  size_t down = up - 1;
+  double distance_down = magnitude - table[down];
+  double distance_up = table[up] - magnitude;
+  bool take_down = distance_down < distance_up || (distance_down == distance_up && down % 2 == 0);
+  return static_cast<uint16_t>((take_down ? down : up) | sign);
+}
+
+// The element `i` of `source` as a double (its value, exactly), and whether
+// it is NaN.
+double value_of(Dtype from, const uint8_t* source, size_t i) {
+  switch (from) {
+    case Dtype::k_float64: return load<double>(source, i);
+    case Dtype::k_float32: return load<float>(source, i);
+    case Dtype::k_float16: return f16_value(load<uint16_t>(source, i));
+    default: return float_of(static_cast<uint32_t>(load<uint16_t>(source, i)) << 16);
+  }
+}
+
+}  // namespace
+
+size_t first_cast_difference(Dtype from, Dtype to, const uint8_t* source, const uint8_t* written,
+                             size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    double x = value_of(from, source, i);
+    bool sign = std::signbit(x);
+    bool same = false;
+    switch (to) {
+      case Dtype::k_float64: {
+        double got = load<double>(written, i);
+        same = std::isnan(x) ? std::isnan(got)
+                             : std::memcmp(&got, &x, 8) == 0;
+        break;
+      }
+      case Dtype::k_float32: {
+        float want = static_cast<float>(x);  // exact from 16 bits; rounds from float64
+        uint32_t got = load<uint32_t>(written, i);
+        same = std::isnan(x) ? std::isnan(float_of(got)) : got == bits_of(want);
+        break;
+      }
+      case Dtype::k_float16: {
+        uint16_t got = load<uint16_t>(written, i);
+        uint16_t want = std::isnan(x) ? static_cast<uint16_t>(0x7E00u | (sign ? 0x8000u : 0u))
+                                      : f16_bits(static_cast<float>(x));
+        same = from == Dtype::k_float16 ? got == load<uint16_t>(source, i) : got == want;
+        break;
+      }
+      default: {  // bfloat16
+        uint16_t got = load<uint16_t>(written, i);
+        uint16_t nan = from == Dtype::k_float16 ? 0x7FC0u : 0xFFFFu;
+        uint16_t want = std::isnan(x) ? nan : bf16_of(static_cast<float>(x));
+        same = from == Dtype::k_bfloat16 ? got == load<uint16_t>(source, i) : got == want;
+        break;
+      }
+    }
+    if (!same) {
+      return i;
+    }
+  }
+  return count;
+}
+
+}  // namespace ckpt
