@@ -59,6 +59,7 @@ struct WriteRequest {
   std::string input_records;   // `in.pth:archive/data/`: how messages name input storages
   SinkOptions options;
   ProgressFn progress;
+  Graph* graph = nullptr;      // the graph of `root`, where a sink may add nodes (retyped storages)
 };
 
 // Two or more names of one state dict whose bytes overlap, and what the sink

@@ -12,6 +12,7 @@
 #include "ckpt/bytes.h"
 #include "ckpt/graph.h"
 #include "ckpt/tensor.h"
+#include "ckpt/writer.h"
 
 namespace ckpt {
 
@@ -49,9 +50,12 @@ struct VerifySource {
 // from its input record is the input's defect: an `Error` (bad input) naming
 // `input.records` + key, as is an input that shrinks while it is reread.
 // `pickle` is the data.pkl that was written (the encoding of the root).
+// A source storage in `casts` was written cast (writer.h): its tensors must
+// read back with its new dtype, and its bytes equal its source's cast again
+// by a second implementation (src/verify/reference_cast.h).
 VerifyReport verify_output(
     const std::vector<TensorRef>& sources, const std::string& pickle, const std::string& path,
     const std::string& shown_as, const std::string& device, const VerifySource& input,
-    const ProgressFn& progress = {});
+    const ProgressFn& progress = {}, const StorageCasts& casts = {});
 
 }  // namespace ckpt

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +25,10 @@ public:
   // without, they stream through a buffer while their CRC-32 is computed.
   void add_from_file(const std::string& name, int source_fd, uint64_t offset, uint64_t size,
                      std::optional<uint32_t> crc32);
+  // A record of `size` bytes made by `next(buffer, capacity)`, which fills
+  // up to `capacity` bytes and returns how many (0 before `size`: an error).
+  void add_generated(const std::string& name, uint64_t size,
+                     const std::function<uint64_t(uint8_t*, uint64_t)>& next);
   // The `version` record ("3\n", as torch.save writes), the central
   // directory and the end records. Returns the archive's size.
   uint64_t finish();

@@ -29,6 +29,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "ckpt/cast.h"
 #include "ckpt/crc32.h"
 #include "ckpt/error.h"
 #include "ckpt/mapped_file.h"
@@ -201,6 +202,23 @@ void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t o
   end_record(crc32 ? *crc32 : crc);
 }
 
+void ZipWriter::add_generated(const std::string& name, uint64_t size,
+                              const std::function<uint64_t(uint8_t*, uint64_t)>& next) {
+  begin_record(name, size);
+  std::vector<uint8_t> buffer(std::min<uint64_t>(size, 1 << 20));
+  uint32_t crc = 0;
+  for (uint64_t left = size; left > 0;) {
+    uint64_t n = next(buffer.data(), std::min<uint64_t>(left, buffer.size()));
+    if (n == 0 || n > left) {
+      fail("record " + name + " came out short", 0);
+    }
+    crc = crc32_update(crc, buffer.data(), n);
+    write(buffer.data(), n);
+    left -= n;
+  }
+  end_record(crc);
+}
+
 uint64_t ZipWriter::finish() {
   add("version", {reinterpret_cast<const uint8_t*>("3\n"), 2});
   uint64_t directory = m_offset;
@@ -268,12 +286,33 @@ uint64_t ZipWriter::finish() {
   return m_offset;
 }
 
+namespace {
+
+// Writes `storage`'s bytes (in dtype `from`) cast to its dtype, a buffer at a
+// time.
+void add_cast(ZipWriter& zip, const std::string& name, const Storage& storage, Dtype from) {
+  ByteSpan source = storage_bytes(storage).bytes;
+  size_t in_size = static_cast<size_t>(element_size(from));
+  size_t out_size = static_cast<size_t>(element_size(storage.dtype));
+  uint64_t done = 0;  // elements
+  zip.add_generated(name, static_cast<uint64_t>(storage.numel) * out_size,
+                    [&](uint8_t* to, uint64_t capacity) {
+                      uint64_t count = std::min<uint64_t>(capacity / out_size,
+                                                          static_cast<uint64_t>(storage.numel) - done);
+                      cast_elements(from, storage.dtype, source.data + done * in_size, to, count);
+                      done += count;
+                      return count * out_size;
+                    });
+}
+
+}  // namespace
+
 uint64_t write_checkpoint(const EncodedPickle& pickle, int fd,
                           const std::string& path,
-                          const ProgressFn& progress) {
+                          const ProgressFn& progress, const StorageCasts& casts) {
   uint64_t total = pickle.bytes.size();
   for (const Storage* storage : pickle.storages) {
-    total += storage->bytes.size;
+    total += static_cast<uint64_t>(storage->numel) * element_size(storage->dtype);
   }
   ZipWriter zip(fd, path);
   zip.add("data.pkl", {reinterpret_cast<const uint8_t*>(pickle.bytes.data()), pickle.bytes.size()});
@@ -286,7 +325,10 @@ uint64_t write_checkpoint(const EncodedPickle& pickle, int fd,
       crc32 = storage->crc32;
     }
     StorageBytes where = storage_bytes(*storage);
-    if (where.file != nullptr && where.bytes.size > k_small_record) {
+    auto cast = casts.find(storage);
+    if (cast != casts.end()) {
+      add_cast(zip, name, *storage, cast->second);
+    } else if (where.file != nullptr && where.bytes.size > k_small_record) {
       zip.add_from_file(name, where.file->fd(), where.file_offset, where.bytes.size, crc32);
     } else {
       zip.add(name, where.bytes, crc32);

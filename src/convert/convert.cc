@@ -261,6 +261,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     WriteRequest request{root,   &tensors,      input.pickle_bytes, output,
                          options.input, input.storage_records, options.sink, options.progress};
     request.options.replace = options.force;
+    request.graph = &input.graph;
     sink->prepare(request);
     if (options.dry_run) {
       report.seconds.total = seconds_since(start);

@@ -27,6 +27,7 @@
 #include "ckpt/pickle.h"
 #include "ckpt/tensor.h"
 #include "ckpt/torch_plugin.h"
+#include "reference_cast.h"
 
 namespace ckpt {
 namespace {
@@ -259,6 +260,40 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
   }
 }
 
+// Checks that `written` holds `source`'s elements (in dtype `from`) cast to
+// its dtype, compared with the reference cast, and the CRC-32 its record
+// carries.
+void check_cast_storage(const std::string& shown_as, Dtype from, const Storage& source,
+                        const Storage& written, Progress& progress) {
+  const uint8_t* a = storage_bytes(source).bytes.data;
+  ByteSpan b = storage_bytes(written).bytes;
+  uint64_t in_size = static_cast<uint64_t>(element_size(from));
+  uint64_t out_size = static_cast<uint64_t>(element_size(written.dtype));
+  uint64_t count = static_cast<uint64_t>(source.numel);
+  std::string name = "data/" + written.key;
+  if (b.size != count * out_size) {
+    mismatch(shown_as, name + " holds " + std::to_string(b.size) + " bytes, its source cast " +
+                           std::to_string(count * out_size));
+  }
+  uint32_t crc = 0;
+  const uint64_t step = k_buffer / out_size;
+  for (uint64_t at = 0; at < count; at += step) {
+    uint64_t n = std::min(step, count - at);
+    size_t first = first_cast_difference(from, written.dtype, a + at * in_size,
+                                         b.data + at * out_size, n);
+    if (first < n) {
+      mismatch(shown_as, name + " is not its source cast to " +
+                             std::string(dtype_name(written.dtype)) + " at element " +
+                             std::to_string(at + first));
+    }
+    crc = crc32_update(crc, b.data + at * out_size, n * out_size);
+    progress.done(n * out_size);
+  }
+  if (!written.has_crc32 || crc != written.crc32) {
+    mismatch(shown_as, name + ": the CRC-32 in the archive does not match its bytes");
+  }
+}
+
 }  // namespace
 
 void verification_failed(const std::string& path, const std::string& what) {
@@ -268,7 +303,7 @@ void verification_failed(const std::string& path, const std::string& what) {
 VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::string& pickle,
                            const std::string& path, const std::string& shown_as,
                            const std::string& device, const VerifySource& input,
-                           const ProgressFn& progress) {
+                           const ProgressFn& progress, const StorageCasts& casts) {
   VerifyReport report;
   report.device = device;
   bool on_cpu = is_cpu_device(device);
@@ -300,7 +335,11 @@ VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::str
   for (size_t i = 0; i < sources.size(); ++i) {
     const TensorRef& src = sources[i];
     const TensorRef& out = outputs[i];
-    if (src.dtype != out.dtype || src.sizes != out.sizes || src.strides != out.strides ||
+    auto cast = casts.find(src.storage);
+    bool is_cast = cast != casts.end();
+    // A cast storage's dtype is the one written; `src.dtype` its input's.
+    Dtype expected = is_cast ? src.storage->dtype : src.dtype;
+    if (expected != out.dtype || src.sizes != out.sizes || src.strides != out.strides ||
         src.offset != out.offset || src.requires_grad != out.requires_grad ||
         src.parameter != out.parameter) {
       mismatch(shown_as, describe(i, src) + " differs in dtype, size, stride or offset");
@@ -310,7 +349,11 @@ VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::str
     if (to_out->second != out.storage || to_src->second != src.storage) {
       mismatch(shown_as, describe(i, src) + " does not share storage as its source does");
     }
-    if (new_pair) {
+    if (new_pair && is_cast) {
+      check_cast_storage(shown_as, cast->second, *src.storage, *out.storage, verified);
+      ++report.storages;
+      report.bytes += out.storage->bytes.size;
+    } else if (new_pair) {
       check_storage(shown_as, input, *src.storage, *out.storage, verified);
       ++report.storages;
       report.bytes += src.storage->bytes.size;
@@ -323,7 +366,7 @@ VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::str
     if (out.quantized || out.byte_extent() == 0) {
       continue;
     }
-    std::string why = round_trip(device, out, src);
+    std::string why = round_trip(device, out, is_cast ? out : src);
     if (!why.empty()) {
       mismatch(shown_as, describe(i, src) + " " + why);
     }

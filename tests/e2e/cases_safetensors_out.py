@@ -310,3 +310,43 @@ def safetensors_out_dtype_casts_bit_exact(ctx):
                 '--keep-dtype did not keep norm.weight')
         j.check(torch.equal(got['steps'], sd['steps']) and torch.equal(got['mask'], sd['mask']),
                 'integer or bool tensors changed')
+
+
+@case
+def pt_out_dtype_casts_bit_exact_sharing_kept(ctx):
+    """--dtype on a .pth output: the edge set equals torch's .to() bit for bit (NaN as one
+    quiet NaN); integers, bool and --keep-dtype keys untouched; tied names still share one
+    storage; views keep their offsets and strides; torch.load(weights_only=True) reads it."""
+    import torch
+    j = J()
+    x = edge_values()
+    base = x[:600].clone()
+    sd = {'w': x, 'norm.weight': x[:100].clone(), 'steps': torch.arange(5), 'mask': torch.tensor([True, False]),
+          'd': x.double()[:500], 'tied.a': base, 'tied.b': base, 'view.t': base.view(20, 30).t(),
+          'view.slice': base[100:200]}
+    inp = ctx.in_dir / 'edges.pth'
+    torch.save(sd, inp)
+    for name, dtype in (('bf16', torch.bfloat16), ('fp16', torch.float16)):
+        out = ctx.out_dir / f'{name}.pth'
+        r = ctx.run(inp, out, '--dtype', name, '--keep-dtype', '^norm\\.', '--json')
+        j.check(r.rc == 0, f'{name}: exit code {r.rc}')
+        j.check(json.loads(r.stdout)['dtype'] == str(dtype).replace('torch.', ''), 'dtype not reported')
+        got = torch.load(out, weights_only=True)
+        for key in ('w', 'd', 'tied.a', 'view.t', 'view.slice'):
+            want = sd[key].to(dtype)
+            j.check(got[key].dtype == dtype, f'{name}: {key} is {got[key].dtype}')
+            j.check(got[key].shape == want.shape and got[key].stride() == sd[key].stride(),
+                    f'{name}: {key}: shape or stride changed')
+            a, b = got[key].contiguous().view(torch.int16), want.contiguous().view(torch.int16)
+            nan = torch.isnan(want)
+            differ = ((a != b) & ~nan).nonzero().view(-1).tolist()
+            j.check(not differ, f'{name}: {key}: {len(differ)} values differ from .to(), first at {differ[:1]}')
+            j.check(torch.isnan(got[key])[nan].all(), f'{name}: {key}: NaN not kept NaN')
+        j.check(got['tied.a'].data_ptr() == got['tied.b'].data_ptr(), f'{name}: tied names no longer share')
+        j.check(got['view.t'].storage().data_ptr() == got['tied.a'].storage().data_ptr(),
+                f'{name}: a view no longer shares its storage')
+        j.check(got['norm.weight'].dtype == torch.float32 and
+                torch.equal(got['norm.weight'].view(torch.int32), sd['norm.weight'].view(torch.int32)),
+                '--keep-dtype did not keep norm.weight')
+        j.check(torch.equal(got['steps'], sd['steps']) and torch.equal(got['mask'], sd['mask']),
+                'integer or bool tensors changed')
