@@ -160,6 +160,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
   Clock::time_point stage = Clock::now();
   Checkpoint input = read_checkpoint(options.input);
   report.format = format_name(input);
+  report.warnings = input.warnings;
   report.globals = list_globals(input.graph.root);
   report.seconds.read = seconds_since(stage);
   spdlog::debug("read {}: {} checkpoint, {} tensors in {} storages, {:.3f} s", options.input,

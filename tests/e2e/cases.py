@@ -635,6 +635,7 @@ import cases_batch, cases_check  # noqa: E402,F401,E401  batch over a zoo, the c
 import cases_cli  # noqa: E402,F401  the command line's contract (issue 12's bugs): registers here
 import cases_pickled_model  # noqa: E402,F401  whole pickled models, torch.save(model): registers here
 import cases_safetensors  # noqa: E402,F401  safetensors input (issue 13 item 2): registers here
+import cases_hf_shards  # noqa: E402,F401  HF sharded checkpoints in (issue 13 item 3): registers here
 
 
 def main(argv):
