@@ -142,6 +142,22 @@ def hf_shards_safetensors_index_path_converts_in_weight_map_order(ctx):
 
 
 @case
+def hf_shards_into_a_folder_named_pth(ctx):
+    """OUT an existing folder: a shard folder IN becomes OUT/<folder>.pth, its index IN
+    OUT/model.pth (never a torch file named .json)."""
+    sd = small_sd()
+    folder = ctx.in_dir / 'sharded'
+    index, order = write_st_shards(folder, sd)
+    j = J()
+    for inp, name in ((folder, 'sharded.pth'), (index, 'model.pth')):
+        r = ctx.run(inp, ctx.out_dir)
+        j.check_clean_exit(r)
+        j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
+        st.check_same_state_dict(ctx.out_dir / name, sd, order)
+    j.check(j.listdir(ctx.out_dir) == ['model.pth', 'sharded.pth'], f'output dir holds {j.listdir(ctx.out_dir)}')
+
+
+@case
 def hf_shards_bin_folder_converts_keeping_shared_storage(ctx):
     """pytorch_model-0000X-of-00003.bin shards written by torch.save: converts; TinyLM's tied
     lm_head.weight / embed.weight (one storage, in one shard) stay one storage; strict load."""
