@@ -86,15 +86,17 @@ def write_st_shards(folder, state_dict, n=3, stem='model', total_size=True):
     return write_index(folder / ST_INDEX, weight_map, total), list(weight_map)
 
 
-def write_bin_shards(folder, state_dict, n=3, runs=None):
-    """torch.save shards `pytorch_model-0000i-of-0000n.bin` and their index in FOLDER."""
+def write_bin_shards(folder, state_dict, n=3, runs=None, zip_format=True):
+    """torch.save shards `pytorch_model-0000i-of-0000n.bin` (zip, or with ZIP_FORMAT false
+    the legacy format) and their index in FOLDER."""
     import torch
     folder.mkdir(parents=True, exist_ok=True)
     runs = runs or split(state_dict, n)
     weight_map = {}
     for i, keys in enumerate(runs):
         name = f'pytorch_model-{i + 1:05d}-of-{len(runs):05d}.bin'
-        torch.save({k: state_dict[k] for k in keys}, folder / name)
+        torch.save({k: state_dict[k] for k in keys}, folder / name,
+                   _use_new_zipfile_serialization=zip_format)
         weight_map.update({k: name for k in keys})
     return write_index(folder / BIN_INDEX, weight_map, storage_total(state_dict)), list(weight_map)
 
@@ -176,6 +178,17 @@ def hf_shards_bin_folder_converts_keeping_shared_storage(ctx):
     j.check(loaded['lm_head.weight'].data_ptr() == loaded['embed.weight'].data_ptr(),
             "lm_head.weight does not share embed.weight's storage")
     TinyLM().load_state_dict(loaded, strict=True)
+
+
+@case
+def hf_shards_legacy_bin_shards_convert(ctx):
+    """.bin shards in torch's legacy format (_use_new_zipfile_serialization=False) convert;
+    strict load into the model."""
+    sd = st.mixed_state_dict(st.mixed_model())
+    folder = ctx.in_dir / 'sharded'
+    _, order = write_bin_shards(folder, sd, zip_format=False)
+    loaded = st.check_same_state_dict(converted(ctx, folder), sd, order)
+    st.mixed_model().load_state_dict(loaded, strict=True)
 
 
 @case
