@@ -3,8 +3,10 @@
 // order, like bloaty's TryOpen… chain and mold's filetype.cc; the first that
 // claims the file reads it. A file no format claims is refused with the
 // formats tried. Order matters where two formats could claim one file: a
-// zip archive is tried first, as torch.load does; an HF index (JSON) before
-// safetensors, which has no magic, last. A folder is read through the HF
+// zip archive is tried first, as torch.load does; then safetensors, which has
+// no magic; the HF index (JSON) last, since the first 8 bytes of JSON text are
+// no header length safetensors accepts, while a safetensors file could begin
+// with `{"` and name a tensor `weight_map`. A folder is read through the HF
 // index in it.
 #include <sys/stat.h>
 
@@ -22,8 +24,8 @@ extern const SourceFormat k_hf_index;      // hf_index.cc
 extern const SourceFormat k_safetensors;   // safetensors.cc
 
 const std::vector<SourceFormat>& source_formats() {
-  static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy, k_hf_index,
-                                                      k_safetensors};
+  static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy, k_safetensors,
+                                                      k_hf_index};
   return formats;
 }
 

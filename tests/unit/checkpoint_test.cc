@@ -132,14 +132,14 @@ TEST(ReadCheckpoint, RefusesBadInputNamingTheCause) {
             "'dp_tiny_cnn/data/0' holds 432 bytes, but its 216 elements need 864");
 }
 
-TEST(SourceFormats, TriesTorchZipThenTorchLegacyThenHfIndexThenSafetensors) {
+TEST(SourceFormats, TriesTorchZipThenTorchLegacyThenSafetensorsThenHfIndex) {
   const std::vector<SourceFormat>& formats = source_formats();
   ASSERT_EQ(formats.size(), 4u);
   EXPECT_STREQ(formats[0].name, "torch-zip");
   EXPECT_STREQ(formats[1].name, "torch-legacy");
-  EXPECT_STREQ(formats[2].name, "hf-index");
-  EXPECT_EQ(formats[2].described, nullptr);  // not in "not a PyTorch checkpoint (…)"
-  EXPECT_STREQ(formats[3].name, "safetensors");
+  EXPECT_STREQ(formats[2].name, "safetensors");
+  EXPECT_STREQ(formats[3].name, "hf-index");
+  EXPECT_EQ(formats[3].described, nullptr);  // not in "not a PyTorch checkpoint (…)"
 }
 
 TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {

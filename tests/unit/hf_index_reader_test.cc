@@ -118,6 +118,16 @@ TEST(HfIndexReader, AFolderWithoutAnIndexIsRefused) {
                                              "pytorch_model.bin.index.json)");
 }
 
+TEST(HfIndexReader, ASafetensorsFileStartingLikeAnIndexIsSafetensors) {
+  // Header length 0x227b: the file starts `{"`, and its header names `weight_map`.
+  std::string json = R"({"weight_map":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  json.append(0x227b - json.size(), ' ');
+  std::string file = le64(json.size()) + json + std::string(4, '\0');
+  ASSERT_EQ(file.substr(0, 2), "{\"");
+  Checkpoint ckpt = read_checkpoint_bytes("m.safetensors", span_of(file));
+  EXPECT_STREQ(format_name(ckpt), "safetensors");
+}
+
 TEST(HfIndexReader, AnIndexReadFromMemoryIsRefusedAfterParsing) {
   std::string index = R"({"weight_map": {"a": "x.safetensors"}})";
   try {
