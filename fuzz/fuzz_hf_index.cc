@@ -31,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CKPT_FUZZ_CHECK(shard.find('\0') == std::string::npos);
     CKPT_FUZZ_CHECK(shard != ".." && shard.rfind("../", 0) != 0 &&
                     shard.find("/../") == std::string::npos);
-    CKPT_FUZZ_CHECK(shard.size() >= 12 && shard.compare(shard.size() - 12, 12, ".safetensors") == 0);
+    CKPT_FUZZ_CHECK(shard.size() >= 12 &&
+                    shard.compare(shard.size() - 12, 12, ".safetensors") == 0);
     is_hf_shard_like(shard, index.shards.front());
   }
   return 0;

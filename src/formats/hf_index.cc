@@ -81,11 +81,15 @@ std::string folder_of(const std::string& path) {
 void check_shard_file(const std::string& path, const std::string& shard,
                       const std::string& shard_path, const fs::path& real_folder,
                       const std::string& tensor) {
-  std::string where = path + ": shard " + quoted_name(shard) + " (of tensor " + quoted_name(tensor) + ")";
+  std::string where =
+      path + ": shard " + quoted_name(shard) + " (of tensor " + quoted_name(tensor) + ")";
   std::error_code ec;
   fs::path real = fs::canonical(shard_path, ec);
-  if (ec) {
+  if (ec == std::errc::no_such_file_or_directory) {
     throw Error(where + ": no such file: " + shard_path);
+  }
+  if (ec) {
+    throw Error(where + ": " + shard_path + ": " + ec.message());
   }
   std::string inside = real_folder.string();
   if (inside.empty() || inside.back() != '/') {
@@ -209,7 +213,8 @@ void read_hf_index(const std::string& path, Checkpoint& ckpt) {
                       " is not a tensor");
         }
       } catch (const FormatError& e) {
-        throw Error(shard_path + ":" + ckpt.pickle_record + ": " + quoted_name(key) + ": " + e.what());
+        throw Error(shard_path + ":" + ckpt.pickle_record + ": " + quoted_name(key) + ": " +
+                    e.what());
       }
       auto [it, inserted] = held.emplace(key, Held{shard, entry.second});
       if (!inserted) {
@@ -235,10 +240,10 @@ void read_hf_index(const std::string& path, Checkpoint& ckpt) {
   for (const auto& [tensor, shard] : index.weight_map) {
     auto found = held.find(tensor);
     if (found == held.end() || found->second.shard != shard) {
+      std::string elsewhere =
+          found == held.end() ? "" : " (it is in " + quoted_name(found->second.shard) + ")";
       throw Error(path + ": weight_map: tensor " + quoted_name(tensor) + ": not in its shard " +
-                  quoted_name(shard) +
-                  (found == held.end() ? std::string() : " (it is in " +
-                                                             quoted_name(found->second.shard) + ")"));
+                  quoted_name(shard) + elsewhere);
     }
     entries.emplace_back(tensor, found->second.tensor);
     const Storage* storage = as_tensor(found->second.tensor)->storage;

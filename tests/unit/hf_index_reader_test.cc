@@ -100,10 +100,11 @@ TEST(HfIndexReader, RefusesWhatNeedsTheFilesToTell) {
   put(s / k_first, shard_of("b", 1));
   std::string index = s / "model.safetensors.index.json";
   put(index, R"({"weight_map": {"b": ")" + k_first + R"(", "a": ")" + k_second + R"("}})");
-  EXPECT_EQ(read_error(index), index + ": shard '" + k_second + "' (of tensor 'a'): no such file: " +
-                                   s / k_second);
+  EXPECT_EQ(read_error(index),
+            index + ": shard '" + k_second + "' (of tensor 'a'): no such file: " + s / k_second);
   put(index, R"({"weight_map": {"b": ")" + k_first + R"(", "c": ")" + k_first + R"("}})");
-  EXPECT_EQ(read_error(index), index + ": weight_map: tensor 'c': not in its shard '" + k_first + "'");
+  EXPECT_EQ(read_error(index),
+            index + ": weight_map: tensor 'c': not in its shard '" + k_first + "'");
   put(s / k_second, shard_of("b", 1));
   put(index, R"({"weight_map": {"b": ")" + k_first + R"(", "x": ")" + k_second + R"("}})");
   EXPECT_EQ(read_error(index), index + ": tensor 'b' is held by two shards, '" + k_first +

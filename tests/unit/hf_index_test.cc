@@ -110,7 +110,8 @@ TEST(HfIndex, RefusesShardNamesThatLeaveTheFolder) {
   EXPECT_EQ(refused("C:x.safetensors"),
             where + "'C:x.safetensors' has a drive prefix: it leaves the index's folder");
   EXPECT_EQ(refused(R"(\\\\server\\share\\x.safetensors)"),
-            where + R"('\\server\share\x.safetensors' has a UNC prefix: it leaves the index's folder)");
+            where + R"('\\server\share\x.safetensors' has a UNC prefix: it leaves the )"
+                    "index's folder");
   EXPECT_EQ(refused(""), where + "'' is empty");
   EXPECT_EQ(refused(R"(x\u0000.safetensors)"),
             where + "'x\\x00.safetensors' holds a NUL byte");
@@ -122,7 +123,8 @@ TEST(HfIndex, RefusesAShardOfAnotherFormat) {
   EXPECT_EQ(parse_error(R"({"weight_map": {"a": "x.safetensors", "b": "y.bin"}})"),
             k_name + ": weight_map: tensor 'b': shard 'y.bin' is a .bin file in an index of "
                      ".safetensors shards");
-  EXPECT_EQ(parse_error(R"({"weight_map": {"a": "x.safetensors"}})", "pytorch_model.bin.index.json"),
+  EXPECT_EQ(parse_error(R"({"weight_map": {"a": "x.safetensors"}})",
+                        "pytorch_model.bin.index.json"),
             "pytorch_model.bin.index.json: weight_map: tensor 'a': shard 'x.safetensors' is a "
             ".safetensors file in an index of .bin shards");
   EXPECT_EQ(parse_error(R"({"weight_map": {"a": "x.pt"}})"),
@@ -137,14 +139,16 @@ TEST(HfIndex, RefusesAnIndexOverTheLimit) {
 }
 
 TEST(HfIndex, SniffsAJsonObjectNamingWeightMap) {
-  EXPECT_TRUE(looks_like_hf_index(span_of(std::string(" {\n \"metadata\": {}, \"weight_map\": {}}"))));
+  EXPECT_TRUE(
+      looks_like_hf_index(span_of(std::string(" {\n \"metadata\": {}, \"weight_map\": {}}"))));
   EXPECT_FALSE(looks_like_hf_index(span_of(std::string("{\"a\": 1}"))));
   EXPECT_FALSE(looks_like_hf_index(span_of(std::string("[\"weight_map\"]"))));
   EXPECT_FALSE(looks_like_hf_index(span_of(std::string("{}"))));
 }
 
 TEST(HfIndex, NamesTheFormatOfAnIndexByItsName) {
-  EXPECT_EQ(hf_index_format_of_name("a/model.safetensors.index.json"), HfShardFormat::k_safetensors);
+  EXPECT_EQ(hf_index_format_of_name("a/model.safetensors.index.json"),
+            HfShardFormat::k_safetensors);
   EXPECT_EQ(hf_index_format_of_name("model.safetensors.index.fp16.json"),
             HfShardFormat::k_safetensors);
   EXPECT_EQ(hf_index_format_of_name("pytorch_model.bin.index.json"), HfShardFormat::k_bin);
@@ -153,10 +157,11 @@ TEST(HfIndex, NamesTheFormatOfAnIndexByItsName) {
 }
 
 TEST(HfIndex, TellsShardLikeFileNames) {
-  EXPECT_TRUE(is_hf_shard_like("model-00004-of-00004.safetensors", "model-00001-of-00003.safetensors"));
-  EXPECT_FALSE(is_hf_shard_like("model-00004-of-00004.bin", "model-00001-of-00003.safetensors"));
-  EXPECT_FALSE(is_hf_shard_like("other-00004-of-00004.safetensors", "model-00001-of-00003.safetensors"));
-  EXPECT_FALSE(is_hf_shard_like("model.safetensors", "model-00001-of-00003.safetensors"));
+  const std::string shard = "model-00001-of-00003.safetensors";
+  EXPECT_TRUE(is_hf_shard_like("model-00004-of-00004.safetensors", shard));
+  EXPECT_FALSE(is_hf_shard_like("model-00004-of-00004.bin", shard));
+  EXPECT_FALSE(is_hf_shard_like("other-00004-of-00004.safetensors", shard));
+  EXPECT_FALSE(is_hf_shard_like("model.safetensors", shard));
   EXPECT_FALSE(is_hf_shard_like("model-1-of-3.safetensors", "model-1-of-3.safetensors"));
 }
 
