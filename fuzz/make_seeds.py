@@ -118,6 +118,11 @@ def seeds():
         else:
             out['pickle'].append(('attack_' + name, raw))
     out['pickle'] += pickles_of_python_objects()
+    # HF shard indexes: the checkpoint and convert targets read them from memory (refused
+    # after parsing: their shards are files); hf_index's own seeds are tests/corpus/hf_index.
+    for path in sorted((ROOT / 'tests' / 'corpus' / 'hf_index').glob('seed-*')):
+        for target in ('checkpoint', 'convert'):
+            out[target].append(('hf_index_' + path.name, path.read_bytes()))
     out['rule_file'] += [(f'rules_{i}.toml', text) for i, text in enumerate(RULE_FILES)]
     out['rule_file'] += [(p.name, p.read_bytes()) for p in sorted((DATA / 'rules').glob('*'))
                          if p.is_file()]

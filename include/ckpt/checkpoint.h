@@ -28,7 +28,8 @@ struct Checkpoint {
   std::string pickle_record;         // where the pickle is, for messages
   uint64_t pickle_bytes = 0;
   // How messages name where a storage's bytes are: this, then its key
-  // (`in.pth:archive/data/`).
+  // (`in.pth:archive/data/`). Empty for a checkpoint of several files (an
+  // HF index), whose storages' keys name their file and record.
   std::string storage_records;
   // What the format tells about the file, for `inspect`, by name:
   // `archive_name` (zip: the folder every record is in), `version` (zip: the
@@ -36,17 +37,23 @@ struct Checkpoint {
   // the file tells).
   std::vector<std::pair<std::string, std::string>> facts;
   std::vector<TensorRef> tensors;    // every tensor in the graph, in pickle order
+  // What the reader found odd but read (an HF index's unlisted shards or
+  // tensors): `convert` reports them as its warnings, `inspect` and `check`
+  // log them.
+  std::vector<std::string> warnings;
 
-  // The map of the file `read_checkpoint` was given; nullptr when read from
-  // memory. A reader binds each `Storage::file` to it.
-  const MappedFile* mapped() const { return files.empty() ? nullptr : &files.front(); }
+  // The map of the file being read (the last one mapped: the file
+  // `read_checkpoint` was given, or the shard an HF index is reading);
+  // nullptr when read from memory. A reader binds each `Storage::file` to it.
+  const MappedFile* mapped() const { return files.empty() ? nullptr : &files.back(); }
   // True when a file the storages are in shrank while it was mapped.
   bool shrank() const;
   // The fact called `name`, or "" when the format has none.
   std::string fact(const std::string& name) const;
 };
 
-// Opens and decodes `path`. Nothing in it is executed. Throws `Error` naming
+// Opens and decodes `path`: a file, or a folder holding an HF shard index
+// (`find_hf_index`). Nothing in it is executed. Throws `Error` naming
 // the file (and record or byte offset) and the cause for anything that is not
 // a readable checkpoint: empty, text, tar-format (torch < 0.4),
 // TorchScript archives, truncation, missing or short storage records.
@@ -57,7 +64,8 @@ Checkpoint read_checkpoint(const std::string& path);
 // Used by the fuzz targets.
 Checkpoint read_checkpoint_bytes(const std::string& name, ByteSpan bytes);
 
-// The name reports print for the format of `ckpt`: `zip` or `legacy`.
+// The name reports print for the format of `ckpt`: `zip`, `legacy`,
+// `safetensors` or `hf-index`.
 const char* format_name(const Checkpoint& ckpt);
 
 }  // namespace ckpt

@@ -21,7 +21,8 @@ struct SourceFormat {
   // docs/report.schema.json and docs/check.schema.json).
   const char* report_name;
   // The format in words, for the error on a file no format claims:
-  // "a zip archive".
+  // "a zip archive"; nullptr leaves it out of that error (the HF index,
+  // which only a JSON file naming `weight_map` could be).
   const char* described;
   // True when `file` (every byte of the file at `path`; read only what is
   // needed from its start) is in this format. May throw `Error` to refuse a
@@ -34,6 +35,11 @@ struct SourceFormat {
   // `pickle_record`, `pickle_bytes`, `storage_records` and `facts`. The
   // caller then collects `out.tensors`. Throws `Error` naming
   // `path`[:record][@byte] and the cause.
+  // A reader of several files (the HF index) calls the other readers once
+  // per file on its own `out`: it appends the file's map to `out.files` and
+  // sets `out.bytes` to it first, so `out.mapped()` is that file, and takes
+  // what each made in `out.graph` (`graph.root`, new storages) before
+  // calling the next; the records a reader sets are then the last file's.
   void (*read)(const std::string& path, Checkpoint& out);
 };
 

@@ -12,6 +12,7 @@
 // unpickler would import. Only a device other than the CPU loads LibTorch
 // (through the plugin), to copy every tensor there and back.
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
@@ -235,8 +236,11 @@ public:
       uint32_t crc = crc32_update(0, bytes.data, bytes.size);
       release_pages(bytes);  // a large file need not stay resident
       if (crc != storage.crc32) {
+        // A checkpoint of several files (an HF index) names the file and
+        // record in the key itself.
         add(CheckProblemKind::k_corrupt, "",
-            "record data/" + storage.key +
+            std::string("record ") + (checkpoint.storage_records.empty() ? "" : "data/") +
+                storage.key +
                 ": its bytes do not match the CRC-32 in the archive (the file is damaged)");
       }
     }
@@ -332,6 +336,9 @@ CheckReport check_checkpoint(const CheckOptions& options) {
   }
   Checkpoint checkpoint = read_checkpoint(options.path);
   report.format = format_name(checkpoint);
+  for (const std::string& warning : checkpoint.warnings) {
+    spdlog::warn("{}: {}", options.path, warning);
+  }
 
   Node* dict = nullptr;
   std::vector<Entry> entries;

@@ -46,6 +46,9 @@ bool is_folder(const std::string& path) {
 }
 
 // OUT, or OUT/<name of IN> when OUT is an existing folder (as `cp` does).
+// An HF sharded checkpoint, IN a folder or its `*.json` index, is one torch
+// file: `<folder>.pth`, `<index name up to its first dot>.pth`
+// (`model.safetensors.index.json` → `model.pth`).
 std::string output_path(const ConvertOptions& options) {
   if (options.output.empty() || !is_folder(options.output)) {
     return options.output;
@@ -55,6 +58,11 @@ std::string output_path(const ConvertOptions& options) {
     name.pop_back();
   }
   name = name.substr(name.rfind('/') + 1);  // npos + 1 == 0
+  if (is_folder(options.input)) {
+    name += ".pth";
+  } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0) {
+    name = name.substr(0, name.find('.')) + ".pth";
+  }
   std::string folder = options.output;
   return folder + (folder.back() == '/' ? "" : "/") + name;
 }
@@ -208,6 +216,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
   Clock::time_point stage = Clock::now();
   Checkpoint input = read_checkpoint(options.input);
   report.format = format_name(input);
+  report.warnings = input.warnings;
   report.globals = list_globals(input.graph.root);
   report.seconds.read = seconds_since(stage);
   spdlog::debug("read {}: {} checkpoint, {} tensors in {} storages, {:.3f} s", options.input,

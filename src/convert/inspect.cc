@@ -3,6 +3,7 @@
 #include "ckpt/inspect.h"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <sstream>
@@ -68,6 +69,9 @@ std::string join_counts(const Map& counts) {
 
 InspectReport inspect_checkpoint(const std::string& path) {
   Checkpoint ckpt = read_checkpoint(path);
+  for (const std::string& warning : ckpt.warnings) {
+    spdlog::warn("{}: {}", path, warning);
+  }
   InspectReport report;
   report.path = path;
   report.format = format_name(ckpt);
@@ -131,8 +135,12 @@ std::string format_inspect_text(const InspectReport& r) {
   std::ostringstream out;
   out << r.path << ": " << r.format << " checkpoint, " << r.file_bytes << " bytes ("
       << r.torch_hint << ")\n";
-  // A safetensors file has a JSON header where a torch file has its pickle.
-  out << (r.format == "safetensors" ? "  header: " : "  pickle: ") << r.pickle_bytes
+  // A safetensors file has a JSON header where a torch file has its pickle;
+  // an HF index, its shards' headers or pickles.
+  out << (r.format == "safetensors" ? "  header: "
+          : r.format == "hf-index"  ? "  shards' headers or pickles: "
+                                    : "  pickle: ")
+      << r.pickle_bytes
       << " bytes; " << r.tensors << " tensors in " << r.storages << " storages, "
       << r.storage_bytes << " bytes\n";
   if (!r.metadata.empty()) {

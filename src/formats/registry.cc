@@ -4,13 +4,18 @@
 // order, like bloaty's TryOpen… chain and mold's filetype.cc; the first that
 // claims the file reads it. A file no format claims is refused with the
 // formats tried. Order matters where two formats could claim one file: a
-// zip archive is tried first, as torch.load does; safetensors, which has no
-// magic, last.
+// zip archive is tried first, as torch.load does; then safetensors, which has
+// no magic; the HF index (JSON) last, since the first 8 bytes of JSON text are
+// no header length safetensors accepts, while a safetensors file could begin
+// with `{"` and name a tensor `weight_map`. A folder is read through the HF
+// index in it.
 #include <re2/re2.h>
+#include <sys/stat.h>
 
 #include "ckpt/cast.h"
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
+#include "ckpt/hf_index.h"
 #include "ckpt/sink.h"
 #include "ckpt/source.h"
 #include "formats/torch_storage_id.h"
@@ -19,11 +24,12 @@ namespace ckpt {
 
 extern const SourceFormat k_torch_zip;     // torch_zip.cc
 extern const SourceFormat k_torch_legacy;  // torch_legacy.cc
+extern const SourceFormat k_hf_index;      // hf_index.cc
 extern const SourceFormat k_safetensors;   // safetensors.cc
 
 const std::vector<SourceFormat>& source_formats() {
-  static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy,
-                                                      k_safetensors};
+  static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy, k_safetensors,
+                                                      k_hf_index};
   return formats;
 }
 
@@ -105,16 +111,21 @@ const char* format_name(const Checkpoint& ckpt) {
 
 namespace {
 
-// "neither a zip archive nor a torch.save legacy file", from the table.
+// "neither a zip archive nor a torch.save legacy file", from the table
+// (the formats described in words).
 std::string formats_tried() {
-  const std::vector<SourceFormat>& formats = source_formats();
+  std::vector<const char*> formats;
+  for (const SourceFormat& format : source_formats()) {
+    if (format.described != nullptr) {
+      formats.push_back(format.described);
+    }
+  }
   if (formats.size() == 2) {
-    return std::string("neither ") + formats[0].described + " nor " + formats[1].described;
+    return std::string("neither ") + formats[0] + " nor " + formats[1];
   }
   std::string tried = "none of ";
   for (size_t i = 0; i < formats.size(); ++i) {
-    tried += (i == 0 ? "" : i + 1 == formats.size() ? " or " : ", ") +
-             std::string(formats[i].described);
+    tried += (i == 0 ? "" : i + 1 == formats.size() ? " or " : ", ") + std::string(formats[i]);
   }
   return tried;
 }
@@ -142,8 +153,10 @@ void parse(Checkpoint& ckpt) {
 
 Checkpoint read_checkpoint(const std::string& path) {
   Checkpoint ckpt;
-  ckpt.path = path;
-  ckpt.files.push_back(MappedFile::open(path));
+  struct stat info {};
+  bool folder = ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+  ckpt.path = folder ? find_hf_index(path) : path;
+  ckpt.files.push_back(MappedFile::open(ckpt.path));
   ckpt.bytes = ckpt.files.front().bytes();
   parse(ckpt);
   return ckpt;

@@ -15,7 +15,8 @@ The contract judged here:
 - shards already in OUT are refused without --force; with it, the stale ones are removed;
 - sizes read as huggingface_hub reads them (`5GB` decimal) plus `KiB/MiB/GiB` binary; `5G`
   and a file as OUT are usage errors;
-- with --tied dedupe an alias stays with its kept name, in the index too.
+- with --tied dedupe an alias stays with its kept name, in the index too;
+- the folder reads back through ckpt-convert as one state dict.
 """
 import json
 import sys
@@ -122,6 +123,13 @@ def shards_out_split_and_index_as_huggingface(ctx):
     j.check(got == want, f'index differs:\n{got}\nexpected:\n{want}')
     j.check([s['file'] for s in report['shards']] == names + [index_name], f'report shards {report["shards"]}')
     j.check(report['output_format'] == 'safetensors-shards', f'output_format {report["output_format"]}')
+    # The folder reads back as one state dict (our HF index reader).
+    back = ctx.out_dir / 'back.pth'
+    run_ok(ctx, out, back)
+    loaded = torch.load(back, weights_only=True)
+    j.check(sorted(loaded) == sorted(sd), f'read back: {sorted(loaded)}')
+    for name, t in sd.items():
+        j.check(torch.equal(loaded[name], t), f'read back: {name} differs')
 
 
 @case
@@ -203,3 +211,9 @@ def shards_out_tied_dedupe_keeps_alias_with_its_name(ctx):
     meta, tensors = st_reader.read_safetensors(out / shard)
     j.check('lm_head.weight' not in tensors and meta.get('lm_head.weight') == 'embed.weight',
             f'{shard}: {list(tensors)} {meta}')
+    import torch
+    back = ctx.out_dir / 'back.pth'
+    run_ok(ctx, out, back)
+    loaded = torch.load(back, weights_only=True)
+    j.check(loaded['lm_head.weight'].data_ptr() == loaded['embed.weight'].data_ptr(),
+            'read back, lm_head.weight does not share embed.weight')

@@ -175,12 +175,14 @@ def safetensors_removed_tied_weight_comes_back_sharing_storage(ctx):
     TinyLM().load_state_dict(loaded, strict=True)
 
 
-def refused(ctx, path, *must_contain):
+def refused(ctx, path, *must_contain, named=None):
+    """PATH refused: exit 1, one error line naming NAMED (default PATH) and MUST_CONTAIN,
+    nothing written."""
     j = J()
     r = ctx.run(path, ctx.out_dir / 'out.pth')
     j.check_clean_exit(r)
     j.check(r.rc == 1, f'exit code {r.rc}, expected 1')
-    j.check_one_error_line(r, must_contain=(str(path),) + must_contain)
+    j.check_one_error_line(r, must_contain=(str(named or path),) + must_contain)
     j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
 
 
@@ -247,14 +249,20 @@ def safetensors_inspect_text_and_json(ctx):
 def safetensors_check_passes(ctx):
     """check on a clean safetensors file: exit 0, JSON valid against docs/check.schema.json,
     format safetensors."""
-    j = J()
     inp = ctx.in_dir / 'model.safetensors'
     write_safetensors(inp, mixed_state_dict(mixed_model()))
+    check_passes(ctx, inp, 'safetensors')
+
+
+def check_passes(ctx, inp, format_name):
+    """`check IN --json` passes: exit 0, valid against docs/check.schema.json, the format
+    FORMAT_NAME."""
+    j = J()
     r = ctx.run('check', inp, '--json')
     j.check_clean_exit(r)
     j.check(r.rc == 0, f'exit code {r.rc}, expected 0: {r.stdout[:400]}')
     report = json.loads(r.stdout)
     j.check_schema(report, 'check.schema.json')
     [entry] = report['files']
-    j.check(entry['format'] == 'safetensors', f"format {entry['format']!r}")
+    j.check(entry['format'] == format_name, f"format {entry['format']!r}")
     j.check(entry['status'] == 'passed', f"status {entry['status']!r}")

@@ -13,6 +13,7 @@
 
 #include "ckpt/batch.h"
 #include "ckpt/error.h"
+#include "test_util.h"
 
 namespace ckpt::test {
 namespace {
@@ -27,28 +28,6 @@ std::string error_of(const std::function<void()>& fn) {
     return std::to_string(static_cast<int>(e.status())) + ": " + e.what();
   }
   return "no error";
-}
-
-// A fresh folder under the test temp dir, removed at the end.
-class Scratch {
-public:
-  Scratch() {
-    std::string pattern = ::testing::TempDir() + "ckpt_batch_XXXXXX";
-    std::vector<char> buffer(pattern.begin(), pattern.end());
-    buffer.push_back('\0');
-    m_path = ::mkdtemp(buffer.data());
-  }
-  ~Scratch() { fs::remove_all(m_path); }
-  std::string operator/(const std::string& relative) const { return m_path + "/" + relative; }
-  const std::string& path() const { return m_path; }
-
-private:
-  std::string m_path;
-};
-
-void put(const std::string& path, const std::string& text) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path, std::ios::binary) << text;
 }
 
 void copy(const std::string& fixture, const std::string& to) {

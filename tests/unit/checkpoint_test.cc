@@ -132,12 +132,14 @@ TEST(ReadCheckpoint, RefusesBadInputNamingTheCause) {
             "'dp_tiny_cnn/data/0' holds 432 bytes, but its 216 elements need 864");
 }
 
-TEST(SourceFormats, TriesTorchZipThenTorchLegacyThenSafetensors) {
+TEST(SourceFormats, TriesTorchZipThenTorchLegacyThenSafetensorsThenHfIndex) {
   const std::vector<SourceFormat>& formats = source_formats();
-  ASSERT_EQ(formats.size(), 3u);
+  ASSERT_EQ(formats.size(), 4u);
   EXPECT_STREQ(formats[0].name, "torch-zip");
   EXPECT_STREQ(formats[1].name, "torch-legacy");
   EXPECT_STREQ(formats[2].name, "safetensors");
+  EXPECT_STREQ(formats[3].name, "hf-index");
+  EXPECT_EQ(formats[3].described, nullptr);  // not in "not a PyTorch checkpoint (…)"
 }
 
 TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
@@ -146,6 +148,8 @@ TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
   const std::vector<SourceFormat>& formats = source_formats();
   EXPECT_TRUE(formats[0].sniff("zip", zip.bytes()));
   EXPECT_FALSE(formats[0].sniff("legacy", legacy.bytes()));
+  EXPECT_FALSE(formats[3].sniff("zip", zip.bytes()));
+  EXPECT_FALSE(formats[3].sniff("legacy", legacy.bytes()));
   EXPECT_FALSE(formats[2].sniff("zip", zip.bytes()));
   EXPECT_FALSE(formats[2].sniff("legacy", legacy.bytes()));
   EXPECT_TRUE(formats[1].sniff("legacy", legacy.bytes()));
