@@ -3,7 +3,8 @@
 #
 #   tools/fuzz.sh TARGET SECONDS [libFuzzer options...]
 #
-# TARGET is one of pickle, zip, checkpoint, convert, rule_file (fuzz/fuzz_TARGET.cc).
+# TARGET is one of pickle, zip, checkpoint, convert, rule_file, safetensors
+# (fuzz/fuzz_TARGET.cc).
 # Builds with Debian's clang in build-fuzz/ (or $FUZZ_BUILD_DIR), seeds from tests/data,
 # the attack generator and tests/corpus/TARGET/, and grows build-fuzz/corpus/TARGET/.
 # An input that crashes, hangs (over 10 s) or runs out of memory is written to
@@ -58,6 +59,7 @@ options=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -use_value_pr
 case $target in
   pickle) options+=(-dict="$root/fuzz/pickle.dict") ;;
   zip|checkpoint|convert) options+=(-dict="$root/fuzz/zip.dict") ;;
+  safetensors) options+=(-dict="$root/fuzz/safetensors.dict") ;;
 esac
 log=$build/logs/$target.log
 set +e
