@@ -22,6 +22,7 @@
 #include <string>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define CKPT_CAST_F16C 1
 #endif
@@ -151,8 +152,15 @@ __attribute__((target("f16c,avx2"))) void f32_to_f16_f16c(const unsigned char* i
 
 bool cpu_has_f16c() {
   static const bool has = [] {
+    // F16C is bit 29 of ECX in CPUID leaf 1: clang 14's __builtin_cpu_supports
+    // does not know "f16c" (a compile error, which broke the fuzz build).
+    unsigned eax = 0;
+    unsigned ebx = 0;
+    unsigned ecx = 0;
+    unsigned edx = 0;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0 &&
+           __builtin_cpu_supports("avx2");
   }();
   return has;
 }
