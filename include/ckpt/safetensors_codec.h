@@ -79,9 +79,10 @@ SafetensorsHeader parse_safetensors_header(ByteSpan bytes, uint64_t file_size);
 
 // Whether `head` (the file's first bytes, 9 or more for a yes) starts like a
 // safetensors file of `file_size` bytes: an 8-byte little-endian length, then
-// JSON whitespace and `{`, or `[` when the length is one the reference accepts
-// in such a file (2 to 10^8, inside it). For sniffing by content: a file it
-// claims with a bad length or a list is then refused by the parser for that.
+// (past a UTF-8 byte-order mark, if any) JSON whitespace and `{`, or `[` when
+// the length is one the reference accepts in such a file (2 to 10^8, inside
+// it). For sniffing by content: a file it claims with a bad length, a mark or
+// a list is then refused by the parser for that.
 bool looks_like_safetensors(ByteSpan head, uint64_t file_size);
 
 // Whether `head` (the file's first bytes) is a git-lfs pointer text, which a

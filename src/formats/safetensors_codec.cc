@@ -613,7 +613,12 @@ bool looks_like_safetensors(ByteSpan head, uint64_t file_size) {
   uint64_t n = read_le64(head.data);
   bool length_ok = n >= 2 && n <= k_safetensors_max_header && n <= file_size - k_length_bytes;
   uint64_t last = length_ok ? std::min<uint64_t>(head.size, k_length_bytes + n) : head.size;
-  for (uint64_t i = k_length_bytes; i < last; ++i) {
+  uint64_t first = k_length_bytes;
+  if (last - first >= 3 && head.data[first] == 0xef && head.data[first + 1] == 0xbb &&
+      head.data[first + 2] == 0xbf) {
+    first += 3;  // a byte-order mark, which the parser then names
+  }
+  for (uint64_t i = first; i < last; ++i) {
     uint8_t c = head.data[i];
     if (c == '{' || (c == '[' && length_ok)) {
       return true;

@@ -487,6 +487,10 @@ TEST(SafetensorsSniff, ClaimsBrokenLengthsAndListsForTheReaderToName) {
   EXPECT_FALSE(looks_like_safetensors(span_of(list_past_end), list_past_end.size()));
   std::string list_over_limit = le64(100'000'001) + "[]";
   EXPECT_FALSE(looks_like_safetensors(span_of(list_over_limit), list_over_limit.size()));
+  std::string marked = file_of("\xef\xbb\xbf{}", 0);
+  EXPECT_TRUE(looks_like_safetensors(span_of(marked), marked.size()));
+  EXPECT_EQ(format_error_of([&] { parse(marked); }),
+            "header@8: invalid JSON: a byte-order mark before the header");
 }
 
 // --- Dtype names ---
