@@ -24,11 +24,13 @@ a small state dict, with one attack in it:
   archive folder, the encryption flag bit, compression, an entry count that lies).
 - safetensors attacks (`st_*`, struct and json only): one file per rule of the format's
   reader, each broken: a header length over 10^8 or past the end of the file, a file shorter
-  than the length, a git-lfs pointer, invalid UTF-8, a JSON list or truncated JSON, an unknown
-  dtype, shape x dtype not the byte length, offsets with a hole, an overlap, past the buffer
-  or ending before they begin, trailing bytes, `__metadata__` not an object or with a
-  non-string value, a tensor named twice, negative and float dimensions, a shape whose
-  product overflows 64 bits. `judge_expect` is what tests/e2e/st_reader.py says of it.
+  than the length, a git-lfs pointer, invalid UTF-8, a JSON list or truncated JSON, NUL
+  padding, a byte-order mark, a lone surrogate escape, nesting past 127 levels, an unknown or
+  lower-case dtype, shape x dtype not the byte length or not whole bytes, offsets with a
+  hole, an overlap, past the buffer or ending before they begin, trailing bytes,
+  `__metadata__` not an object or with a non-string value, a tensor named twice, negative and
+  float dimensions, a shape whose product overflows 64 bits. `judge_expect` is what
+  tests/e2e/st_reader.py says of it.
 
 `expect` is what ckpt-convert's one error line must contain (it names the global or the
 defect); `flags` are the globals `inspect --json` must report with runs_code=true (code
@@ -757,6 +759,51 @@ def st_shape_product_overflow(c):
     unchecked reader finds consistent with an empty byte range."""
     return safetensors(st_entries(b={'shape': [2**32, 2**32, 2], 'data_offsets': [16, 16]}),
                        ST_FLOATS[:16])
+
+
+@attack("shape [3] of F4 is 12 bits, not whole bytes", suffix=ST, judge_expect='not whole bytes')
+def st_f4_not_whole_bytes(c):
+    """Three 4-bit F4 elements: 12 bits, which no byte range holds (the reference's
+    MisalignedSlice)."""
+    return safetensors(st_entries(b={'dtype': 'F4', 'shape': [3], 'data_offsets': [16, 18]}),
+                       ST_FLOATS[:18])
+
+
+@attack("unknown dtype 'f32', did you mean 'F32'?", suffix=ST, judge_expect="unknown dtype 'f32'")
+def st_dtype_lowercase(c):
+    """`f32`: dtype strings are exact and case-sensitive."""
+    return safetensors(st_entries(b={'dtype': 'f32'}))
+
+
+@attack('invalid JSON: a NUL byte', suffix=ST, judge_expect='invalid JSON')
+def st_header_nul_padding(c):
+    """The header padded with NUL bytes instead of spaces: C readers stop at the first NUL
+    and see valid JSON; the reference refuses any byte after the object but whitespace."""
+    text = json.dumps(st_entries(), separators=(',', ':')).encode()
+    return safetensors(text + b'\x00' * (8 - len(text) % 8))
+
+
+@attack('invalid JSON: a byte-order mark before the header', suffix=ST,
+        judge_expect='invalid JSON')
+def st_header_byte_order_mark(c):
+    """A UTF-8 byte-order mark before the header's `{`, which serde_json refuses and lenient
+    JSON readers skip."""
+    return safetensors(b'\xef\xbb\xbf' + json.dumps(st_entries(), separators=(',', ':')).encode())
+
+
+@attack('surrogate', suffix=ST, judge_expect='lone surrogate')
+def st_lone_surrogate_escape(c):
+    r"""A tensor named "\ud800": a lone surrogate escape, which serde_json refuses and
+    Python's json turns into a string no UTF-8 encoder can write."""
+    return safetensors(st_text(st_entries()).replace(b'"b"', b'"\\ud800"'))
+
+
+@attack('nested deeper than 127 levels', suffix=ST, judge_expect='nested deeper than 127')
+def st_json_nested_too_deep(c):
+    """An unknown field of 'b' holding lists 200 deep: readers ignore the field, but a
+    recursive JSON parser descends it first (the reference stops at 128 levels)."""
+    text = json.dumps(st_entries(), separators=(',', ':'))
+    return safetensors(text.replace('"dtype"', '"extra":' + '[' * 200 + ']' * 200 + ',"dtype"', 1))
 
 
 def main(argv=None):
