@@ -9,10 +9,13 @@
 #include <string>
 #include <unordered_map>
 
+#include "ckpt/checkpoint.h"
 #include "ckpt/dtype.h"
 #include "ckpt/error.h"
 #include "ckpt/graph.h"
 #include "ckpt/pickle.h"
+#include "ckpt/tensor.h"
+#include "ckpt/zip.h"
 
 namespace ckpt::fuzz {
 
@@ -32,6 +35,28 @@ inline ByteSpan span_of(const std::string& bytes) {
       std::abort();                                                                \
     }                                                                              \
   } while (0)
+
+// Checks what a checkpoint read from `size` bytes at `data` promises: a root,
+// storages that lie inside the input and hold exactly their elements, tensors
+// inside their storages. Reads every storage byte, so the sanitizer sees any
+// overrun.
+inline void check_checkpoint(const Checkpoint& ckpt, const uint8_t* data, size_t size) {
+  CKPT_FUZZ_CHECK(ckpt.graph.root != nullptr);
+  for (const Storage& storage : ckpt.graph.storages()) {
+    if (storage.bytes.data == nullptr) {
+      CKPT_FUZZ_CHECK(storage.bytes.size == 0);
+      continue;
+    }
+    CKPT_FUZZ_CHECK(storage.bytes.data >= data && storage.bytes.data <= data + size &&
+                    storage.bytes.size <= static_cast<uint64_t>(data + size - storage.bytes.data));
+    CKPT_FUZZ_CHECK(storage.bytes.size == static_cast<uint64_t>(storage.numel) *
+                                              static_cast<uint64_t>(element_size(storage.dtype)));
+    crc32_of(storage.bytes);  // touch every byte
+  }
+  for (const TensorRef& tensor : ckpt.tensors) {
+    CKPT_FUZZ_CHECK(tensor.byte_extent() <= tensor.storage->bytes.size);
+  }
+}
 
 // A persistent-id loader for pickles outside a container: any tuple
 // `('storage', type, key, location, numel, …)` becomes a storage (one per

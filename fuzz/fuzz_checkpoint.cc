@@ -1,8 +1,9 @@
-// Fuzz target: opening a checkpoint held in memory, zip or legacy (the
-// container readers, the pickle decoder with their persistent-id loaders, and
-// the tensor checks). Any bytes must give a checkpoint whose storages lie
-// inside the input and whose tensors lie inside their storages, or an Error;
-// then everything `inspect` reads from it must work.
+// Fuzz target: opening a checkpoint held in memory, zip, legacy or
+// safetensors (the container readers, the pickle decoder with their
+// persistent-id loaders, the safetensors header, and the tensor checks). Any
+// bytes must give a checkpoint whose storages lie inside the input and whose
+// tensors lie inside their storages, or an Error; then everything `inspect`
+// reads from it must work.
 #include <cstddef>
 #include <cstdint>
 
@@ -11,7 +12,6 @@
 #include "ckpt/globals.h"
 #include "ckpt/rewrite.h"
 #include "ckpt/tensor.h"
-#include "ckpt/zip.h"
 
 using namespace ckpt;
 
@@ -22,21 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const Error&) {
     return 0;
   }
-  CKPT_FUZZ_CHECK(ckpt.graph.root != nullptr);
-  for (const Storage& storage : ckpt.graph.storages()) {
-    if (storage.bytes.data == nullptr) {
-      CKPT_FUZZ_CHECK(storage.bytes.size == 0);
-      continue;
-    }
-    CKPT_FUZZ_CHECK(storage.bytes.data >= data && storage.bytes.data <= data + size &&
-                    storage.bytes.size <= static_cast<uint64_t>(data + size - storage.bytes.data));
-    CKPT_FUZZ_CHECK(storage.bytes.size == static_cast<uint64_t>(storage.numel) *
-                                              static_cast<uint64_t>(element_size(storage.dtype)));
-    crc32_of(storage.bytes);  // touch every byte
-  }
-  for (const TensorRef& tensor : ckpt.tensors) {
-    CKPT_FUZZ_CHECK(tensor.byte_extent() <= tensor.storage->bytes.size);
-  }
+  fuzz::check_checkpoint(ckpt, data, size);
   // What `inspect` reads.
   list_globals(ckpt.graph.root);
   try {

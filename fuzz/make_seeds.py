@@ -23,17 +23,58 @@ def fixtures():
     return sorted(p for p in DATA.rglob('*') if p.is_file() and p.suffix in ('.pth', '.pt'))
 
 
-def attacks():
-    """(name, bytes) of every attack in tools/make_attacks.py, made in memory."""
+def make_attacks():
+    """tools/make_attacks.py as a module, or None where it is missing."""
     path = ROOT / 'tools' / 'make_attacks.py'
     if not path.is_file():
-        return []
+        return None
     spec = importlib.util.spec_from_file_location('make_attacks', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def attacks():
+    """(file name, bytes) of every attack in tools/make_attacks.py, made in memory."""
+    module = make_attacks()
+    if module is None:
+        return []
     import tempfile
     with tempfile.TemporaryDirectory() as scratch:
-        return [(a.name, a.build(Path(scratch) / 'canaries', scratch)) for a in module.ATTACKS]
+        return [(a.file_name, a.build(Path(scratch) / 'canaries', scratch)) for a in module.ATTACKS]
+
+
+def good_safetensors():
+    """(name, bytes) of safetensors files the reference reader accepts: every dtype string,
+    scalars, empty tensors, metadata (a tied weight's `removed: kept` among it), a header
+    padded in front, non-ASCII names."""
+    module = make_attacks()
+    if module is None:
+        return []
+    st = module.safetensors
+    bits = [('BOOL', 8), ('F4', 4), ('F6_E2M3', 6), ('F6_E3M2', 6), ('U8', 8), ('I8', 8),
+            ('F8_E5M2', 8), ('F8_E4M3', 8), ('F8_E8M0', 8), ('F8_E4M3FNUZ', 8),
+            ('F8_E5M2FNUZ', 8), ('I16', 16), ('U16', 16), ('F16', 16), ('BF16', 16), ('I32', 32),
+            ('U32', 32), ('F32', 32), ('C64', 64), ('F64', 64), ('I64', 64), ('U64', 64)]
+    header, offset = {}, 0
+    for dtype, width in sorted(bits, key=lambda b: -b[1]):
+        size = 4 * width // 8
+        header[dtype.lower()] = {'dtype': dtype, 'shape': [2, 2], 'data_offsets': [offset, offset + size]}
+        offset += size
+    every = st(header, bytes(range(256)) * (offset // 256) + bytes(range(offset % 256)))
+    tied = st({'__metadata__': {'format': 'pt', 'lm_head.weight': 'embed.weight'},
+               'embed.weight': {'dtype': 'F32', 'shape': [2, 3], 'data_offsets': [0, 24]}},
+              bytes(24))
+    odd = st({'scalar': {'dtype': 'I64', 'shape': [], 'data_offsets': [0, 8]},
+              'empty': {'dtype': 'F16', 'shape': [0, 7], 'data_offsets': [8, 8]},
+              'also_empty': {'dtype': 'BF16', 'shape': [3, 0], 'data_offsets': [8, 8]},
+              'n\u00e4me \u2603': {'dtype': 'U8', 'shape': [3], 'data_offsets': [8, 11]}},
+             bytes(11))
+    padded = st(b'\n\t {"__metadata__":null,"x":{"shape":[1],"dtype":"F64","extra":[1,{}],'
+                b'"data_offsets":[0,8]}}\r\n', bytes(8))
+    return [('good_every_dtype.safetensors', every), ('good_tied_metadata.safetensors', tied),
+            ('good_scalar_empty_unicode.safetensors', odd), ('good_padded.safetensors', padded),
+            ('good_empty.safetensors', b'\x08' + bytes(7) + b'{}      ')]
 
 
 def pickles_of_python_objects():
@@ -105,11 +146,17 @@ def seeds():
                 out['pickle'].append((name + '.data.pkl', pkl))
         elif raw:
             out['pickle'].append((name, raw))   # legacy: the decoder reads the first pickle
+    for name, raw in good_safetensors():
+        for target in ('safetensors', 'checkpoint', 'convert'):
+            out[target].append((name, raw))
     for name, raw in attacks():
         if len(raw) > MAX_SEED:
             continue    # the million-MARK kind: replayed by the e2e cases, too slow to mutate
         for target in ('checkpoint', 'convert'):
             out[target].append(('attack_' + name, raw))
+        if name.endswith('.safetensors'):
+            out['safetensors'].append(('attack_' + name, raw))
+            continue
         if raw[:2] == b'PK':
             out['zip'].append(('attack_' + name, raw))
             pkl = zip_member(raw, '.pkl')

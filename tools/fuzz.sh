@@ -3,7 +3,8 @@
 #
 #   tools/fuzz.sh TARGET SECONDS [libFuzzer options...]
 #
-# TARGET is one of pickle, zip, checkpoint, convert, rule_file, hf_index (fuzz/fuzz_TARGET.cc).
+# TARGET is one of pickle, zip, checkpoint, convert, rule_file, hf_index, safetensors
+# (fuzz/fuzz_TARGET.cc).
 # Builds with Debian's clang in build-fuzz/ (or $FUZZ_BUILD_DIR), seeds from tests/data,
 # the attack generator and tests/corpus/TARGET/, and grows build-fuzz/corpus/TARGET/.
 # An input that crashes, hangs (over 10 s) or runs out of memory is written to
@@ -59,6 +60,7 @@ case $target in
   pickle) options+=(-dict="$root/fuzz/pickle.dict") ;;
   zip|checkpoint|convert) options+=(-dict="$root/fuzz/zip.dict") ;;
   hf_index) options+=(-dict="$root/fuzz/hf_index.dict") ;;
+  safetensors) options+=(-dict="$root/fuzz/safetensors.dict") ;;
 esac
 log=$build/logs/$target.log
 set +e

@@ -4,8 +4,9 @@
 
     python3 tools/make_attacks.py --out DIR [--canary-dir DIR] [--list]
 
-writes DIR/<name>.pth for every attack in ATTACKS (and DIR/attacks.json describing them).
-Deterministic: the same arguments give the same bytes.
+writes DIR/<name>.pth (DIR/<name>.safetensors for the safetensors attacks) for every attack
+in ATTACKS (and DIR/attacks.json describing them, each with its `file`). Deterministic: the
+same arguments give the same bytes.
 
 Each file looks like a torch.save checkpoint (a zip archive, or the legacy stream) holding
 a small state dict, with one attack in it:
@@ -21,6 +22,15 @@ a small state dict, with one attack in it:
   numel, sizes, strides or offsets are negative, overflow or reach past their record, deep
   nesting, and zip tricks (duplicate names, local/central header mismatch, names outside the
   archive folder, the encryption flag bit, compression, an entry count that lies).
+- safetensors attacks (`st_*`, struct and json only): one file per rule of the format's
+  reader, each broken: a header length over 10^8 or past the end of the file, a file shorter
+  than the length, a git-lfs pointer, invalid UTF-8, a JSON list or truncated JSON, NUL
+  padding, a byte-order mark, a lone surrogate escape, nesting past 127 levels, an unknown or
+  lower-case dtype, shape x dtype not the byte length or not whole bytes, offsets with a
+  hole, an overlap, past the buffer or ending before they begin, trailing bytes,
+  `__metadata__` not an object or with a non-string value, a tensor named twice, negative and
+  float dimensions, a shape whose product overflows 64 bits. `judge_expect` is what
+  tests/e2e/st_reader.py says of it.
 
 `expect` is what ckpt-convert's one error line must contain (it names the global or the
 defect); `flags` are the globals `inspect --json` must report with runs_code=true (code
@@ -207,12 +217,18 @@ def central_offsets(raw):
 
 class Attack:
     def __init__(self, name, summary, make, expect, flags=(), torch_runs=False,
-                 inspect_reads=False, max_rss_mb=None):
+                 inspect_reads=False, max_rss_mb=None, suffix='.pth', judge_expect=None):
         self.name, self.summary, self.make, self.expect = name, summary, make, expect
+        self.suffix = suffix                # the file's name is NAME + SUFFIX
+        self.judge_expect = judge_expect    # safetensors: what tests/e2e/st_reader.py says
         self.flags = tuple(flags)           # globals inspect must flag (code attacks)
         self.torch_runs = torch_runs        # torch.load(weights_only=False) runs the payload
         self.inspect_reads = inspect_reads or bool(flags)  # inspect exits 0 (else 1, same message)
         self.max_rss_mb = max_rss_mb        # resource attacks: the tool's peak memory bound
+
+    @property
+    def file_name(self):
+        return self.name + self.suffix
 
     @property
     def kind(self):
@@ -236,10 +252,11 @@ class Context:
 ATTACKS = []
 
 
-def attack(expect, flags=(), torch_runs=False, inspect_reads=False, max_rss_mb=None):
+def attack(expect, flags=(), torch_runs=False, inspect_reads=False, max_rss_mb=None,
+           suffix='.pth', judge_expect=None):
     def register(make):
         ATTACKS.append(Attack(make.__name__, (make.__doc__ or '').strip(), make, expect, flags,
-                              torch_runs, inspect_reads, max_rss_mb))
+                              torch_runs, inspect_reads, max_rss_mb, suffix, judge_expect))
         return make
     return register
 
@@ -566,6 +583,229 @@ def zip_entry_count_lie(c):
     return bytes(raw)
 
 
+# --- structure: safetensors files that break a rule of the format's reader -----------------
+
+ST = '.safetensors'
+ST_FLOATS = struct.pack('<6f', 0.5, -1.0, 2.0, 3.25, 4.0, -8.5)   # 'a' [2, 2], then 'b' [2]
+
+
+def st_entries(**changes):
+    """The header of a good two-tensor file ('a' F32 [2, 2] at [0, 16], 'b' F32 [2] at [16,
+    24]), with each keyword's tensor entry updated by its dict (None drops the tensor)."""
+    entries = {'a': {'dtype': 'F32', 'shape': [2, 2], 'data_offsets': [0, 16]},
+               'b': {'dtype': 'F32', 'shape': [2], 'data_offsets': [16, 24]}}
+    for name, change in changes.items():
+        if change is None:
+            del entries[name]
+        else:
+            entries[name] = dict(entries[name], **change)
+    return entries
+
+
+def st_text(header):
+    """HEADER (a dict, or JSON text as str or bytes) as the writer lays it out: compact JSON
+    padded with spaces to a multiple of 8."""
+    if isinstance(header, dict):
+        header = json.dumps(header, separators=(',', ':'))
+    if isinstance(header, str):
+        header = header.encode()
+    return header + b' ' * (-len(header) % 8)
+
+
+def safetensors(header, data=ST_FLOATS, length=None):
+    """A safetensors file: LENGTH (default: the padded header's) as 8 bytes little-endian,
+    the header (see st_text), DATA."""
+    text = st_text(header)
+    return struct.pack('<Q', len(text) if length is None else length) + text + data
+
+
+@attack('header length 100000001 is over', suffix=ST, judge_expect='header too large')
+def st_header_over_limit(c):
+    """A header length of 10^8 + 1 (the reference reader's limit is 10^8) before a real
+    header: a reader that allocates N bytes first asks for 100 MB."""
+    return safetensors(st_entries(), length=100_000_001)
+
+
+@attack('runs past the end of the file', suffix=ST, judge_expect='invalid header length')
+def st_header_past_end(c):
+    """A header length of 4096 in a file of 120 bytes: reading it runs off the end."""
+    return safetensors(st_entries(), length=4096)
+
+
+@attack('only 5 bytes, too few for any of them', suffix=ST, judge_expect='header too small')
+def st_shorter_than_length(c):
+    """Five bytes: the start of a header length and nothing more."""
+    return b'\x40\x00\x00\x00\x00'
+
+
+@attack('git lfs pull', suffix=ST, judge_expect='header too large')
+def st_git_lfs_pointer(c):
+    """The git-lfs pointer a clone without `git lfs pull` holds in place of the file."""
+    return (b'version https://git-lfs.github.com/spec/v1\n'
+            b'oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n'
+            b'size 24\n')
+
+
+@attack('not valid UTF-8', suffix=ST, judge_expect='invalid UTF-8')
+def st_header_invalid_utf8(c):
+    """A tensor name holding 0xff, which no UTF-8 text holds: a reader that decodes leniently
+    gets another name."""
+    return safetensors(st_text(st_entries()).replace(b'"b"', b'"\xff"'))
+
+
+@attack('the header is a list, not a JSON object', suffix=ST,
+        judge_expect='not an object')
+def st_header_json_list(c):
+    """The two tensor entries in a JSON list instead of an object."""
+    return safetensors(json.dumps(list(st_entries().values()), separators=(',', ':')))
+
+
+@attack('invalid JSON', suffix=ST, judge_expect='invalid JSON')
+def st_header_truncated_json(c):
+    """The header's JSON cut short ('b' is missing its close), its length adjusted."""
+    return safetensors(json.dumps(st_entries(), separators=(',', ':'))[:-3])
+
+
+@attack("unknown dtype 'F31'", suffix=ST, judge_expect='unknown dtype')
+def st_unknown_dtype(c):
+    """A dtype string the format does not have."""
+    return safetensors(st_entries(b={'dtype': 'F31'}))
+
+
+@attack('span 16 bytes, but shape [3] of F32 takes 12', suffix=ST, judge_expect='takes 12')
+def st_shape_dtype_size_mismatch(c):
+    """'a' declares 3 floats over its 16 bytes: a reader trusting the shape reads 12 of
+    them, one trusting the offsets builds a tensor of the wrong size."""
+    return safetensors(st_entries(a={'shape': [3]}))
+
+
+@attack('leave bytes [16, 20) of the data to no tensor', suffix=ST, judge_expect='a hole')
+def st_offsets_hole(c):
+    """Four unowned bytes between 'a' and 'b': room to smuggle data past a reader."""
+    return safetensors(st_entries(b={'data_offsets': [20, 28]}),
+                       ST_FLOATS[:16] + b'EVIL' + ST_FLOATS[16:])
+
+
+@attack("overlap tensor 'a', which ends at 16", suffix=ST, judge_expect='an overlap')
+def st_offsets_overlap(c):
+    """'b' at [8, 16] reads the second half of 'a': two tensors over the same bytes."""
+    return safetensors(st_entries(b={'data_offsets': [8, 16]}), ST_FLOATS[:16])
+
+
+@attack('run past the end of the file', suffix=ST, judge_expect='not fully covered')
+def st_offsets_past_buffer(c):
+    """'b' at [16, 24] in a data buffer of 20 bytes: a reader trusting the offsets reads
+    past the end of the file."""
+    return safetensors(st_entries(), ST_FLOATS[:20])
+
+
+@attack("4 bytes after the last tensor's data belong to no tensor", suffix=ST,
+        judge_expect='not fully covered')
+def st_trailing_bytes(c):
+    """Four bytes after the last tensor: the tail of a polyglot file."""
+    return safetensors(st_entries(), ST_FLOATS + b'\x7fELF')
+
+
+@attack("__metadata__: the value of 'format' is a number, not a string", suffix=ST,
+        judge_expect='is not a string')
+def st_metadata_value_not_string(c):
+    """`__metadata__` must map strings to strings: {"format": 1}."""
+    return safetensors(dict(__metadata__={'format': 1}, **st_entries()))
+
+
+@attack('__metadata__: is a list, not an object of strings', suffix=ST,
+        judge_expect='not an object')
+def st_metadata_not_object(c):
+    """`__metadata__` a list of strings instead of an object."""
+    return safetensors(dict(__metadata__=['format', 'pt'], **st_entries()))
+
+
+@attack("tensor 'a': named twice in the header", suffix=ST, judge_expect='appears twice')
+def st_duplicate_tensor_key(c):
+    """'a' twice with different offsets: the reference keeps the last, another reader the
+    first, so two readers see different tensors."""
+    body = json.dumps(st_entries(), separators=(',', ':'))[1:-1]
+    first = json.dumps({'dtype': 'F32', 'shape': [4], 'data_offsets': [8, 24]},
+                       separators=(',', ':'))
+    return safetensors('{"a":' + first + ',' + body + '}')
+
+
+@attack("tensor 'b': shape is not a list of non-negative 64-bit integers", suffix=ST,
+        judge_expect='shape [-2]')
+def st_negative_shape(c):
+    """Shape [-2]: a negative dimension, which a signed reader could multiply into a small
+    positive size."""
+    return safetensors(st_entries(b={'shape': [-2]}))
+
+
+@attack("tensor 'b': shape is not a list of non-negative 64-bit integers", suffix=ST,
+        judge_expect='shape [2.0]')
+def st_float_shape(c):
+    """Shape [2.0]: a float where the format wants an integer."""
+    return safetensors(st_entries(b={'shape': [2.0]}))
+
+
+@attack("tensor 'b': data_offsets [16, 8] end before they begin", suffix=ST,
+        judge_expect='end before begin')
+def st_begin_after_end(c):
+    """'b' at [16, 8]: END - BEGIN wraps around in unsigned arithmetic."""
+    return safetensors(st_entries(b={'data_offsets': [16, 8]}), ST_FLOATS[:16])
+
+
+@attack("shape [4294967296, 4294967296, 2] of F32 overflows 64 bits", suffix=ST,
+        judge_expect='overflows 64 bits')
+def st_shape_product_overflow(c):
+    """Shape [2^32, 2^32, 2]: the element count wraps around 64 bits to 0, which an
+    unchecked reader finds consistent with an empty byte range."""
+    return safetensors(st_entries(b={'shape': [2**32, 2**32, 2], 'data_offsets': [16, 16]}),
+                       ST_FLOATS[:16])
+
+
+@attack("shape [3] of F4 is 12 bits, not whole bytes", suffix=ST, judge_expect='not whole bytes')
+def st_f4_not_whole_bytes(c):
+    """Three 4-bit F4 elements: 12 bits, which no byte range holds (the reference's
+    MisalignedSlice)."""
+    return safetensors(st_entries(b={'dtype': 'F4', 'shape': [3], 'data_offsets': [16, 18]}),
+                       ST_FLOATS[:18])
+
+
+@attack("unknown dtype 'f32', did you mean 'F32'?", suffix=ST, judge_expect="unknown dtype 'f32'")
+def st_dtype_lowercase(c):
+    """`f32`: dtype strings are exact and case-sensitive."""
+    return safetensors(st_entries(b={'dtype': 'f32'}))
+
+
+@attack('invalid JSON: a NUL byte', suffix=ST, judge_expect='invalid JSON')
+def st_header_nul_padding(c):
+    """The header padded with NUL bytes instead of spaces: C readers stop at the first NUL
+    and see valid JSON; the reference refuses any byte after the object but whitespace."""
+    text = json.dumps(st_entries(), separators=(',', ':')).encode()
+    return safetensors(text + b'\x00' * (8 - len(text) % 8))
+
+
+@attack('invalid JSON: a byte-order mark before the header', suffix=ST,
+        judge_expect='invalid JSON')
+def st_header_byte_order_mark(c):
+    """A UTF-8 byte-order mark before the header's `{`, which serde_json refuses and lenient
+    JSON readers skip."""
+    return safetensors(b'\xef\xbb\xbf' + json.dumps(st_entries(), separators=(',', ':')).encode())
+
+
+@attack('surrogate', suffix=ST, judge_expect='lone surrogate')
+def st_lone_surrogate_escape(c):
+    r"""A tensor named "\ud800": a lone surrogate escape, which serde_json refuses and
+    Python's json turns into a string no UTF-8 encoder can write."""
+    return safetensors(st_text(st_entries()).replace(b'"b"', b'"\\ud800"'))
+
+
+@attack('nested deeper than 127 levels', suffix=ST, judge_expect='nested deeper than 127')
+def st_json_nested_too_deep(c):
+    """An unknown field of 'b' holding lists 200 deep: readers ignore the field, but a
+    recursive JSON parser descends it first (the reference stops at 128 levels)."""
+    text = json.dumps(st_entries(), separators=(',', ':'))
+    return safetensors(text.replace('"dtype"', '"extra":' + '[' * 200 + ']' * 200 + ',"dtype"', 1))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--out', help='folder to write the attack files into')
@@ -584,8 +824,9 @@ def main(argv=None):
     canaries.mkdir(parents=True, exist_ok=True)
     table = []
     for a in ATTACKS:
-        (out / f'{a.name}.pth').write_bytes(a.build(canaries, out))
-        table.append({'name': a.name, 'kind': a.kind, 'summary': a.summary, 'expect': a.expect,
+        (out / a.file_name).write_bytes(a.build(canaries, out))
+        table.append({'name': a.name, 'file': a.file_name, 'kind': a.kind, 'summary': a.summary,
+                      'expect': a.expect,
                       'flags': list(a.flags), 'torch_runs': a.torch_runs,
                       'inspect_reads': a.inspect_reads, 'max_rss_mb': a.max_rss_mb,
                       'canary': str(canaries / a.name)})

@@ -78,8 +78,11 @@ uint64_t safetensors_prefix_size(ByteSpan head, uint64_t file_size);
 SafetensorsHeader parse_safetensors_header(ByteSpan bytes, uint64_t file_size);
 
 // Whether `head` (the file's first bytes, 9 or more for a yes) starts like a
-// safetensors file of `file_size` bytes: an 8-byte little-endian length the
-// reference accepts, then JSON whitespace and `{`. For sniffing by content.
+// safetensors file of `file_size` bytes: an 8-byte little-endian length, then
+// (past a UTF-8 byte-order mark, if any) JSON whitespace and `{`, or `[` when
+// the length is one the reference accepts in such a file (2 to 10^8, inside
+// it). For sniffing by content: a file it claims with a bad length, a mark or
+// a list is then refused by the parser for that.
 bool looks_like_safetensors(ByteSpan head, uint64_t file_size);
 
 // Whether `head` (the file's first bytes) is a git-lfs pointer text, which a

@@ -111,6 +111,10 @@ const char* format_name(const Checkpoint& ckpt) {
 
 namespace {
 
+// The smallest file any format could be: a safetensors file with the header
+// `{}` (8 + 2 bytes); a zip archive takes 22, a legacy file more.
+constexpr uint64_t k_smallest_checkpoint = 10;
+
 // "neither a zip archive nor a torch.save legacy file", from the table
 // (the formats described in words).
 std::string formats_tried() {
@@ -146,7 +150,12 @@ void parse(Checkpoint& ckpt) {
       return;
     }
   }
-  throw Error(ckpt.path + ": not a PyTorch checkpoint (" + formats_tried() + ")");
+  std::string why = ckpt.path + ": not a PyTorch checkpoint (" + formats_tried() + ")";
+  if (ckpt.bytes.size < k_smallest_checkpoint) {
+    why += ": only " + std::to_string(ckpt.bytes.size) +
+           (ckpt.bytes.size == 1 ? " byte" : " bytes") + ", too few for any of them";
+  }
+  throw Error(why);
 }
 
 }  // namespace

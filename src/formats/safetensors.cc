@@ -91,10 +91,13 @@ void read_safetensors(const std::string& path, Checkpoint& ckpt) {
     for (const auto& [key, value] : *header.metadata) {
       ckpt.facts.emplace_back("metadata." + key, value);
     }
-    // `removed: kept`: a name that is no tensor mapped to one that is.
+    // `removed: kept`: a name that is no tensor mapped to one that is. The
+    // conventional `format` key is never an alias, even beside a tensor named
+    // `pt` (save_model never removes a name `format` from a state dict that
+    // has one: it would record it under that very key, which is taken).
     for (const auto& [removed, kept] : *header.metadata) {
       auto found = by_name.find(kept);
-      if (found == by_name.end() || by_name.count(removed) != 0) {
+      if (removed == "format" || found == by_name.end() || by_name.count(removed) != 0) {
         continue;
       }
       const Made& made = found->second;

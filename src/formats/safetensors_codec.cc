@@ -606,14 +606,21 @@ bool looks_like_safetensors(ByteSpan head, uint64_t file_size) {
   if (head.size < k_length_bytes + 1 || file_size < head.size) {
     return false;
   }
+  // A `{` after the length is the format's signature even when the length is
+  // wrong, so that the reader, not "no format claims it", says what is wrong
+  // with the length. A `[` only with a length the reference accepts: JSON
+  // that is no object, which the reader then names.
   uint64_t n = read_le64(head.data);
-  if (n < 2 || n > k_safetensors_max_header || n > file_size - k_length_bytes) {
-    return false;
+  bool length_ok = n >= 2 && n <= k_safetensors_max_header && n <= file_size - k_length_bytes;
+  uint64_t last = length_ok ? std::min<uint64_t>(head.size, k_length_bytes + n) : head.size;
+  uint64_t first = k_length_bytes;
+  if (last - first >= 3 && head.data[first] == 0xef && head.data[first + 1] == 0xbb &&
+      head.data[first + 2] == 0xbf) {
+    first += 3;  // a byte-order mark, which the parser then names
   }
-  uint64_t last = std::min<uint64_t>(head.size, k_length_bytes + n);
-  for (uint64_t i = k_length_bytes; i < last; ++i) {
+  for (uint64_t i = first; i < last; ++i) {
     uint8_t c = head.data[i];
-    if (c == '{') {
+    if (c == '{' || (c == '[' && length_ok)) {
       return true;
     }
     if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {

@@ -266,3 +266,160 @@ def check_passes(ctx, inp, format_name):
     [entry] = report['files']
     j.check(entry['format'] == format_name, f"format {entry['format']!r}")
     j.check(entry['status'] == 'passed', f"status {entry['status']!r}")
+
+
+# ----------------------------------------------------------------------------- st_reader
+
+def _st_reader():
+    import st_reader
+    return st_reader
+
+
+def _hostile_safetensors():
+    """tools/make_attacks.py's safetensors attacks."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('make_attacks',
+                                                  HERE.parent.parent / 'tools' / 'make_attacks.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [a for a in module.ATTACKS if a.suffix == '.safetensors']
+
+
+def _raw_file(path, text, data=b''):
+    """PATH holding an 8-byte length, TEXT (JSON, padding included) and DATA, as given."""
+    Path(path).write_bytes(len(text).to_bytes(8, 'little') + text + data)
+    return path
+
+
+@case
+def st_reader_reads_what_the_cases_write_in_the_writers_layout(ctx):
+    """tests/e2e/st_reader.py on the files the cases above write: read_safetensors gives the
+    same metadata and tensors (equal, same dtypes) in data-offset order, header_bytes the
+    stored JSON and padding, and check_writer_layout passes; the reference's own byte-exact
+    examples (an empty dict: 16 bytes; with {"framework":"pt"}: N=40; zeros(2, 2) as 'test':
+    N=64) pass it too."""
+    import torch
+    from models import TinyLM
+    j = J()
+    st = _st_reader()
+    sd = mixed_state_dict(mixed_model())
+    mixed = ctx.in_dir / 'model.safetensors'
+    order = write_safetensors(mixed, sd, metadata={'format': 'pt'})
+    torch.manual_seed(13)
+    lm_sd = dict(TinyLM().state_dict())
+    del lm_sd['lm_head.weight']
+    lm = ctx.in_dir / 'lm.safetensors'
+    lm_meta = {'lm_head.weight': 'embed.weight', 'format': 'pt'}
+    lm_order = write_safetensors(lm, lm_sd, metadata=lm_meta)
+    for path, want, want_order, want_meta in ((mixed, sd, order, {'format': 'pt'}),
+                                              (lm, lm_sd, lm_order, lm_meta)):
+        metadata, tensors = st.read_safetensors(path)
+        j.check(metadata == want_meta, f'{path.name}: metadata {metadata}')
+        j.check(list(tensors) == want_order, f'{path.name}: order {list(tensors)}')
+        for name, t in tensors.items():
+            j.check(t.dtype == want[name].dtype and torch.equal(t, want[name]),
+                    f'{path.name}: {name} differs')
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[:8], 'little')
+        j.check(st.header_bytes(path) == raw[8:8 + n], f'{path.name}: header_bytes')
+        st.check_writer_layout(path)
+    examples = {
+        'empty.safetensors': (b'{}      ', b''),
+        'framework.safetensors': (b'{"__metadata__":{"framework":"pt"}}     ', b''),
+        'test.safetensors': (b'{"test":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}    ',
+                             bytes(16)),
+    }
+    for name, (text, data) in examples.items():
+        path = _raw_file(ctx.in_dir / name, text, data)
+        j.check(st.header_bytes(path) == text, f'{name}: header_bytes {st.header_bytes(path)!r}')
+        metadata, tensors = st.check_writer_layout(path)
+        j.check(metadata == ({'framework': 'pt'} if 'framework' in name else None),
+                f'{name}: metadata {metadata}')
+    _, tensors = st.read_safetensors(ctx.in_dir / 'test.safetensors')
+    j.check(list(tensors) == ['test'] and torch.equal(tensors['test'], torch.zeros(2, 2))
+            and tensors.dtypes == {'test': 'F32'}, f'test.safetensors: {dict(tensors)}')
+
+
+@case
+def st_reader_returns_raw_bytes_for_dtypes_torch_lacks(ctx):
+    """F8_E4M3, F8_E5M2, U16 and F4 (torch 1.13 has none of them) come back as uint8 tensors
+    of their bytes, with the dtype string in tensors.dtypes; BF16 keeps its bits."""
+    import torch
+    j = J()
+    st = _st_reader()
+    header = {'bf': {'dtype': 'BF16', 'shape': [2], 'data_offsets': [0, 4]},
+              'u16': {'dtype': 'U16', 'shape': [2], 'data_offsets': [4, 8]},
+              'e4': {'dtype': 'F8_E4M3', 'shape': [2, 2], 'data_offsets': [8, 12]},
+              'e5': {'dtype': 'F8_E5M2', 'shape': [1], 'data_offsets': [12, 13]},
+              'f4': {'dtype': 'F4', 'shape': [2], 'data_offsets': [13, 14]}}
+    text = json.dumps(header, separators=(',', ':')).encode()
+    text += b' ' * (-len(text) % 8)
+    path = _raw_file(ctx.in_dir / 'f8.safetensors', text,
+                     b'\x80\x3f\x00\xc0' + b'\x01\x02\xff\xff' + bytes([0x38, 0x40, 0x48, 0x7e]) +
+                     b'\x3c' + b'\x21')
+    _, tensors = st.read_safetensors(path)
+    j.check(tensors.dtypes == {'bf': 'BF16', 'u16': 'U16', 'e4': 'F8_E4M3', 'e5': 'F8_E5M2',
+                               'f4': 'F4'}, f'dtypes {tensors.dtypes}')
+    j.check(tensors['bf'].dtype == torch.bfloat16 and tensors['bf'].tolist() == [1.0, -2.0],
+            f"bf {tensors['bf']}")
+    j.check(tensors['u16'].dtype == torch.uint8 and tensors['u16'].tolist() == [[1, 2], [255, 255]],
+            f"u16 {tensors['u16']}")
+    j.check(tensors['e4'].dtype == torch.uint8 and tensors['e4'].tolist() == [[0x38, 0x40], [0x48, 0x7e]],
+            f"e4 {tensors['e4']}")
+    j.check(tensors['e5'].tolist() == [0x3c] and tensors['f4'].tolist() == [0x21],
+            f"e5 {tensors['e5']}, f4 {tensors['f4']}")
+
+
+@case
+def st_reader_writer_layout_check_can_fail(ctx):
+    """check_writer_layout refuses files read_safetensors accepts but the reference writer
+    never writes: F16 before F32, names out of order, padding with a tab, JSON with spaces,
+    `shape` before `dtype`, `__metadata__` last, a leading space, 8 bytes of padding."""
+    j = J()
+    st = _st_reader()
+    a = '"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
+    b = '"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}'
+    # by name, the F16 tensor 'a' comes first; by dtype, the writer puts F32 'b' first
+    a_f16 = '"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}'
+    b_after = '"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}'
+    meta = '"__metadata__":{"format":"pt"}'
+    variants = {
+        'f16_first': (f'{{{a_f16},{b_after}}}', 6),
+        'names_unsorted': (f'{{{b.replace("[4,8]", "[0,4]")},{a.replace("[0,4]", "[4,8]")}}}', 8),
+        'tab_padding': (f'{{{a},{b}}}\t', 8),
+        'spaces_in_json': (f'{{{a}, {b}}}', 8),
+        'shape_before_dtype': ('{"a":{"shape":[1],"dtype":"F32","data_offsets":[0,4]},' + b + '}', 8),
+        'metadata_last': (f'{{{a},{b},{meta}}}', 8),
+        'leading_space': (f' {{{a},{b}}}', 8),
+        'eight_spaces': (f'{{{a},{b}}}', 8),
+    }
+    for name, (text, size) in variants.items():
+        raw = text.encode()
+        raw += b' ' * (-len(raw) % 8 + (8 if name == 'eight_spaces' else 0))
+        path = _raw_file(ctx.in_dir / f'{name}.safetensors', raw, bytes(size))
+        st.read_safetensors(path)      # a valid file ...
+        try:
+            st.check_writer_layout(path)
+        except AssertionError:         # ... not laid out as the writer would
+            continue
+        raise j.CaseFailure(f'check_writer_layout accepts {name}: {raw!r}')
+
+
+@case
+def st_reader_refuses_every_hostile_safetensors(ctx):
+    """Each safetensors attack of tools/make_attacks.py (at least 15): read_safetensors raises
+    ValueError naming the file and the broken rule (Attack.judge_expect)."""
+    j = J()
+    st = _st_reader()
+    hostile = _hostile_safetensors()
+    j.check(len(hostile) >= 15, f'only {len(hostile)} safetensors attacks')
+    for attack in hostile:
+        path = ctx.in_dir / attack.file_name
+        path.write_bytes(attack.build(ctx.work / 'canaries', ctx.work))
+        try:
+            st.read_safetensors(path)
+        except ValueError as e:
+            j.check(str(e).startswith(f'{path}: ') and attack.judge_expect in str(e),
+                    f'{attack.name}: {e} (expected {attack.judge_expect!r})')
+            continue
+        raise j.CaseFailure(f'{attack.name}: read_safetensors accepts it')

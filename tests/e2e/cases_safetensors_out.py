@@ -350,3 +350,18 @@ def pt_out_dtype_casts_bit_exact_sharing_kept(ctx):
                 '--keep-dtype did not keep norm.weight')
         j.check(torch.equal(got['steps'], sd['steps']) and torch.equal(got['mask'], sd['mask']),
                 'integer or bool tensors changed')
+
+
+@case
+def safetensors_round_trip_of_a_tensor_named_pt_adds_no_key(ctx):
+    """A tensor named `pt` beside the `format: pt` metadata every output carries: the round
+    trip .pth -> .safetensors -> .pth gives back exactly the input's keys (`format` is no
+    alias of `pt`)."""
+    import torch
+    j = J()
+    sd = {'pt': torch.ones(3), 'w': torch.zeros(2)}
+    torch.save(sd, ctx.in_dir / 'pt.pth')
+    convert_ok(ctx, ctx.in_dir / 'pt.pth', ctx.out_dir / 'pt.safetensors')
+    convert_ok(ctx, ctx.out_dir / 'pt.safetensors', ctx.out_dir / 'back.pth')
+    back = torch.load(ctx.out_dir / 'back.pth', weights_only=True)
+    j.check(sorted(back) == ['pt', 'w'], f'keys after the round trip: {sorted(back)}')

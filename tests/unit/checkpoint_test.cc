@@ -190,6 +190,18 @@ TEST(ReadCheckpointBytes, SniffsThroughTheSameTable) {
   }
 }
 
+TEST(ReadCheckpointBytes, SaysAFileIsTooShortForAnyFormat) {
+  std::string start("\x40\x00\x00\x00\x00", 5);  // the start of a safetensors length
+  try {
+    read_checkpoint_bytes("short", {reinterpret_cast<const uint8_t*>(start.data()), start.size()});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "short: not a PyTorch checkpoint (none of a zip archive, a torch.save "
+                           "legacy file or a safetensors file): only 5 bytes, too few for any "
+                           "of them");
+  }
+}
+
 TEST(ReadCheckpoint, DecodesAMaliciousPickleWithoutRunningIt) {
   Checkpoint ckpt = read_checkpoint(data("bad/os_system.pth"));
   std::vector<GlobalUse> globals = list_globals(ckpt.graph.root);

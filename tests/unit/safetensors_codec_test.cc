@@ -464,10 +464,33 @@ TEST(SafetensorsSniff, LooksLikeSafetensors) {
   EXPECT_FALSE(looks_like_safetensors(span_of(zip), zip.size()));
   std::string pickle = "\x80\x02}q\x00(X" + std::string(60, 'a');
   EXPECT_FALSE(looks_like_safetensors(span_of(pickle), pickle.size()));
+  std::string text = "12345678 hello";
+  EXPECT_FALSE(looks_like_safetensors(span_of(text), text.size()));
+}
+
+// A `{` after the length claims the file whatever the length, so that the
+// reader says what is wrong with it; a `[` only with a sane length.
+TEST(SafetensorsSniff, ClaimsBrokenLengthsAndListsForTheReaderToName) {
+  std::string past_end = le64(100) + "{}";
+  EXPECT_TRUE(looks_like_safetensors(span_of(past_end), past_end.size()));
+  EXPECT_EQ(format_error_of([&] { parse(past_end); }),
+            "header@0: header length 100 runs past the end of the file (10 bytes)");
+  std::string over_limit = le64(100'000'001) + " {}";
+  EXPECT_TRUE(looks_like_safetensors(span_of(over_limit), over_limit.size()));
+  EXPECT_EQ(format_error_of([&] { parse(over_limit); }),
+            "header@0: header length 100000001 is over the reference reader's limit of "
+            "100000000 bytes");
   std::string list = file_of("[]", 0);
-  EXPECT_FALSE(looks_like_safetensors(span_of(list), list.size()));
-  std::string too_long = le64(100) + "{}";
-  EXPECT_FALSE(looks_like_safetensors(span_of(too_long), too_long.size()));
+  EXPECT_TRUE(looks_like_safetensors(span_of(list), list.size()));
+  EXPECT_EQ(format_error_of([&] { parse(list); }), "header@8: the header is a list, not a JSON object");
+  std::string list_past_end = le64(100) + "[]";
+  EXPECT_FALSE(looks_like_safetensors(span_of(list_past_end), list_past_end.size()));
+  std::string list_over_limit = le64(100'000'001) + "[]";
+  EXPECT_FALSE(looks_like_safetensors(span_of(list_over_limit), list_over_limit.size()));
+  std::string marked = file_of("\xef\xbb\xbf{}", 0);
+  EXPECT_TRUE(looks_like_safetensors(span_of(marked), marked.size()));
+  EXPECT_EQ(format_error_of([&] { parse(marked); }),
+            "header@8: invalid JSON: a byte-order mark before the header");
 }
 
 // --- Dtype names ---
