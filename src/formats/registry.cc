@@ -36,10 +36,11 @@ const std::vector<SourceFormat>& source_formats() {
 extern const SinkFormat k_torch_sink;        // torch_sink.cc
 extern const SinkFormat k_safetensors_sink;  // safetensors_sink.cc
 extern const SinkFormat k_hf_shards_sink;    // hf_shards_sink.cc
+extern const SinkFormat k_pt_shards_sink;    // hf_shards_sink.cc
 
 const std::vector<SinkFormat>& sink_formats() {
   static const std::vector<SinkFormat> formats = {k_torch_sink, k_safetensors_sink,
-                                                    k_hf_shards_sink};
+                                                    k_hf_shards_sink, k_pt_shards_sink};
   return formats;
 }
 
@@ -59,9 +60,12 @@ const SinkFormat& choose_sink(const std::string& output, const std::string& form
                               bool sharded) {
   const std::vector<SinkFormat>& formats = sink_formats();
   if (sharded) {
+    if (format == "pt") {
+      return k_pt_shards_sink;
+    }
     if (!format.empty() && format != "safetensors") {
-      throw Error("--max-shard-size: shards are written as safetensors so far (--format " +
-                  format + " is not sharded yet)", ExitStatus::k_usage);
+      throw Error("--format " + format + ": shards are written as safetensors or pt",
+                  ExitStatus::k_usage);
     }
     return k_hf_shards_sink;
   }

@@ -16,6 +16,8 @@ The contract judged here:
 - sizes read as huggingface_hub reads them (`5GB` decimal) plus `KiB/MiB/GiB` binary; `5G`
   and a file as OUT are usage errors;
 - with --tied dedupe an alias stays with its kept name, in the index too;
+- `--format pt`: `pytorch_model-0000k-of-0000N.bin` archives split by storage bytes (a tie
+  kept in one shard) and `pytorch_model.bin.index.json`, `--dtype` applied;
 - the folder reads back through ckpt-convert as one state dict.
 """
 import json
@@ -217,3 +219,53 @@ def shards_out_tied_dedupe_keeps_alias_with_its_name(ctx):
     loaded = torch.load(back, weights_only=True)
     j.check(loaded['lm_head.weight'].data_ptr() == loaded['embed.weight'].data_ptr(),
             'read back, lm_head.weight does not share embed.weight')
+
+
+@case
+def shards_out_pt_format_as_save_pretrained_bin(ctx):
+    """--format pt --max-shard-size 1000: pytorch_model-0000k-of-0000N.bin files split as
+    huggingface_hub splits (storage bytes; tied names, one storage, stay in one shard), each
+    a torch.save archive torch.load(weights_only=True) reads as an OrderedDict of its names,
+    the index pytorch_model.bin.index.json as transformers writes it; --dtype bf16 casts
+    them; the folder reads back as one state dict with the tie kept."""
+    import torch
+    j = J()
+    sd = sample_state_dict()
+    sd['tied.head'] = sd['a.weight']
+    inp = ctx.in_dir / 'model.pth'
+    torch.save(sd, inp)
+    out = ctx.out_dir / 'hf'
+    run_ok(ctx, inp, out, '--format', 'pt', '--max-shard-size', '500', '--dtype', 'bf16')
+    half = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+    seen, sizes = set(), []
+    for k, v in sd.items():
+        storage = v.storage().data_ptr()
+        sizes.append((k, 0 if storage in seen else nbytes(half[k])))
+        seen.add(storage)
+    # The judge's split with shared storages: a name whose storage was seen joins its
+    # first name's shard (here tied.head joins a.weight), counting nothing.
+    split = hf_split([s for s in sizes if s[0] != 'tied.head'], 500)
+    for shard in split:
+        if 'a.weight' in shard:
+            shard.append('tied.head')
+    count = len(split)
+    j.check(count >= 3, f'the sample splits into {count} shards only')
+    names = [f'pytorch_model-{i + 1:05d}-of-{count:05d}.bin' for i in range(count)]
+    files = sorted(p.name for p in out.iterdir())
+    j.check(files == sorted(names + ['pytorch_model.bin.index.json']), f'files {files}')
+    weight_map = {}
+    for file, members in zip(names, split):
+        loaded = torch.load(out / file, weights_only=True)
+        j.check(sorted(loaded) == sorted(members), f'{file}: holds {sorted(loaded)}, expected {sorted(members)}')
+        for name, t in loaded.items():
+            j.check(t.dtype == half[name].dtype and torch.equal(t, half[name]), f'{file}: {name} differs')
+            weight_map[name] = file
+    total = sum(size for _, size in sizes)
+    want = json.dumps({'metadata': {'total_size': total}, 'weight_map': weight_map},
+                      indent=2, sort_keys=True) + '\n'
+    got = (out / 'pytorch_model.bin.index.json').read_text()
+    j.check(got == want, f'index differs:\n{got}\nexpected:\n{want}')
+    run_ok(ctx, out, ctx.out_dir / 'back.pth')
+    back = torch.load(ctx.out_dir / 'back.pth', weights_only=True)
+    j.check(sorted(back) == sorted(sd), f'read back: {sorted(back)}')
+    j.check(back['tied.head'].data_ptr() == back['a.weight'].data_ptr(), 'read back: the tie is lost')
