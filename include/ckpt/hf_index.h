@@ -69,8 +69,10 @@ std::string quoted_name(std::string_view text);
 // The index to read for the folder `folder`: `model.safetensors.index.json`,
 // else `pytorch_model.bin.index.json` (transformers prefers the safetensors
 // one), else the one `*.safetensors.index*.json`, else the one
-// `*.bin.index*.json`. Throws `Error` naming `folder` when it holds none, or
-// several of one kind. (The one function here that reads the file system.)
+// `*.bin.index*.json`; with no index, the single file of a one-shard save,
+// `model.safetensors` else `pytorch_model.bin`. Throws `Error` naming `folder`
+// when it holds none of these, or several indexes of one kind. (The one
+// function here that reads the file system.)
 std::string find_hf_index(const std::string& folder);
 
 }  // namespace ckpt

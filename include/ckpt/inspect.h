@@ -23,6 +23,9 @@ struct StateDictSummary {
   std::map<std::string, size_t> dtypes;     // dtype → tensors
   std::map<std::string, size_t> locations;  // storage location → tensors
   std::map<std::string, size_t> wrappers;   // wrapper prefix/component → keys with it
+  // Names that are one tensor (the same view of one storage: a tied LM head
+  // and embedding), each group in state-dict order.
+  std::vector<std::vector<std::string>> aliases;
 };
 
 // A whole pickled model (`torch.save(model)`): its class and where it sits.
@@ -44,6 +47,7 @@ struct InspectReport {
   size_t storages = 0;
   uint64_t storage_bytes = 0;
   std::vector<std::string> top_level_keys;
+  std::vector<std::string> shards;  // an HF index: the shard files read, in order
   // A safetensors file's `__metadata__` (`format: pt`, `removed: kept` aliases).
   std::vector<std::pair<std::string, std::string>> metadata;
   std::optional<PickledModuleSummary> pickled_module;  // `--extract` gets its weights

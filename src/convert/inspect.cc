@@ -6,12 +6,16 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <iterator>
+#include <map>
 #include <sstream>
+#include <tuple>
 #include <unordered_set>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
 #include "ckpt/rewrite.h"
+#include "ckpt/source.h"
 #include "ckpt/tensor.h"
 #include "convert/json_path.h"
 
@@ -39,12 +43,24 @@ StateDictSummary summarize(const StateDictRef& ref) {
   summary.steps = ref.steps;
   summary.has_metadata = ref.dict->state != nullptr;
   std::unordered_set<const Storage*> storages;
+  // Identical views, by storage, byte offset and shape: index into `aliases`.
+  std::map<std::tuple<const Storage*, int64_t, Dtype, std::vector<int64_t>, std::vector<int64_t>>,
+           size_t>
+      views;
   for (const auto& [key, value] : ref.dict->entries) {
     count_wrappers(key->text, summary.wrappers);
     std::optional<TensorRef> tensor = as_tensor(value);
     if (!tensor) {
       continue;
     }
+    auto [view, added] = views.try_emplace(
+        {tensor->storage, tensor->offset * element_size(tensor->dtype), tensor->dtype,
+         tensor->sizes.vec(), tensor->strides.vec()},
+        summary.aliases.size());
+    if (added) {
+      summary.aliases.push_back({});
+    }
+    summary.aliases[view->second].push_back(key->text.str());
     ++summary.tensors;
     summary.elements += tensor->numel();
     ++summary.dtypes[std::string(dtype_name(tensor->dtype))];
@@ -53,6 +69,11 @@ StateDictSummary summarize(const StateDictRef& ref) {
       summary.bytes += tensor->storage->bytes.size;
     }
   }
+  summary.aliases.erase(std::remove_if(summary.aliases.begin(), summary.aliases.end(),
+                                       [](const std::vector<std::string>& names) {
+                                         return names.size() < 2;
+                                       }),
+                        summary.aliases.end());
   return summary;
 }
 
@@ -81,6 +102,13 @@ InspectReport inspect_checkpoint(const std::string& path) {
   for (const auto& [name, value] : ckpt.facts) {
     if (name.rfind("metadata.", 0) == 0) {
       report.metadata.emplace_back(name.substr(9), value);
+    }
+  }
+  if (ckpt.format != nullptr && std::string(ckpt.format->name) == "hf-index") {
+    // The first file is the index itself.
+    for (auto file = std::next(ckpt.files.begin()); file != ckpt.files.end(); ++file) {
+      const std::string& shard = file->path();
+      report.shards.push_back(shard.substr(shard.rfind('/') + 1));  // npos + 1 == 0
     }
   }
   report.file_bytes = ckpt.bytes.size;
@@ -163,6 +191,13 @@ std::string format_inspect_text(const InspectReport& r) {
     }
     out << "  top-level keys (" << r.top_level_keys.size() << "): " << keys << "\n";
   }
+  if (!r.shards.empty()) {
+    std::string shards;
+    for (const std::string& shard : r.shards) {
+      shards += (shards.empty() ? "" : ", ") + shard;
+    }
+    out << "  shards (" << r.shards.size() << "): " << shards << "\n";
+  }
   if (const std::optional<PickledModuleSummary>& model = r.pickled_module) {
     out << "  whole pickled model: " << model->module << "." << model->class_name << " at "
         << model->path << "\n";
@@ -176,6 +211,13 @@ std::string format_inspect_text(const InspectReport& r) {
     out << "    dtypes: " << join_counts(sd.dtypes) << "\n";
     out << "    locations: " << join_counts(sd.locations) << "\n";
     out << "    wrappers: " << join_counts(sd.wrappers) << "\n";
+    for (const std::vector<std::string>& names : sd.aliases) {
+      out << "    one tensor:";
+      for (size_t i = 0; i < names.size(); ++i) {
+        out << (i == 0 ? " " : " = ") << names[i];
+      }
+      out << "\n";
+    }
   }
   if (r.state_dicts.empty()) {
     out << "  no state dict found\n";
@@ -207,6 +249,7 @@ std::string format_inspect_json(const InspectReport& r, int exit_code, const std
   json["storages"] = r.storages;
   json["storage_bytes"] = r.storage_bytes;
   json["top_level_keys"] = r.top_level_keys;
+  json["shards"] = r.shards;
   json["metadata"] = nlohmann::ordered_json::object();
   for (const auto& [name, value] : r.metadata) {
     json["metadata"][name] = value;
@@ -227,7 +270,8 @@ std::string format_inspect_json(const InspectReport& r, int exit_code, const std
                                    {"has_metadata", sd.has_metadata},
                                    {"dtypes", sd.dtypes},
                                    {"locations", sd.locations},
-                                   {"wrappers", sd.wrappers}});
+                                   {"wrappers", sd.wrappers},
+                                   {"aliases", sd.aliases}});
   }
   json["globals"] = nlohmann::ordered_json::array();
   for (const GlobalUse& use : r.globals) {

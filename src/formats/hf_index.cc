@@ -304,8 +304,17 @@ std::string find_hf_index(const std::string& folder) {
                   "): give the one to read");
     }
   }
+  // No index: a checkpoint of one shard is its single file, as
+  // save_pretrained writes it and from_pretrained reads it.
+  for (const char* name : {"model.safetensors", "pytorch_model.bin"}) {
+    struct stat info {};
+    if (::stat((prefix + name).c_str(), &info) == 0 && S_ISREG(info.st_mode)) {
+      return prefix + name;
+    }
+  }
   throw Error(folder + ": a folder, and no HF shard index in it (model.safetensors.index.json "
-                       "or pytorch_model.bin.index.json)");
+                       "or pytorch_model.bin.index.json) nor a model.safetensors or "
+                       "pytorch_model.bin");
 }
 
 extern const SourceFormat k_hf_index{"hf-index", "hf-index", nullptr, sniff_hf_index,

@@ -116,7 +116,17 @@ TEST(HfIndexReader, AFolderWithoutAnIndexIsRefused) {
   put(s / k_first, shard_of("b", 1));
   EXPECT_EQ(read_error(s.path()), s.path() + ": a folder, and no HF shard index in it "
                                              "(model.safetensors.index.json or "
-                                             "pytorch_model.bin.index.json)");
+                                             "pytorch_model.bin.index.json) nor a "
+                                             "model.safetensors or pytorch_model.bin");
+}
+
+TEST(HfIndexReader, AFolderOfOneShardIsItsSingleFile) {
+  Scratch s;
+  put(s / "model.safetensors", shard_of("b", 1));
+  Checkpoint ckpt = read_checkpoint(s.path());
+  EXPECT_EQ(ckpt.path, s.path() + "/model.safetensors");
+  EXPECT_STREQ(format_name(ckpt), "safetensors");
+  ASSERT_EQ(ckpt.tensors.size(), 1u);
 }
 
 TEST(HfIndexReader, ASafetensorsFileStartingLikeAnIndexIsSafetensors) {
