@@ -110,6 +110,12 @@ EXAMPLES
     ckpt-convert model.pth ddp_model.pth --preset add-module
   Rename with a rule file, keep only the weights, show what changes first:
     ckpt-convert ckpt.pth encoder.pth --rules rename.toml --extract --dry-run
+  The model's weights as safetensors in bf16, norms kept in fp32, one tied head:
+    ckpt-convert ddp_epoch90.pth model.safetensors --dtype bf16 --keep-dtype norm --tied dedupe
+  Hugging Face shards of at most 5 GB (a folder with model.safetensors.index.json):
+    ckpt-convert ddp_epoch90.pth hf_model --max-shard-size 5GB
+  A sharded folder (or its index, or a .safetensors file) back to one .pth:
+    ckpt-convert hf_model model.pth
 )";
 
 }  // namespace
@@ -120,12 +126,13 @@ Runner add_convert(CLI::App& app) {
   app.footer(k_footer);
   app.add_option("IN", o.input, "Checkpoint to read (never modified)");
   app.add_option("OUT", o.output,
-                 "Where to write the converted checkpoint (a folder: OUT/<name of IN>); "
-                 "not needed with --dry-run");
+                 "Where to write the converted checkpoint (.safetensors by name; a folder: "
+                 "OUT/<name of IN>, or the shards with --max-shard-size); not needed with "
+                 "--dry-run");
   add_convert_flags(app, args->convert);
   app.add_flag("--list-presets", args->list_presets, "Print every preset's rules and exit");
   app.add_flag("--dry-run", o.dry_run, "Print the key changes as a diff on stdout; write nothing");
-  app.add_flag("--force", o.force, "Replace OUT if it exists");
+  app.add_flag("--force", o.force, "Replace OUT if it exists (the shards in it with --max-shard-size)");
   app.add_flag("--json", args->json, "Print the report as JSON on stdout (docs/report.schema.json)");
   app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
   app.add_flag("-v,--verbose", args->verbosity, "More detail on stderr: -v stages, -vv every key");

@@ -48,6 +48,9 @@ std::string format_report_text(const ConvertReport& r) {
     }
     out += "  left out (" + r.output_format + " holds the model's state dict only): " + keys + "\n";
   }
+  if (!r.dtype.empty()) {
+    out += "  dtype: floating-point tensors written as " + r.dtype + "\n";
+  }
   for (const TiedNames& tied : r.tied) {
     std::string aliases;
     for (const std::string& alias : tied.aliases) {

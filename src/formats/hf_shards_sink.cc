@@ -164,7 +164,7 @@ public:
       if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
         throw Error(path + ": cannot remove the stale shard: " + std::strerror(errno));
       }
-      spdlog::warn("{}: removed: a shard of an earlier write (--force)", path);
+      spdlog::warn("{}: removed, left by an earlier write (--force)", path);
     }
   }
 
