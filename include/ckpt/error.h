@@ -53,10 +53,26 @@ public:
   using std::runtime_error::runtime_error;
 };
 
-// Wraps a `FormatError` into an `Error` that names `where` (a file, or
-// `file:record`).
+// The one way a message is told where it happened: `where` (a file, or
+// `file:record`) before each of its lines, joined by `: `, or directly when
+// the line starts with a byte offset (`@12: …` → `file:record@12: …`).
+inline std::string in_file_text(const std::string& where, const std::string& message) {
+  std::string out;
+  size_t start = 0;
+  while (true) {
+    size_t end = message.find('\n', start);
+    std::string line = message.substr(start, end == std::string::npos ? end : end - start);
+    out += (out.empty() ? "" : "\n") + where + (line.rfind('@', 0) == 0 ? "" : ": ") + line;
+    if (end == std::string::npos) {
+      return out;
+    }
+    start = end + 1;
+  }
+}
+
+// Wraps a `FormatError` into an `Error` that names `where` (in_file_text).
 inline Error in_file(const std::string& where, const FormatError& e) {
-  return Error(where + ": " + e.what());
+  return Error(in_file_text(where, e.what()));
 }
 
 }  // namespace ckpt

@@ -109,22 +109,6 @@ void check_paths(const ConvertOptions& options, const std::string& output) {
   }
 }
 
-// Prefixes every line of a multi-line message with `where`.
-std::string locate_lines(const std::string& where, const std::string& message) {
-  std::string out;
-  size_t start = 0;
-  while (start <= message.size()) {
-    size_t end = message.find('\n', start);
-    std::string line = message.substr(start, end == std::string::npos ? end : end - start);
-    out += (out.empty() ? "" : "\n") + where + ": " + line;
-    if (end == std::string::npos) {
-      break;
-    }
-    start = end + 1;
-  }
-  return out;
-}
-
 // What the rules did beyond their counts (rewrite.h's review_rules): notes,
 // warnings, and the rules that matched no key as an error with
 // --require-match. Then two hints about the input itself.
@@ -323,7 +307,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     report.written = true;
     report.seconds.total = seconds_since(start);
   } catch (const FormatError& e) {
-    throw Error(locate_lines(where, e.what()));
+    throw in_file(where, e);
   }
 }
 

@@ -149,7 +149,7 @@ void parse(Checkpoint& ckpt) {
       try {
         ckpt.tensors = tensors_reachable(ckpt.graph.root, ckpt.graph.storages().size());
       } catch (const FormatError& e) {
-        throw Error(located(ckpt.path + ":" + ckpt.pickle_record, e));
+        throw in_file(ckpt.path + ":" + ckpt.pickle_record, e);
       }
       return;
     }

@@ -45,7 +45,7 @@ void read_safetensors(const std::string& path, Checkpoint& ckpt) {
   try {
     header = parse_safetensors_header(ckpt.bytes, ckpt.bytes.size);
   } catch (const FormatError& e) {
-    throw Error(located(path, e));
+    throw in_file(path, e);
   }
   ckpt.pickle_record = "header";
   ckpt.pickle_bytes = header.header_size;

@@ -121,7 +121,7 @@ void read_torch_legacy(const std::string& path, Checkpoint& ckpt) {
     ckpt.pickle_bytes = pos - object_start;
     keys = next_pickle(no_persistent_ids());
   } catch (const FormatError& e) {
-    throw Error(located(path, e));
+    throw in_file(path, e);
   }
   if (keys->kind != NodeKind::k_list) {
     fail(path, "legacy storage key list is not a list");

@@ -9,11 +9,6 @@
 
 namespace ckpt {
 
-std::string located(const std::string& where, const FormatError& e) {
-  std::string message = e.what();
-  return message.rfind('@', 0) == 0 ? where + message : where + ": " + message;
-}
-
 StorageId parse_storage_id(Node* const* fields) {
   StorageId id;
   id.type = fields[0];

@@ -38,7 +38,4 @@ Storage* storage_for(Graph& graph, const StorageId& id, Storage* known);
 // A `k_storage` node of `graph` for `storage`.
 Node* storage_node(Graph& graph, Storage* storage);
 
-// Joins a location and a FormatError message: `file:record` + `@12: …` or `: …`.
-std::string located(const std::string& where, const FormatError& e);
-
 }  // namespace ckpt

@@ -84,7 +84,7 @@ void read_torch_zip(const std::string& path, Checkpoint& ckpt) {
   try {
     entries = read_zip_index(file);
   } catch (const FormatError& e) {
-    throw Error(located(path, e));
+    throw in_file(path, e);
   }
   if (entries.empty()) {
     fail(path, "not a PyTorch checkpoint: the zip archive is empty");
@@ -194,7 +194,7 @@ void read_torch_zip(const std::string& path, Checkpoint& ckpt) {
   try {
     ckpt.graph.root = decode_pickle(ckpt.graph, pickle, load, nullptr, pickle.data - file.data);
   } catch (const FormatError& e) {
-    throw Error(located(path + ":" + ckpt.pickle_record, e));
+    throw in_file(path + ":" + ckpt.pickle_record, e);
   }
 }
 
