@@ -105,6 +105,9 @@ public:
   // first difference. Reads no node of `request.root` (freed by then).
   virtual VerifyReport verify(const WriteRequest& request, const OutputFiles& out,
                               const std::string& device) = 0;
+  // After `prepare`: the files a folder sink will write (bytes: a safetensors
+  // shard's exact size, a torch shard's storage bytes), for `--dry-run`.
+  virtual std::vector<ShardWritten> planned() const { return {}; }
   // After the files are renamed into place: removes what they replace
   // (stale shards). Throws `Error` when it cannot.
   virtual void after_commit(const WriteRequest& /*request*/) {}

@@ -257,6 +257,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     request.graph = &input.graph;
     sink->prepare(request);
     if (options.dry_run) {
+      report.shards = sink->planned();
       report.seconds.total = seconds_since(start);
       return;
     }

@@ -60,6 +60,13 @@ std::string format_report_text(const ConvertReport& r) {
            (tied.deduplicated ? " (written once; recorded as aliases)"
                               : " (each written; --tied dedupe writes one)") + "\n";
   }
+  if (r.dry_run && !r.shards.empty()) {
+    out += "  would write " + count(r.shards.size(), "file", "files") + ":\n";
+    for (const ShardWritten& shard : r.shards) {
+      out += "    " + shard.file + ": " + count(shard.tensors, "name", "names") + ", " +
+             std::to_string(shard.bytes) + " bytes\n";
+    }
+  }
   if (r.written) {
     out += "  written: " + count(r.tensors, "tensor", "tensors") + " in " +
            count(r.storages, "storage", "storages") + " (" + megabytes(r.storage_bytes) +

@@ -158,6 +158,21 @@ public:
     return report;
   }
 
+  std::vector<ShardWritten> planned() const override {
+    std::vector<ShardWritten> files;
+    for (size_t k = 0; k < m_files.size(); ++k) {
+      if (m_format == ShardFormat::k_pt) {
+        files.push_back({m_files[k], m_archives[k].tensors(), m_archives[k].storage_bytes()});
+      } else {
+        files.push_back({m_files[k], m_shards[k].entries().size(), m_shards[k].size()});
+      }
+    }
+    if (!m_index.empty()) {
+      files.push_back({index_file_name(m_format), m_weight_map.size(), m_index.size()});
+    }
+    return files;
+  }
+
   void after_commit(const WriteRequest& request) override {
     for (const std::string& name : m_stale) {
       std::string path = in_folder(request.shown_as, name);

@@ -101,8 +101,13 @@ def shards_out_split_and_index_as_huggingface(ctx):
     inp = ctx.in_dir / 'model.pth'
     torch.save(sd, inp)
     out = ctx.out_dir / 'hf'
+    # --dry-run names the files it would write, and writes none.
+    r = run_ok(ctx, inp, out, '--max-shard-size', '1000', '--json', '--dry-run')
+    planned = json.loads(r.stdout)['shards']
+    j.check(not out.exists(), '--dry-run made the folder')
     r = run_ok(ctx, inp, out, '--max-shard-size', '1000', '--json')
     report = json.loads(r.stdout)
+    j.check(planned == report['shards'], f'--dry-run planned {planned}, wrote {report["shards"]}')
     j.check_schema(report, 'report.schema.json')
     split = hf_split([(k, nbytes(v)) for k, v in sd.items()], 1000)
     j.check(len(split) >= 4, f'the sample splits into {len(split)} shards only')
