@@ -60,6 +60,11 @@ public:
                       const std::string& device) const;
 
 private:
+  // Compares every entry with its tensor read back (`outputs[i]` for
+  // `m_entries[i]`), two at a time; returns the bytes of the written ones.
+  uint64_t compare_all(const std::vector<const TensorRef*>& outputs,
+                       const std::string& shown_as) const;
+
   std::vector<NamedTensor> m_entries;
   std::vector<size_t> m_header_entry;  // header index -> m_entries index
   SafetensorsLayout m_layout;

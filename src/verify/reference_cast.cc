@@ -115,10 +115,89 @@ double value_of(Dtype from, const uint8_t* source, size_t i) {
   }
 }
 
+// The same for float32 → bfloat16 and float32 → float16, the casts of
+// nearly every checkpoint, written as straight-line arithmetic that the
+// compiler turns into vector code: about 1 ns an element where the search
+// above takes 10. Still by value: the distances to the two neighbours, and
+// float16 by scaling x to its step and rounding with the 2^23 trick.
+
+// float32 bits → bfloat16 bits.
+inline uint16_t bf16_by_value(uint32_t bits) {
+  const uint32_t m = bits & 0x7FFFFFFFu;
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t down = m >> 16;
+  // In the top binade the value above may be 2^128: measure there with
+  // everything halved (one off the exponent), which keeps the distances exact.
+  const uint32_t half = m >= 0x7F000000u ? 0x00800000u : 0u;
+  const float x = float_of(m - half);
+  const float below = float_of((down << 16) - half);
+  const float above = float_of(((down + 1) << 16) - half);
+  const float to_below = x - below;  // exact: x and its neighbours are within a factor of 2
+  const float to_above = above - x;
+  const bool take_below = to_below < to_above || (to_below == to_above && (down & 1u) == 0);
+  uint32_t result = (take_below ? down : down + 1) | sign;
+  result = m == 0x7F800000u ? (bits >> 16) : result;  // ±inf
+  result = m > 0x7F800000u ? 0xFFFFu : result;        // NaN, as documented
+  return static_cast<uint16_t>(result);
+}
+
+// float32 bits → float16 bits.
+inline uint16_t f16_by_value(uint32_t bits) {
+  const uint32_t m = bits & 0x7FFFFFFFu;
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  // The float16 exponent of x (at least -14, where the subnormals' step is
+  // 2^-24) and x in units of its step, 2^(e-10): exact, a power of two.
+  int32_t e = static_cast<int32_t>(m >> 23) - 127;
+  const bool past_range = e > 15;  // 2^16 and up: float16's inf
+  e = e < -14 ? -14 : e;
+  e = past_range ? 15 : e;
+  const float in_steps = float_of(m) * float_of(static_cast<uint32_t>(137 - e) << 23);
+  // Round to the nearest integer, ties to even: adding 2^23 leaves no
+  // fraction bits, and the FPU rounds to nearest even.
+  const float rounded = (in_steps + 8388608.0f) - 8388608.0f;
+  uint32_t result = (static_cast<uint32_t>(e + 14) << 10) + static_cast<uint32_t>(rounded);
+  result = result >= 0x7C00u || past_range ? 0x7C00u : result;  // overflow, ±inf
+  result = m > 0x7F800000u ? 0x7E00u : result;        // NaN, as documented
+  return static_cast<uint16_t>(result | sign);
+}
+
+// The first element of `count` float32 `source` whose cast `by_value` gives
+// differs from `written`, or `count`. Blocks are checked whole (no early
+// exit inside, so the loop vectorizes); a block that differs is searched.
+template <uint16_t (*by_value)(uint32_t)>
+size_t first_difference_from_float32(const uint8_t* source, const uint8_t* written, size_t count) {
+  constexpr size_t k_block = 4096;
+  for (size_t start = 0; start < count; start += k_block) {
+    size_t n = std::min(k_block, count - start);
+    uint32_t in[k_block];
+    uint16_t out[k_block];
+    std::memcpy(in, source + start * 4, n * 4);
+    std::memcpy(out, written + start * 2, n * 2);
+    uint32_t differs = 0;
+    for (size_t i = 0; i < n; ++i) {
+      differs |= static_cast<uint32_t>(by_value(in[i]) ^ out[i]);
+    }
+    if (differs != 0) {
+      for (size_t i = 0; i < n; ++i) {
+        if (by_value(in[i]) != out[i]) {
+          return start + i;
+        }
+      }
+    }
+  }
+  return count;
+}
+
 }  // namespace
 
 size_t first_cast_difference(Dtype from, Dtype to, const uint8_t* source, const uint8_t* written,
                              size_t count) {
+  if (from == Dtype::k_float32 && to == Dtype::k_bfloat16) {
+    return first_difference_from_float32<bf16_by_value>(source, written, count);
+  }
+  if (from == Dtype::k_float32 && to == Dtype::k_float16) {
+    return first_difference_from_float32<f16_by_value>(source, written, count);
+  }
   for (size_t i = 0; i < count; ++i) {
     double x = value_of(from, source, i);
     bool sign = std::signbit(x);
