@@ -2,10 +2,12 @@
 # Speed and memory benchmark (issue 5): generates synthetic DDP checkpoints with
 # PyTorch, then times cp, ckpt-convert (with and without verification),
 # inspect and the Python baseline side by side, alternating, then batch --jobs 1
-# against --jobs 2 over a zoo of 40 files of 30 MB, and prints a
-# table of medians, ratios and peak RSS. Run by hand; takes about 10 minutes.
+# against --jobs 2 over a zoo of 40 files of 30 MB, then the deployment formats
+# of issue 13 (safetensors, --dtype bf16, shards, safetensors in) against cp and
+# Python's torch.load/.to(bf16)/torch.save, and prints tables of medians, ratios,
+# peak RSS and peak anonymous memory. Run by hand; takes about 15 minutes.
 #
-#   tools/bench.sh [--runs N] [--dir DIR] [--skip-python]
+#   tools/bench.sh [--runs N] [--dir DIR] [--skip-python] [--only NAME]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/tools/install-deps.sh"
