@@ -203,6 +203,14 @@ Runner add_batch(CLI::App& app) {
   app.add_flag("--dry-run", args->dry_run,
                "Read and rewrite every input that is not up to date; write nothing");
   add_convert_flags(app, args->convert, "Conversion (as for ckpt-convert IN OUT)");
+  // The output format names the outputs here (OUTPUT NAMES), not the other way round.
+  app.get_option("--format")
+      ->description("Write every output in this format: pt (default) or safetensors; each "
+                    "output is named after it (see OUTPUT NAMES)");
+  app.get_option("--max-shard-size")
+      ->description("Make every output a folder of HuggingFace safetensors shards of at most "
+                    "SIZE (5GB, 500MB decimal; 2GiB binary; bytes), named as its input without "
+                    "the extension");
   app.add_flag("--json", args->json, "Print each input's record as a JSON line on stdout");
   app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
   app.add_flag("-v,--verbose", args->verbosity,

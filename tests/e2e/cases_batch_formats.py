@@ -290,3 +290,46 @@ def batch_formats_pth_and_safetensors_of_one_name_collide(ctx):
     j.check(f'{zoo / "m.pth"} and {zoo / "m.safetensors"} would both be written to m.pth' in r.stderr,
             f'stderr {r.stderr!r}')
     j.check(not ctx.out_dir.exists() or not j.listdir(ctx.out_dir), 'something was written')
+
+
+@case
+def batch_formats_dtype_recorded_and_its_change_reconverts(ctx):
+    """--dtype bf16: every record says dtype bfloat16 and the outputs hold the inputs cast as
+    .to(torch.bfloat16) does (the int64 counter kept); the same batch without --dtype is not
+    up to date ('options changed') and writes float32 again."""
+    import torch
+    j = J()
+    zoo, sds = make_zoo(ctx)
+    run_batch(ctx, zoo, 'pt', '--dtype', 'bf16')
+    recs = records(ctx)
+    cast = {rel: {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+            for rel, sd in sds.items()}
+    for rel, out in zip(INPUTS, NAMES['pt']):
+        j.check(recs[out]['dtype'] == 'bfloat16', f'{out}: dtype {recs[out]["dtype"]!r}')
+        check_equal(ctx.out_dir / out, cast[rel])
+    run_batch(ctx, zoo, 'pt')
+    recs = check_zoo(ctx, sds, 'pt')
+    j.check(set(statuses(recs).values()) == {('converted', 'options changed')}, f'{statuses(recs)}')
+
+
+@case
+def batch_formats_dry_run_keeps_a_failed_folders_output(ctx):
+    """--dry-run over a shard folder whose shard was truncated since: failed, its folder
+    output only announced (stale_output 'would be removed'), every file of it still there."""
+    j = J()
+    zoo, sds = make_zoo(ctx)
+    run_batch(ctx, zoo, 'shards')
+    out = ctx.out_dir / 'hf/st_model'
+    before = j.listdir(out)
+    shard = zoo / 'hf/st_model/model-00002-of-00003.safetensors'
+    shard.write_bytes(shard.read_bytes()[:40])
+    r = cb.batch(ctx, zoo, '-o', ctx.out_dir, *ARGS['shards'], '--dry-run', '--json')
+    j.check(r.rc == 5, f'exit code {r.rc}, expected 5')
+    recs = cb.by_path([json.loads(line) for line in r.stdout.splitlines()])
+    for rec in recs.values():
+        j.check_schema(rec, 'batch.schema.json')
+    rec = recs['hf/st_model']
+    j.check(rec['status'] == 'failed' and rec['stale_output'] == 'would be removed', f'record {rec}')
+    j.check(j.listdir(out) == before, f'{out}: {j.listdir(out)}, was {before}')
+    others = {p: s for p, s in statuses(recs).items() if p != 'hf/st_model'}
+    j.check(set(others.values()) == {('skipped', 'up to date')}, f'others {others}')
