@@ -345,6 +345,57 @@ TEST(RunBatch, ConvertsThenSkipsThenNoticesChanges) {
   EXPECT_EQ(run_batch(forced).converted.inputs, 5u);
 }
 
+// A shard folder: one torch.save shard (`fixture`) and the index that names
+// one of its tensors (the others are left out, with a warning).
+void make_shard_folder(const std::string& folder, const std::string& fixture) {
+  copy(fixture, folder + "/pytorch_model-00001-of-00001.bin");
+  put(folder + "/pytorch_model.bin.index.json",
+      R"({"weight_map": {"module.conv.weight": "pytorch_model-00001-of-00001.bin"}})");
+}
+
+TEST(RunBatch, AShardFolderIsOneOutputResumedByEachOfItsFiles) {
+  Scratch s;
+  make_shard_folder(s / "zoo/hf", "dp_tiny_cnn.pth");
+  copy("clean_cpu.pth", s / "zoo/a.pth");
+  EXPECT_EQ(run_batch(options_for(s)).converted.inputs, 2u);
+  EXPECT_TRUE(fs::is_regular_file(s / "out/hf.pth"));
+  EXPECT_FALSE(fs::exists(s / "out/hf"));
+  EXPECT_EQ(run_batch(options_for(s)).skipped.inputs, 2u);
+
+  // a shard touched, same bytes: up to date; other bytes: that folder converted again
+  std::string shard = s / "zoo/hf/pytorch_model-00001-of-00001.bin";
+  struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, shard.c_str(), times, 0), 0);
+  EXPECT_EQ(run_batch(options_for(s)).skipped.inputs, 2u);
+  copy("legacy_dp.pth", shard);
+  std::map<std::string, std::string> got = statuses(run_batch(options_for(s)).report_path);
+  EXPECT_EQ(got["hf.pth"], "converted input changed");
+  EXPECT_EQ(got["a.pth"], "skipped up to date");
+}
+
+TEST(RunBatch, AFolderOutputIsCheckedFileByFile) {
+  Scratch s;
+  make_shard_folder(s / "zoo/hf", "dp_tiny_cnn.pth");
+  copy("clean_cpu.pth", s / "zoo/a.pth");
+  BatchOptions sharded = options_for(s);
+  sharded.convert.sink.max_shard_size = 1000;
+  EXPECT_EQ(run_batch(sharded).converted.inputs, 2u);
+  EXPECT_TRUE(fs::is_directory(s / "out/hf"));
+  EXPECT_TRUE(fs::is_directory(s / "out/a"));
+  EXPECT_EQ(run_batch(sharded).skipped.inputs, 2u);
+  for (const fs::directory_entry& entry : fs::directory_iterator(s / "out/a")) {
+    if (entry.path().filename() != "model.safetensors.index.json") {
+      fs::remove(entry.path());  // one shard lost
+      break;
+    }
+  }
+  std::map<std::string, std::string> got = statuses(run_batch(sharded).report_path);
+  EXPECT_EQ(got["a"], "converted output changed");
+  EXPECT_EQ(got["hf"], "skipped up to date");
+  // the same zoo written as single files is another set of options and outputs
+  EXPECT_EQ(statuses(run_batch(options_for(s)).report_path)["a.pth"], "converted new");
+}
+
 TEST(RunBatch, AFailureIsRecordedAndTheOthersAreDone) {
   Scratch s;
   make_zoo(s);
