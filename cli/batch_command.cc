@@ -37,8 +37,8 @@ const char* const k_footer = R"(SOURCES
   *.safetensors (--glob to change; -v lists what was passed over, and why); its files go
   to OUTDIR under the same relative path. A folder holding an HF shard index
   (model.safetensors.index.json, pytorch_model.bin.index.json, ...) is one input, read as
-  one state dict; its shards are not taken one by one. A file or shard folder named
-  directly goes to OUTDIR/<its name>.
+  one state dict, when the globs match one of its files; its shards are not taken one by
+  one. A file or shard folder named directly goes to OUTDIR/<its name>.
   @FILE reads one path a line (# comments); a relative path there keeps its place under
   OUTDIR. @- reads the list from standard input.
 

@@ -82,8 +82,8 @@ using SkipCallback = std::function<void(const std::string& path, const std::stri
 //   taken, and goes to OUTDIR/<its path relative to the directory>. The
 //   folder `skip_dir` (OUTDIR) and folders named `.ckpt-convert` (the
 //   sidecars of an output tree) are never entered. A folder holding an HF
-//   shard index (`holds_hf_index`) is one input, taken whatever `globs`
-//   say, and nothing inside it is taken on its own. `on_skip`, when set, is
+//   shard index (`holds_hf_index`) is one input, taken when `globs` match
+//   one of its files, and nothing inside it is taken on its own. `on_skip`, when set, is
 //   told of every entry passed over and why.
 // - a file, or a shard folder, goes to OUTDIR/<its name>, whatever its name.
 // - `@FILE` reads a manifest: one path a line, blank lines and `#` comments

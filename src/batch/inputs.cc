@@ -128,7 +128,8 @@ public:
       return;
     }
     if (S_ISDIR(info.st_mode) && holds_hf_index(path)) {
-      add_folder(path, relative.empty() || relative == "." ? folder_name(path) : relative, info);
+      add_folder(path, relative.empty() || relative == "." ? folder_name(path) : relative, info,
+                 std::nullopt);
     } else if (S_ISDIR(info.st_mode)) {
       walk(path, prefix);
     } else {
@@ -231,7 +232,7 @@ private:
         } else if (holds_hf_index(path)) {
           it.disable_recursion_pending();
           std::string relative = entry.path().lexically_relative(root).generic_string();
-          add_folder(path, prefix.empty() ? relative : prefix + "/" + relative, info);
+          add_folder(path, prefix.empty() ? relative : prefix + "/" + relative, info, relative);
         }
         continue;
       }
@@ -255,11 +256,16 @@ private:
     add_input(path, relative, info, static_cast<uint64_t>(info.st_size), false);
   }
 
-  // A shard folder: one input, counted at the size of the files in it; the
-  // files the globs would have taken, and the folders in it (not walked: an
-  // output folder of shards would hold theirs), are told to `on_skip`.
-  void add_folder(const std::string& path, const std::string& relative, const struct stat& info) {
+  // A shard folder: one input, counted at the size of the files in it. Met
+  // by a walk (`below_root`: its path below the folder walked), it is taken
+  // when the globs match one of its files (the defaults match every shard);
+  // named directly, always. The files the globs match, and the folders in it
+  // (not walked: an output folder of shards would hold theirs), are told to
+  // `on_skip`.
+  void add_folder(const std::string& path, const std::string& relative, const struct stat& info,
+                  const std::optional<std::string>& below_root) {
     uint64_t size = 0;
+    std::vector<std::string> matched;
     std::error_code ec;
     for (fs::directory_iterator it(path, ec); !ec && it != fs::directory_iterator();
          it.increment(ec)) {
@@ -273,9 +279,16 @@ private:
       }
       size += it->file_size(ignored);
       std::string name = it->path().filename().string();
-      if (matches_any(m_globs, name, relative + "/" + name)) {
-        skip(it->path().string(), "in the HF shard folder " + path + " (converted as one input)");
+      if (matches_any(m_globs, name, below_root.value_or(relative) + "/" + name)) {
+        matched.push_back(it->path().string());
       }
+    }
+    if (below_root && matched.empty()) {
+      skip(path, "an HF shard folder whose files match none of " + join_globs(m_globs));
+      return;
+    }
+    for (const std::string& file : matched) {
+      skip(file, "in the HF shard folder " + path + " (converted as one input)");
     }
     add_input(path, relative, info, size, true);
   }

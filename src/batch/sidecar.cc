@@ -360,6 +360,9 @@ std::optional<std::string> check_up_to_date(const std::string& input, bool folde
       }
     }
   }
+  if (folder) {
+    record.input_bytes = was_in.value("size", record.input_bytes);  // its index and shards
+  }
   if (!dry_run && (touched || legacy)) {
     write_sidecar_file(sidecars.current, sidecar);
   }

@@ -6,7 +6,8 @@ a folder of safetensors shards and a folder of torch.save `.bin` shards, each wi
 (cases_hf_shards.write_st_shards / write_bin_shards).
 
 The contract judged here:
-- a folder holding an HF index is ONE input (the folder), its shards are not taken one by one
+- a folder holding an HF index is ONE input (the folder) when the globs match one of its
+  files (the defaults match every shard), its shards are not taken one by one
   (-v says `in the HF shard folder F (converted as one input)` for each); `*.safetensors`
   files are taken by default.
 - the output's name follows the format written: pt (the default) keeps a file's name but
@@ -187,9 +188,12 @@ def batch_formats_second_run_skips_everything(ctx):
     zoo, sds = make_zoo(ctx)
     for naming in ('pt', 'shards'):
         run_batch(ctx, zoo, naming)
+        sizes = {path: r['input_bytes'] for path, r in records(ctx).items()}
         run_batch(ctx, zoo, naming)
         recs = records(ctx)
         j.check(set(statuses(recs).values()) == {('skipped', 'up to date')}, f'{naming}: {statuses(recs)}')
+        j.check({path: r['input_bytes'] for path, r in recs.items()} == sizes,
+                f'{naming}: input_bytes {recs}, converted with {sizes}')
         check_zoo(ctx, sds, naming)
     shard = zoo / 'hf/st_model/model-00002-of-00003.safetensors'
     os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
@@ -333,3 +337,19 @@ def batch_formats_dry_run_keeps_a_failed_folders_output(ctx):
     j.check(j.listdir(out) == before, f'{out}: {j.listdir(out)}, was {before}')
     others = {p: s for p, s in statuses(recs).items() if p != 'hf/st_model'}
     j.check(set(others.values()) == {('skipped', 'up to date')}, f'others {others}')
+
+
+@case
+def batch_formats_glob_takes_shard_folders_by_their_files(ctx):
+    """--glob '*.bin': the .bin shard folder is taken (as one input), the safetensors one and
+    the files are not (-v says why); --glob '*.pth' takes the .pth alone."""
+    j = J()
+    zoo, sds = make_zoo(ctx)
+    r = run_batch(ctx, zoo, 'pt', '--glob', '*.bin', '-v')
+    recs = records(ctx)
+    j.check(sorted(recs) == ['hf/bin_model.pth'], f'report paths {sorted(recs)}')
+    check_equal(ctx.out_dir / 'hf/bin_model.pth', sds['hf/bin_model'])
+    line = f'skipped {zoo / "hf/st_model"}: an HF shard folder whose files match none of *.bin'
+    j.check(line in r.stderr, f'no line {line!r} in {r.stderr[-1500:]}')
+    run_batch(ctx, zoo, 'pt', '--glob', '*.pth')
+    j.check(sorted(records(ctx)) == ['vision/a.pth'], f'report paths {sorted(records(ctx))}')

@@ -264,6 +264,11 @@ TEST(Inputs, AShardFolderIsOneInputAndItsShardsAreNotTaken) {
   BatchNaming sharded{"safetensors-shards", true};
   EXPECT_EQ(relatives(collect_batch_inputs({s / "zoo"}, default_batch_globs(), "", {}, sharded)),
             (std::vector<std::string>{"a", "b", "hf/bin", "hf/st"}));
+  // --glob: a shard folder is taken when they match one of its files; named directly, always
+  skipped.clear();
+  EXPECT_EQ(relatives(collect_batch_inputs({s / "zoo", s / "direct"}, {"*.bin"}, "", tell)),
+            (std::vector<std::string>{"direct.pth", "hf/bin.pth"}));
+  EXPECT_EQ(skipped["zoo/hf/st"], "an HF shard folder whose files match none of *.bin");
 }
 
 TEST(Inputs, APthAndASafetensorsOfOneNameCollide) {
