@@ -266,12 +266,13 @@ private:
                   const std::optional<std::string>& below_root) {
     uint64_t size = 0;
     std::vector<std::string> matched;
+    std::vector<std::string> folders;
     std::error_code ec;
     for (fs::directory_iterator it(path, ec); !ec && it != fs::directory_iterator();
          it.increment(ec)) {
       std::error_code ignored;
       if (it->is_directory(ignored)) {
-        skip(it->path().string(), "a folder in the HF shard folder " + path + " (not walked)");
+        folders.push_back(it->path().string());
         continue;
       }
       if (!it->is_regular_file(ignored)) {
@@ -289,6 +290,9 @@ private:
     }
     for (const std::string& file : matched) {
       skip(file, "in the HF shard folder " + path + " (converted as one input)");
+    }
+    for (const std::string& folder : folders) {
+      skip(folder, "a folder in the HF shard folder " + path + " (not walked)");
     }
     add_input(path, relative, info, size, true);
   }

@@ -228,7 +228,7 @@ std::vector<InputPart> stamp_input(const std::string& input, bool folder) {
     std::string name = std::filesystem::path(index).filename().string();
     prefix = index.substr(0, index.size() - name.size());
     MappedFile file = MappedFile::open(index);
-    names = {index.substr(prefix.size())};
+    names = {name};
     for (const std::string& shard : parse_hf_index(file.bytes(), index).shards) {
       names.push_back(shard);
     }
