@@ -33,16 +33,28 @@ struct BatchArgs {
 };
 
 const char* const k_footer = R"(SOURCES
-  A folder is searched recursively for *.pth, *.pth.tar, *.pt, *.bin and *.ckpt (--glob
-  to change; -v lists what was passed over, and why); its files go to OUTDIR under the same
-  relative path, keeping their names (a.pth.tar stays a.pth.tar). A file goes to
-  OUTDIR/<its name>.
+  A folder is searched recursively for *.pth, *.pth.tar, *.pt, *.bin, *.ckpt and
+  *.safetensors (--glob to change; -v lists what was passed over, and why); its files go
+  to OUTDIR under the same relative path. A folder holding an HF shard index
+  (model.safetensors.index.json, pytorch_model.bin.index.json, ...) is one input, read as
+  one state dict, when the globs match one of its files; its shards are not taken one by
+  one. A file or shard folder named directly goes to OUTDIR/<its name>.
   @FILE reads one path a line (# comments); a relative path there keeps its place under
   OUTDIR. @- reads the list from standard input.
 
+OUTPUT NAMES
+  The output's name follows the format written (--format; pt by default):
+    pt           a file keeps its name (a.pth.tar stays a.pth.tar, w.bin stays w.bin),
+                 but x.safetensors becomes x.pth; a shard folder F becomes F.pth
+    safetensors  the name without its extension, then .safetensors (a/b.pth.tar ->
+                 a/b.safetensors); a shard folder F becomes F.safetensors
+    --max-shard-size  every output is a folder of shards: the name without its
+                 extension (a/b.pth -> a/b/), a shard folder F keeps its name (F/)
+
 RESUMING
   Each output OUTDIR/P gets a sidecar OUTDIR/.ckpt-convert/P.json (input size, mtime and
-  CRC-32, options); one left beside the output by an older version is moved there. An input
+  CRC-32, options; a shard folder's: of its index and every shard; a folder output's: each
+  file's size and mtime); one left beside the output by an older version is moved there. An input
   whose output and sidecar show it already converted with the same options is skipped;
   --force converts everything again. An input that fails loses the output of earlier runs.
 
@@ -173,7 +185,8 @@ Runner add_batch(CLI::App& app) {
       ->required();
   app.add_option("--glob", args->globs,
                  "File name pattern to take in folders (repeatable; default *.pth *.pth.tar *.pt "
-                 "*.bin *.ckpt); a pattern with / matches the path below the folder")
+                 "*.bin *.ckpt *.safetensors); a pattern with / matches the path below the "
+                 "folder")
       ->expected(1)
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
@@ -190,6 +203,14 @@ Runner add_batch(CLI::App& app) {
   app.add_flag("--dry-run", args->dry_run,
                "Read and rewrite every input that is not up to date; write nothing");
   add_convert_flags(app, args->convert, "Conversion (as for ckpt-convert IN OUT)");
+  // The output format names the outputs here (OUTPUT NAMES), not the other way round.
+  app.get_option("--format")
+      ->description("Write every output in this format: pt (default) or safetensors; each "
+                    "output is named after it (see OUTPUT NAMES)");
+  app.get_option("--max-shard-size")
+      ->description("Make every output a folder of HuggingFace safetensors shards of at most "
+                    "SIZE (5GB, 500MB decimal; 2GiB binary; bytes), named as its input without "
+                    "the extension");
   app.add_flag("--json", args->json, "Print each input's record as a JSON line on stdout");
   app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
   app.add_flag("-v,--verbose", args->verbosity,

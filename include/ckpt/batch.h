@@ -38,14 +38,33 @@ bool in_shard(const std::string& relative, const Shard& shard);
 // One input of a batch.
 struct BatchInput {
   std::string input;     // the path as found (SRC joined with the relative path)
-  std::string relative;  // where it goes under OUTDIR
-  uint64_t size = 0;     // bytes, when it could be stat'ed
+  std::string relative;  // where its output goes under OUTDIR (`batch_output_name`)
+  uint64_t size = 0;     // bytes (a shard folder: its files'), when it could be stat'ed
   std::string error;     // why it cannot be converted (e.g. it does not exist), or empty
+  bool folder = false;   // a folder holding an HF shard index, read as one state dict
 };
 
 // The default patterns of `--glob`: `*.pth`, `*.pth.tar`, `*.pt`, `*.bin`,
-// `*.ckpt`.
+// `*.ckpt`, `*.safetensors`.
 std::vector<std::string> default_batch_globs();
+
+// What a batch writes, which its outputs' names follow.
+struct BatchNaming {
+  std::string format = "pt";  // the sink's name (sink.h): pt, safetensors
+  bool sharded = false;       // `--max-shard-size`: every output is a folder of shards
+};
+
+// The name under OUTDIR of the output of the input at `relative` (`folder`:
+// a shard folder), `/`-separated:
+// - `naming.sharded`: the folder `relative` without its extension (`a/b.pth`
+//   → `a/b`; a shard folder keeps its name);
+// - pt: a file keeps its name (`a.pth.tar`, `w.bin`), but `x.safetensors` →
+//   `x.pth`; a shard folder `f` → `f.pth`;
+// - safetensors: the name without its extension, then `.safetensors`
+//   (`a/b.pth.tar` → `a/b.safetensors`); a shard folder `f` → `f.safetensors`.
+// The extension removed is the checkpoint one the name ends with (`.pth.tar`,
+// `.pth`, `.pt`, `.bin`, `.ckpt`, `.safetensors`), else the last one.
+std::string batch_output_name(const std::string& relative, bool folder, const BatchNaming& naming);
 
 // `globs` as one line, separated by spaces.
 std::string join_globs(const std::vector<std::string>& globs);
@@ -62,21 +81,25 @@ using SkipCallback = std::function<void(const std::string& path, const std::stri
 //   holding `/` is matched against the path relative to the directory) is
 //   taken, and goes to OUTDIR/<its path relative to the directory>. The
 //   folder `skip_dir` (OUTDIR) and folders named `.ckpt-convert` (the
-//   sidecars of an output tree) are never entered. `on_skip`, when set, is
+//   sidecars of an output tree) are never entered. A folder holding an HF
+//   shard index (`holds_hf_index`) is one input, taken when `globs` match
+//   one of its files, and nothing inside it is taken on its own. `on_skip`, when set, is
 //   told of every entry passed over and why.
-// - a file goes to OUTDIR/<its name>, whatever its name.
+// - a file, or a shard folder, goes to OUTDIR/<its name>, whatever its name.
 // - `@FILE` reads a manifest: one path a line, blank lines and `#` comments
 //   skipped; `@-` reads standard input. Relative paths are taken from the
 //   manifest's folder (the current folder for `@-`), and such a file goes to
 //   OUTDIR/<the path as written>; a directory line is walked as above.
-// A path that does not exist becomes an input with `error` set. The same
+// Each input's `relative` is then its output's name (`batch_output_name`
+// with `naming`). A path that does not exist becomes an input with `error` set. The same
 // file named twice is kept once. Throws `Error` (usage) listing every pair of
 // different inputs that would be written to the same output, and `Error`
 // (bad input) for an unreadable manifest or directory.
 std::vector<BatchInput> collect_batch_inputs(const std::vector<std::string>& sources,
                                              const std::vector<std::string>& globs,
                                              const std::string& skip_dir,
-                                             const SkipCallback& on_skip = {});
+                                             const SkipCallback& on_skip = {},
+                                             const BatchNaming& naming = {});
 
 // What became of one input.
 enum class BatchStatus { k_converted, k_skipped, k_failed, k_dry_run };
@@ -104,7 +127,10 @@ struct BatchRecord {
   std::string stale_output;
   std::string reason;            // why skipped or converted: `up to date`, `new`, `input changed`, …
   uint64_t input_bytes = 0;
-  uint64_t output_bytes = 0;     // size of the output (0 when none)
+  uint64_t output_bytes = 0;     // size of the output (0 when none); a folder: its files'
+  std::string output_format;     // the sink's name: pt, safetensors, safetensors-shards
+  std::string dtype;             // what floating tensors are cast to (`--dtype`); "" = kept
+  std::vector<ShardWritten> shards;  // a folder output's files, shards then the index
   size_t tensors = 0;
   size_t storages = 0;
   uint64_t storage_bytes = 0;

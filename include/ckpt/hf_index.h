@@ -75,4 +75,10 @@ std::string quoted_name(std::string_view text);
 // function here that reads the file system.)
 std::string find_hf_index(const std::string& folder);
 
+// Whether `folder` holds a file `find_hf_index` would consider (one whose
+// name `hf_index_format_of_name` knows): such a folder is one checkpoint,
+// read through its index, whether or not the index then reads. False when
+// `folder` cannot be listed.
+bool holds_hf_index(const std::string& folder);
+
 }  // namespace ckpt

@@ -26,7 +26,10 @@
 
 #include "batch_internal.h"
 #include "ckpt/batch.h"
+#include "ckpt/dtype.h"
 #include "ckpt/error.h"
+#include "ckpt/shard_plan.h"
+#include "ckpt/sink.h"
 #include "ckpt/torch_plugin.h"
 
 namespace ckpt {
@@ -60,8 +63,9 @@ std::string join(const std::string& folder, const std::string& relative) {
 // An input whose conversion was tried and failed keeps no output of an
 // earlier run (other options, other bytes): a later loop over the tree would
 // take it for this run's. Only OUTDIR/<relative> and its sidecar are
-// removed, never the input itself (an output that is the input, or a path
-// that would leave OUTDIR, is left alone); a dry run only says so.
+// removed (a folder output: the shards and index in it, then the folder if
+// that empties it), never the input itself (an output that is the input, or
+// a path that would leave OUTDIR, is left alone); a dry run only says so.
 void drop_stale_output(const BatchInput& in, const BatchOptions& options, BatchRecord& record) {
   fs::path relative(in.relative);
   if (relative.empty() || relative.is_absolute() ||
@@ -70,19 +74,37 @@ void drop_stale_output(const BatchInput& in, const BatchOptions& options, BatchR
   }
   struct stat out_info {};
   struct stat in_info {};
-  if (::lstat(record.output.c_str(), &out_info) != 0 ||
-      !(S_ISREG(out_info.st_mode) || S_ISLNK(out_info.st_mode))) {
+  bool folder = ::lstat(record.output.c_str(), &out_info) == 0 && S_ISDIR(out_info.st_mode);
+  if (!folder && (::lstat(record.output.c_str(), &out_info) != 0 ||
+                  !(S_ISREG(out_info.st_mode) || S_ISLNK(out_info.st_mode)))) {
     return;
   }
   if (::lstat(in.input.c_str(), &in_info) == 0 && in_info.st_dev == out_info.st_dev &&
       in_info.st_ino == out_info.st_ino) {
     return;
   }
+  std::vector<std::string> shards;
+  if (folder) {
+    shards = stale_shard_files(record.output, ShardFormat::k_safetensors);
+    if (shards.empty()) {
+      return;  // no output of ours
+    }
+  }
   if (options.convert.dry_run) {
     record.stale_output = "would be removed";
     return;
   }
-  if (::unlink(record.output.c_str()) != 0) {
+  for (const std::string& shard : shards) {
+    std::string path = join(record.output, shard);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      record.error += "\n" + path + ": cannot remove the output of an earlier run: " +
+                      std::strerror(errno);
+      return;
+    }
+  }
+  if (folder) {
+    ::rmdir(record.output.c_str());  // kept when something else is in it
+  } else if (::unlink(record.output.c_str()) != 0) {
     record.error += "\n" + record.output + ": cannot remove the output of an earlier run: " +
                     std::strerror(errno);
     return;
@@ -108,13 +130,18 @@ void remove_empty_folders(const std::string& output_dir, const std::string& outp
 // Converts one input (or finds it up to date). Never throws: a failure is
 // the record's.
 BatchRecord process(const BatchInput& in, const BatchOptions& options,
-                    const std::string& fingerprint) {
+                    const std::string& fingerprint, const BatchNaming& naming,
+                    const std::string& output_format) {
   Clock::time_point start = Clock::now();
   BatchRecord record;
   record.input = in.input;
   record.relative = in.relative;
   record.output = join(options.output_dir, in.relative);
   record.input_bytes = in.size;
+  record.output_format = output_format;
+  if (options.convert.sink.dtype) {
+    record.dtype = dtype_name(*options.convert.sink.dtype);
+  }
   batch_detail::SidecarPaths sidecars = batch_detail::sidecar_paths(options.output_dir, in.relative);
   bool converting = false;  // a failure of convert() itself leaves no output
   try {
@@ -127,8 +154,8 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
     }
     std::optional<std::string> why = "forced (--force)";
     if (!options.convert.force) {
-      why = batch_detail::check_up_to_date(in.input, record.output, sidecars, fingerprint,
-                                           options.convert.dry_run, record);
+      why = batch_detail::check_up_to_date(in.input, in.folder, record.output, sidecars,
+                                           fingerprint, options.convert.dry_run, record);
     }
     if (!why) {
       record.status = BatchStatus::k_skipped;
@@ -137,15 +164,20 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
       return record;
     }
     record.reason = *why;
-    std::optional<batch_detail::FileStamp> before = batch_detail::stamp_of(in.input);
-    if (!before) {
-      throw Error(in.input + ": cannot read: " + std::strerror(errno));
+    converting = in.folder;  // a folder whose index does not read fails as its conversion would
+    std::vector<batch_detail::InputPart> parts = batch_detail::stamp_input(in.input, in.folder);
+    converting = false;
+    record.input_bytes = 0;
+    for (const batch_detail::InputPart& part : parts) {
+      record.input_bytes += part.stamp.size;
     }
-    record.input_bytes = before->size;
 
     ConvertOptions convert_options = options.convert;
     convert_options.input = in.input;
     convert_options.output = record.output;
+    if (!naming.sharded) {
+      convert_options.format = naming.format;  // not chosen by OUT's name: it was named after it
+    }
     convert_options.force = true;  // an output without a valid sidecar is redone
     convert_options.progress = nullptr;
     if (!convert_options.dry_run) {
@@ -176,11 +208,12 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
       return record;
     }
     record.output_bytes = report.bytes_written;
+    record.shards = report.shards;
     record.verified_on = report.verified ? report.verified->device : "";
-    uint32_t crc = batch_detail::file_crc32_checked(in.input, *before);
+    batch_detail::crc_input(in.input, parts);
     record.status = BatchStatus::k_converted;
     record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    batch_detail::write_sidecar(sidecars.current, record.output, *before, crc, fingerprint,
+    batch_detail::write_sidecar(sidecars.current, record.output, parts, in.folder, fingerprint,
                                 options.tool_version, record);
   } catch (const Error& e) {
     record.status = BatchStatus::k_failed;
@@ -198,6 +231,7 @@ BatchRecord process(const BatchInput& in, const BatchOptions& options,
   if (converting && record.status == BatchStatus::k_failed) {
     drop_stale_output(in, options, record);
     if (!options.convert.dry_run) {
+      ::rmdir(record.output.c_str());  // a folder output made for this one, left empty
       remove_empty_folders(options.output_dir, record.output);
     }
   }
@@ -308,8 +342,16 @@ BatchSummary run_batch(const BatchOptions& options) {
   if (options.convert.verify && !options.convert.dry_run) {
     require_device(options.convert.device);  // once, before any thread (it loads the plugin)
   }
-  std::vector<BatchInput> listed =
-      collect_batch_inputs(options.sources, options.globs, options.output_dir, options.on_skip);
+  // The format written decides the outputs' names: chosen once, so that a
+  // wrong --format stops the batch before anything is listed.
+  BatchNaming naming;
+  naming.sharded = options.convert.sink.max_shard_size > 0;
+  const SinkFormat& sink = choose_sink(
+      "", options.convert.format.empty() && !naming.sharded ? "pt" : options.convert.format,
+      naming.sharded);
+  naming.format = sink.name;
+  std::vector<BatchInput> listed = collect_batch_inputs(
+      options.sources, options.globs, options.output_dir, options.on_skip, naming);
   BatchSummary summary;
   summary.listed = listed.size();
   if (listed.empty()) {
@@ -390,7 +432,7 @@ BatchSummary run_batch(const BatchOptions& options) {
         std::lock_guard<std::mutex> lock(done_mutex);
         options.on_start(*input, summary.inputs);
       }
-      BatchRecord record = process(*input, options, fingerprint);
+      BatchRecord record = process(*input, options, fingerprint, naming, sink.name);
       queue.done(input->size);
       std::lock_guard<std::mutex> lock(done_mutex);
       if (stopped) {

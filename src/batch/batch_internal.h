@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ckpt/batch.h"
 
@@ -18,6 +19,24 @@ struct FileStamp {
 
 // Size and mtime of `path`, or nothing when it cannot be stat'ed (errno set).
 std::optional<FileStamp> stamp_of(const std::string& path);
+
+// One file an input is read from: the input itself (`name` empty), or a file
+// of a shard folder (`name` relative to it).
+struct InputPart {
+  std::string name;
+  FileStamp stamp;
+  uint32_t crc32 = 0;  // set by `crc_input`
+};
+
+// The files the input `input` is read from, stamped: itself; for a shard
+// folder (`folder`), the index `find_hf_index` chooses, then each shard it
+// names, once. Throws `Error` when one cannot be stat'ed, or the index
+// cannot be found or parsed.
+std::vector<InputPart> stamp_input(const std::string& input, bool folder);
+
+// Sets the CRC-32 of every part of `input`, each of which must still have
+// its stamp once read (`file_crc32_checked`).
+void crc_input(const std::string& input, std::vector<InputPart>& parts);
 
 // A record as the JSON object of one report line.
 nlohmann::ordered_json record_json(const BatchRecord& record);
@@ -41,15 +60,20 @@ void remove_sidecars(const SidecarPaths& sidecars);
 // updated with the new mtime; a legacy sidecar of an up-to-date output is
 // moved to `sidecars.current`. With `dry_run` nothing is written or moved.
 // Throws `Error` when the input cannot be read or the sidecar not written.
-std::optional<std::string> check_up_to_date(const std::string& input, const std::string& output,
+// A shard folder's (`folder`) sidecar lists each of its files so; a folder
+// output's, each file of `record.shards`.
+std::optional<std::string> check_up_to_date(const std::string& input, bool folder,
+                                            const std::string& output,
                                             const SidecarPaths& sidecars,
                                             const std::string& fingerprint, bool dry_run,
                                             BatchRecord& record);
 
 // Writes `output`'s sidecar to `sidecar` (making its folders): the input's
-// stamp and CRC-32, the output's size and mtime, `fingerprint`, and `record`.
+// stamp and CRC-32 (a shard folder, `folder`: each file's), the output's
+// size and mtime (a folder output: of each file of `record.shards`),
+// `fingerprint`, and `record`.
 void write_sidecar(const std::string& sidecar, const std::string& output,
-                   const FileStamp& input_stamp, uint32_t input_crc,
+                   const std::vector<InputPart>& input, bool folder,
                    const std::string& fingerprint, const std::string& tool_version,
                    const BatchRecord& record);
 

@@ -1,6 +1,11 @@
 // The inputs of a batch: files, directories walked for checkpoint names, and
 // manifests (`@FILE`), each mapped to the place it takes under OUTDIR; and
-// the stable split of that list into shards (`--shard I/N`).
+// the stable split of that list into shards (`--shard I/N`). A folder that
+// holds an HF shard index is one input (the reader takes the folder as one
+// state dict), and its shards are not taken one by one; each input's place
+// under OUTDIR is its output's name, which follows the format written
+// (`batch_output_name`), so that two inputs that would write one output are
+// found before anything is done.
 //
 // A shard is chosen by a hash of the path under OUTDIR, not by position in
 // the list: machines that mount the zoo in different places agree, and a
@@ -22,6 +27,7 @@
 
 #include "ckpt/batch.h"
 #include "ckpt/error.h"
+#include "ckpt/hf_index.h"
 
 namespace ckpt {
 namespace {
@@ -49,6 +55,38 @@ bool matches_any(const std::vector<std::string>& globs, const std::string& name,
   return false;
 }
 
+bool ends_with(const std::string& text, const std::string& end) {
+  return text.size() >= end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
+}
+
+// `relative` without the extension of its last component: the checkpoint one
+// it ends with, else the last one (none for a name like `.hidden`).
+std::string without_extension(const std::string& relative) {
+  for (const char* known : {".pth.tar", ".safetensors", ".pth", ".pt", ".bin", ".ckpt"}) {
+    if (ends_with(relative, known) && relative.size() > std::strlen(known) &&
+        relative[relative.size() - std::strlen(known) - 1] != '/') {
+      return relative.substr(0, relative.size() - std::strlen(known));
+    }
+  }
+  std::string extension = fs::path(relative).extension().string();
+  return relative.substr(0, relative.size() - extension.size());
+}
+
+// The name a folder named `path` has (`zoo/m/` and `zoo/m/.` are `m`).
+std::string folder_name(const std::string& path) {
+  fs::path normal = fs::path(path).lexically_normal();
+  if (!normal.empty() && normal.filename().empty()) {
+    normal = normal.parent_path();
+  }
+  std::string name = normal.filename().string();
+  if (name.empty() || name == "." || name == "..") {
+    std::error_code ec;
+    fs::path absolute = fs::absolute(path, ec).lexically_normal();
+    name = (absolute.filename().empty() ? absolute.parent_path() : absolute).filename().string();
+  }
+  return name;
+}
+
 struct FileId {
   dev_t device = 0;
   ino_t inode = 0;
@@ -60,8 +98,11 @@ struct FileId {
 class Collector {
 public:
   Collector(const std::vector<std::string>& globs, const std::string& skip_dir,
-            const SkipCallback& on_skip)
-      : m_globs(globs), m_no_match("matches none of " + join_globs(globs)), m_on_skip(on_skip) {
+            const SkipCallback& on_skip, const BatchNaming& naming)
+      : m_globs(globs),
+        m_no_match("matches none of " + join_globs(globs)),
+        m_on_skip(on_skip),
+        m_naming(naming) {
     struct stat info {};
     if (!skip_dir.empty() && ::stat(skip_dir.c_str(), &info) == 0) {
       m_skip = FileId{info.st_dev, info.st_ino};
@@ -81,12 +122,15 @@ public:
       }
       BatchInput input;
       input.input = path;
-      input.relative = relative;
+      input.relative = batch_output_name(relative, false, m_naming);
       input.error = why;
       m_inputs.push_back(std::move(input));
       return;
     }
-    if (S_ISDIR(info.st_mode)) {
+    if (S_ISDIR(info.st_mode) && holds_hf_index(path)) {
+      add_folder(path, relative.empty() || relative == "." ? folder_name(path) : relative, info,
+                 std::nullopt);
+    } else if (S_ISDIR(info.st_mode)) {
       walk(path, prefix);
     } else {
       add_file(path, relative, info);
@@ -185,6 +229,10 @@ private:
         } else if (entry.path().filename() == k_records_folder) {
           it.disable_recursion_pending();
           skip(path, "the sidecars of an output folder");
+        } else if (holds_hf_index(path)) {
+          it.disable_recursion_pending();
+          std::string relative = entry.path().lexically_relative(root).generic_string();
+          add_folder(path, prefix.empty() ? relative : prefix + "/" + relative, info, relative);
         }
         continue;
       }
@@ -205,15 +253,63 @@ private:
   }
 
   void add_file(const std::string& path, const std::string& relative, const struct stat& info) {
+    add_input(path, relative, info, static_cast<uint64_t>(info.st_size), false);
+  }
+
+  // A shard folder: one input, counted at the size of the files in it. Met
+  // by a walk (`below_root`: its path below the folder walked), it is taken
+  // when the globs match one of its files (the defaults match every shard);
+  // named directly, always. The files the globs match, and the folders in it
+  // (not walked: an output folder of shards would hold theirs), are told to
+  // `on_skip`.
+  void add_folder(const std::string& path, const std::string& relative, const struct stat& info,
+                  const std::optional<std::string>& below_root) {
+    uint64_t size = 0;
+    std::vector<std::string> matched;
+    std::vector<std::string> folders;
+    std::error_code ec;
+    for (fs::directory_iterator it(path, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      std::error_code ignored;
+      if (it->is_directory(ignored)) {
+        folders.push_back(it->path().string());
+        continue;
+      }
+      if (!it->is_regular_file(ignored)) {
+        continue;
+      }
+      size += it->file_size(ignored);
+      std::string name = it->path().filename().string();
+      if (matches_any(m_globs, name, below_root.value_or(relative) + "/" + name)) {
+        matched.push_back(it->path().string());
+      }
+    }
+    if (below_root && matched.empty()) {
+      skip(path, "an HF shard folder whose files match none of " + join_globs(m_globs));
+      return;
+    }
+    for (const std::string& file : matched) {
+      skip(file, "in the HF shard folder " + path + " (converted as one input)");
+    }
+    for (const std::string& folder : folders) {
+      skip(folder, "a folder in the HF shard folder " + path + " (not walked)");
+    }
+    add_input(path, relative, info, size, true);
+  }
+
+  void add_input(const std::string& path, const std::string& relative, const struct stat& info,
+                 uint64_t size, bool folder) {
+    std::string output = batch_output_name(relative, folder, m_naming);
     // The same file reached twice for the same place is one input.
-    if (!m_seen.insert({FileId{info.st_dev, info.st_ino}, relative}).second) {
-      skip(path, "already listed for " + relative);
+    if (!m_seen.insert({FileId{info.st_dev, info.st_ino}, output}).second) {
+      skip(path, "already listed for " + output);
       return;
     }
     BatchInput input;
     input.input = path;
-    input.relative = relative;
-    input.size = static_cast<uint64_t>(info.st_size);
+    input.relative = output;
+    input.size = size;
+    input.folder = folder;
     m_inputs.push_back(std::move(input));
   }
 
@@ -226,6 +322,7 @@ private:
   std::vector<std::string> m_globs;
   std::string m_no_match;  // the reason a file is passed over for its name
   SkipCallback m_on_skip;
+  BatchNaming m_naming;
   std::optional<FileId> m_skip;
   std::set<std::pair<FileId, std::string>> m_seen;
   std::vector<BatchInput> m_inputs;
@@ -306,7 +403,19 @@ bool in_shard(const std::string& relative, const Shard& shard) {
 
 std::vector<std::string> default_batch_globs() {
   // `*.pth.tar`: pytorch/examples' save_checkpoint, which fnmatch's `*.pth` does not match.
-  return {"*.pth", "*.pth.tar", "*.pt", "*.bin", "*.ckpt"};
+  return {"*.pth", "*.pth.tar", "*.pt", "*.bin", "*.ckpt", "*.safetensors"};
+}
+
+std::string batch_output_name(const std::string& relative, bool folder, const BatchNaming& naming) {
+  std::string stem = folder ? relative : without_extension(relative);
+  if (naming.sharded) {
+    return stem;
+  }
+  if (naming.format == "safetensors") {
+    return stem + ".safetensors";
+  }
+  // pt: the names zoo scripts load keep working; only a safetensors name would lie.
+  return folder || ends_with(relative, ".safetensors") ? stem + ".pth" : relative;
 }
 
 std::string join_globs(const std::vector<std::string>& globs) {
@@ -320,8 +429,9 @@ std::string join_globs(const std::vector<std::string>& globs) {
 std::vector<BatchInput> collect_batch_inputs(const std::vector<std::string>& sources,
                                              const std::vector<std::string>& globs,
                                              const std::string& skip_dir,
-                                             const SkipCallback& on_skip) {
-  Collector collector(globs, skip_dir, on_skip);
+                                             const SkipCallback& on_skip,
+                                             const BatchNaming& naming) {
+  Collector collector(globs, skip_dir, on_skip, naming);
   for (const std::string& source : sources) {
     if (source.size() > 1 && source[0] == '@') {
       collector.add_manifest(source.substr(1));

@@ -12,6 +12,12 @@
 // for its CRC-32, so an unchanged zoo costs one stat per file. CRC-32 finds
 // changes, not attacks: it is a change detector, which is all resuming needs
 // (a SHA-256 would need a dependency this project lacks).
+//
+// A shard folder is an input of many files: its sidecar lists the index and
+// every shard the index names, each with its size, mtime and CRC-32, so that
+// a touched shard is read again alone, and a new index or a changed shard
+// makes the folder converted again. A folder output (`--max-shard-size`) is
+// listed the same way, each file with its size and mtime.
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
@@ -26,7 +32,10 @@
 
 #include "ckpt/batch.h"
 #include "ckpt/crc32.h"
+#include "ckpt/dtype.h"
 #include "ckpt/error.h"
+#include "ckpt/hf_index.h"
+#include "ckpt/mapped_file.h"
 #include "ckpt/temp_file.h"
 #include "batch_internal.h"
 
@@ -48,6 +57,26 @@ std::string batch_options_fingerprint(const ConvertOptions& options) {
   std::sort(globals.begin(), globals.end());
   out["allowed_globals"] = globals;
   out["verify"] = options.verify ? json(options.device) : json(nullptr);
+  // The output's format and casts, named only when not the defaults, so
+  // that the sidecars of earlier versions (which wrote pt, uncast) still hold.
+  if (!options.format.empty() && options.format != "pt") {
+    out["format"] = options.format;
+  }
+  if (options.sink.max_shard_size > 0) {
+    out["max_shard_size"] = options.sink.max_shard_size;
+  }
+  if (options.sink.dtype) {
+    out["dtype"] = std::string(dtype_name(*options.sink.dtype));
+    json keep = json::array();
+    for (const Rule& rule : options.sink.keep_dtype) {
+      keep.push_back(rule.describe());
+    }
+    out["keep_dtype"] = keep;
+  }
+  if (options.sink.tied == TiedPolicy::k_dedupe) {
+    out["tied"] = "dedupe";
+    out["keep_tied"] = options.sink.keep_tied;
+  }
   return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -110,6 +139,13 @@ json record_json(const BatchRecord& r) {
   out["stale_output"] = r.stale_output.empty() ? json(nullptr) : json(r.stale_output);
   out["input_bytes"] = r.input_bytes;
   out["output_bytes"] = r.output_bytes;
+  out["output_format"] = r.output_format.empty() ? json(nullptr) : json(r.output_format);
+  out["dtype"] = r.dtype.empty() ? json(nullptr) : json(r.dtype);
+  out["shards"] = json::array();
+  for (const ShardWritten& shard : r.shards) {
+    out["shards"].push_back(
+        {{"file", shard.file}, {"names", shard.tensors}, {"bytes", shard.bytes}});
+  }
   out["tensors"] = r.tensors;
   out["storages"] = r.storages;
   out["storage_bytes"] = r.storage_bytes;
@@ -129,6 +165,13 @@ json record_json(const BatchRecord& r) {
 // The fields a skipped input takes over from its sidecar's record.
 void take_results(const json& in, BatchRecord& r) {
   r.output_bytes = in.value("output_bytes", uint64_t{0});
+  r.shards.clear();
+  if (in.contains("shards") && in["shards"].is_array()) {
+    for (const json& shard : in["shards"]) {
+      r.shards.push_back({shard.value("file", ""), shard.value("names", size_t{0}),
+                          shard.value("bytes", uint64_t{0})});
+    }
+  }
   r.tensors = in.value("tensors", size_t{0});
   r.storages = in.value("storages", size_t{0});
   r.storage_bytes = in.value("storage_bytes", uint64_t{0});
@@ -177,7 +220,81 @@ void write_sidecar_file(const std::string& path, const json& sidecar) {
   write_json_file(path, sidecar);
 }
 
-std::optional<std::string> check_up_to_date(const std::string& input, const std::string& output,
+std::vector<InputPart> stamp_input(const std::string& input, bool folder) {
+  std::vector<std::string> names{""};
+  std::string prefix;
+  if (folder) {
+    std::string index = find_hf_index(input);
+    std::string name = std::filesystem::path(index).filename().string();
+    prefix = index.substr(0, index.size() - name.size());
+    MappedFile file = MappedFile::open(index);
+    names = {name};
+    for (const std::string& shard : parse_hf_index(file.bytes(), index).shards) {
+      names.push_back(shard);
+    }
+  }
+  std::vector<InputPart> parts;
+  for (const std::string& name : names) {
+    std::string path = name.empty() ? input : prefix + name;
+    std::optional<FileStamp> stamp = stamp_of(path);
+    if (!stamp) {
+      throw Error(path + ": cannot read: " + std::strerror(errno));
+    }
+    parts.push_back({name, *stamp, 0});
+  }
+  return parts;
+}
+
+void crc_input(const std::string& input, std::vector<InputPart>& parts) {
+  for (InputPart& part : parts) {
+    part.crc32 = file_crc32_checked(
+        part.name.empty() ? input : (std::filesystem::path(input) / part.name).string(),
+        part.stamp);
+  }
+}
+
+namespace {
+
+// Why the file `path` is not the one `was` ({size, mtime_ns[, crc32]})
+// describes, or nothing. A touched file (same size, other mtime) is read for
+// its CRC-32 when `was` has one: the same bytes are the same file, and
+// `was` takes the new mtime (`touched` set).
+std::optional<std::string> file_changed(const std::string& path, json& was, bool& touched) {
+  std::optional<FileStamp> stamp = stamp_of(path);
+  if (!stamp || was.value("size", uint64_t{0}) != stamp->size) {
+    return "changed";
+  }
+  if (was.value("mtime_ns", int64_t{0}) == stamp->mtime_ns) {
+    return std::nullopt;
+  }
+  if (!was.contains("crc32") || was.value("crc32", uint32_t{0}) != file_crc32(path)) {
+    return "changed";
+  }
+  was["mtime_ns"] = stamp->mtime_ns;
+  touched = true;
+  return std::nullopt;
+}
+
+// Why the folder output `output` does not hold the files `was.files` lists.
+std::optional<std::string> folder_output_changed(const std::string& output, json& was) {
+  if (!was["files"].is_array() || was["files"].empty()) {
+    return "output changed";
+  }
+  bool touched = false;  // never set: an output's files have no CRC-32, their mtime must hold
+  for (json& file : was["files"]) {
+    std::string name = file.value("name", "");
+    if (name.empty() ||
+        file_changed((std::filesystem::path(output) / name).string(), file, touched)) {
+      return "output changed";
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> check_up_to_date(const std::string& input, bool folder,
+                                            const std::string& output,
                                             const SidecarPaths& sidecars,
                                             const std::string& fingerprint, bool dry_run,
                                             BatchRecord& record) {
@@ -201,27 +318,50 @@ std::optional<std::string> check_up_to_date(const std::string& input, const std:
   if (sidecar.value("options", "") != fingerprint) {
     return "options changed";
   }
-  const json& was_out = sidecar["output"];
-  if (was_out.value("size", uint64_t{0}) != out_stamp->size ||
-      was_out.value("mtime_ns", int64_t{0}) != out_stamp->mtime_ns) {
+  json& was_out = sidecar["output"];
+  if (was_out.contains("files")) {
+    if (std::optional<std::string> why = folder_output_changed(output, was_out)) {
+      return why;
+    }
+  } else if (was_out.value("size", uint64_t{0}) != out_stamp->size ||
+             was_out.value("mtime_ns", int64_t{0}) != out_stamp->mtime_ns) {
     return "output changed";
   }
-  std::optional<FileStamp> in_stamp = stamp_of(input);
-  if (!in_stamp) {
-    throw Error(input + ": cannot read: " + std::strerror(errno));
-  }
-  const json& was_in = sidecar["input"];
-  if (was_in.value("size", uint64_t{0}) != in_stamp->size) {
+  json& was_in = sidecar["input"];
+  bool touched = false;
+  if (was_in.contains("files") != folder) {
     return "input changed";
   }
-  bool touched = was_in.value("mtime_ns", int64_t{0}) != in_stamp->mtime_ns;
-  if (touched) {
-    if (was_in.value("crc32", uint32_t{0}) != file_crc32(input)) {
+  if (!folder) {
+    if (!stamp_of(input)) {
+      throw Error(input + ": cannot read: " + std::strerror(errno));
+    }
+    if (file_changed(input, was_in, touched)) {
       return "input changed";
     }
-    // Touched, same bytes: remember the new mtime, so that the next run
-    // need not read it again.
-    sidecar["input"]["mtime_ns"] = in_stamp->mtime_ns;
+  } else {
+    // The index the reader would take now must be the one listed first.
+    std::string index;
+    try {
+      index = find_hf_index(input);
+    } catch (const Error&) {
+      return "input changed";  // converting it says why
+    }
+    json& files = was_in["files"];
+    if (!files.is_array() || files.empty() ||
+        files[0].value("name", "") != std::filesystem::path(index).filename().string()) {
+      return "input changed";
+    }
+    for (json& part : files) {
+      std::string name = part.value("name", "");
+      if (name.empty() ||
+          file_changed((std::filesystem::path(input) / name).string(), part, touched)) {
+        return "input changed";
+      }
+    }
+  }
+  if (folder) {
+    record.input_bytes = was_in.value("size", record.input_bytes);  // its index and shards
   }
   if (!dry_run && (touched || legacy)) {
     write_sidecar_file(sidecars.current, sidecar);
@@ -235,7 +375,7 @@ std::optional<std::string> check_up_to_date(const std::string& input, const std:
 }
 
 void write_sidecar(const std::string& sidecar_file, const std::string& output,
-                   const FileStamp& input_stamp, uint32_t input_crc,
+                   const std::vector<InputPart>& input, bool folder,
                    const std::string& fingerprint, const std::string& tool_version,
                    const BatchRecord& record) {
   std::optional<FileStamp> out_stamp = stamp_of(output);
@@ -246,11 +386,37 @@ void write_sidecar(const std::string& sidecar_file, const std::string& output,
   sidecar["schema"] = "ckpt-convert.sidecar/1";
   sidecar["tool"] = tool_version;
   sidecar["options"] = fingerprint;
-  sidecar["input"] = {{"path", record.input},
-                      {"size", input_stamp.size},
-                      {"mtime_ns", input_stamp.mtime_ns},
-                      {"crc32", input_crc}};
-  sidecar["output"] = {{"size", out_stamp->size}, {"mtime_ns", out_stamp->mtime_ns}};
+  if (!folder && input.size() == 1) {
+    sidecar["input"] = {{"path", record.input},
+                        {"size", input[0].stamp.size},
+                        {"mtime_ns", input[0].stamp.mtime_ns},
+                        {"crc32", input[0].crc32}};
+  } else {
+    json files = json::array();
+    uint64_t size = 0;
+    for (const InputPart& part : input) {
+      files.push_back({{"name", part.name},
+                       {"size", part.stamp.size},
+                       {"mtime_ns", part.stamp.mtime_ns},
+                       {"crc32", part.crc32}});
+      size += part.stamp.size;
+    }
+    sidecar["input"] = {{"path", record.input}, {"size", size}, {"files", files}};
+  }
+  if (record.shards.empty()) {
+    sidecar["output"] = {{"size", out_stamp->size}, {"mtime_ns", out_stamp->mtime_ns}};
+  } else {
+    json files = json::array();
+    for (const ShardWritten& shard : record.shards) {
+      std::string path = (std::filesystem::path(output) / shard.file).string();
+      std::optional<FileStamp> stamp = stamp_of(path);
+      if (!stamp) {
+        throw Error(path + ": cannot stat the output just written: " + std::strerror(errno));
+      }
+      files.push_back({{"name", shard.file}, {"size", stamp->size}, {"mtime_ns", stamp->mtime_ns}});
+    }
+    sidecar["output"] = {{"size", record.output_bytes}, {"files", files}};
+  }
   sidecar["record"] = record_json(record);
   write_sidecar_file(sidecar_file, sidecar);
 }

@@ -317,6 +317,18 @@ std::string find_hf_index(const std::string& folder) {
                        "pytorch_model.bin");
 }
 
+bool holds_hf_index(const std::string& folder) {
+  std::error_code ec;
+  for (fs::directory_iterator it(folder, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    std::error_code ignored;
+    if (hf_index_format_of_name(it->path().filename().string()) && it->is_regular_file(ignored)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 extern const SourceFormat k_hf_index{"hf-index", "hf-index", nullptr, sniff_hf_index,
                                      read_hf_index};
 

@@ -638,6 +638,7 @@ import cases_safetensors  # noqa: E402,F401  safetensors input (issue 13 item 2)
 import cases_safetensors_out  # noqa: E402,F401  safetensors output and dtype casts (issue 13 items 1, 5): registers here
 import cases_hf_shards_out  # noqa: E402,F401  --max-shard-size, HF shards out (issue 13 item 4): registers here
 import cases_hf_shards  # noqa: E402,F401  HF sharded checkpoints in (issue 13 item 3): registers here
+import cases_batch_formats  # noqa: E402,F401  batch over safetensors, shard folders (13.6): registers
 
 
 def main(argv):

@@ -15,7 +15,8 @@ The CLI contract judged here:
   bytes changed is converted again, one only touched is not.
 - report: OUTDIR/ckpt-convert-batch.jsonl (`.shard-I-of-N.jsonl` with --shard), one JSON
   object per input: schema, input, path, output, status, reason, exit_code, error,
-  stale_output, input_bytes, output_bytes, tensors, storages, storage_bytes, renamed, dropped, rules,
+  stale_output, input_bytes, output_bytes, output_format, dtype, shards, tensors, storages,
+  storage_bytes, renamed, dropped, rules,
   verified_on, seconds.
 - exit 0 when nothing failed, 5 when some input failed (each failure one
   `ckpt-convert: error: <input>: ...` line, the others converted), 2 usage, 4 device.
@@ -43,8 +44,9 @@ cases = host_cases()
 ERROR_PREFIX = 'ckpt-convert: error: '
 REPORT = 'ckpt-convert-batch.jsonl'
 RECORD_FIELDS = ['schema', 'input', 'path', 'output', 'status', 'reason', 'exit_code', 'error',
-                 'stale_output', 'input_bytes', 'output_bytes', 'tensors', 'storages', 'storage_bytes', 'renamed',
-                 'dropped', 'rules', 'warnings', 'verified_on', 'seconds']
+                 'stale_output', 'input_bytes', 'output_bytes', 'output_format', 'dtype', 'shards',
+                 'tensors', 'storages', 'storage_bytes', 'renamed', 'dropped', 'rules', 'warnings',
+                 'verified_on', 'seconds']
 
 # fixtures copied into the zoo (each loads with weights_only=True on torch 1.13): zoo path
 FIXTURE_COPIES = {
@@ -562,7 +564,7 @@ def batch_verbose_lists_skipped_files_with_reasons(ctx):
     os.mkfifo(zoo_dir / 'pipe.pt')
     r = batch(ctx, zoo_dir, '-o', out, '-v')
     j.check(r.rc == 0, f'exit code {r.rc}, expected 0')
-    none = 'matches none of *.pth *.pth.tar *.pt *.bin *.ckpt'
+    none = 'matches none of *.pth *.pth.tar *.pt *.bin *.ckpt *.safetensors'
     want = {str(zoo_dir / 'README.md'): none,
             str(out): 'the output folder',
             str(zoo_dir / 'other' / '.ckpt-convert'): 'the sidecars of an output folder',

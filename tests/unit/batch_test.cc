@@ -179,7 +179,7 @@ TEST(Inputs, DefaultsTakePthTarAndEveryPassedOverEntryIsTold) {
   EXPECT_EQ(relatives(inputs), (std::vector<std::string>{"b.pth", "other/b.pth",
                                                          "runs/checkpoint.pth.tar",
                                                          "runs/model_best.pth.tar"}));
-  const std::string none = "matches none of *.pth *.pth.tar *.pt *.bin *.ckpt";
+  const std::string none = "matches none of *.pth *.pth.tar *.pt *.bin *.ckpt *.safetensors";
   EXPECT_EQ(skipped, (std::map<std::string, std::string>{
                          {"zoo/runs/archive.tar", none},
                          {"zoo/runs/old.pth.tar.bak", none},
@@ -204,6 +204,80 @@ TEST(Inputs, CollisionsAndBadSourcesStopTheBatch) {
   // the same file twice for the same place is one input
   EXPECT_EQ(relatives(collect_batch_inputs({s / "a", s / "a/m.pth"}, default_batch_globs(), "")),
             (std::vector<std::string>{"m.pth"}));
+}
+
+TEST(Inputs, OutputNamesFollowTheFormat) {
+  BatchNaming pt;
+  BatchNaming st{"safetensors", false};
+  BatchNaming sharded{"safetensors-shards", true};
+  EXPECT_EQ(batch_output_name("a/b.pth", false, pt), "a/b.pth");
+  EXPECT_EQ(batch_output_name("runs/c.pth.tar", false, pt), "runs/c.pth.tar");
+  EXPECT_EQ(batch_output_name("w.bin", false, pt), "w.bin");
+  EXPECT_EQ(batch_output_name("x/m.safetensors", false, pt), "x/m.pth");
+  EXPECT_EQ(batch_output_name("hf/llama-3.1", true, pt), "hf/llama-3.1.pth");
+  EXPECT_EQ(batch_output_name("a/b.pth", false, st), "a/b.safetensors");
+  EXPECT_EQ(batch_output_name("runs/c.pth.tar", false, st), "runs/c.safetensors");
+  EXPECT_EQ(batch_output_name("x/m.safetensors", false, st), "x/m.safetensors");
+  EXPECT_EQ(batch_output_name("direct.tar", false, st), "direct.safetensors");
+  EXPECT_EQ(batch_output_name("noext", false, st), "noext.safetensors");
+  EXPECT_EQ(batch_output_name("hf/llama-3.1", true, st), "hf/llama-3.1.safetensors");
+  EXPECT_EQ(batch_output_name("a/b.pth", false, sharded), "a/b");
+  EXPECT_EQ(batch_output_name("a/.pth", false, sharded), "a/.pth");
+  EXPECT_EQ(batch_output_name("hf/llama-3.1", true, sharded), "hf/llama-3.1");
+}
+
+TEST(Inputs, AShardFolderIsOneInputAndItsShardsAreNotTaken) {
+  Scratch s;
+  // Only names make a shard folder: the files need not read.
+  for (const char* file : {"zoo/a.pth", "zoo/b.safetensors", "zoo/hf/bin/nested/c.pth",
+                           "zoo/hf/st/model.safetensors.index.json",
+                           "zoo/hf/st/model-00001-of-00001.safetensors",
+                           "direct/model.safetensors.index.fp16.json"}) {
+    put(s / file, "x");
+  }
+  put(s / "zoo/hf/bin/pytorch_model.bin.index.json", "{}");
+  put(s / "zoo/hf/bin/pytorch_model-00001-of-00002.bin", "xyz");
+  put(s / "zoo/hf/bin/pytorch_model-00002-of-00002.bin", "xyz");
+  std::map<std::string, std::string> skipped;
+  auto tell = [&](const std::string& path, const std::string& reason) {
+    skipped.emplace(path.substr(s.path().size() + 1), reason);
+  };
+  std::vector<BatchInput> inputs =
+      collect_batch_inputs({s / "zoo", s / "direct/"}, default_batch_globs(), "", tell);
+  EXPECT_EQ(relatives(inputs), (std::vector<std::string>{"a.pth", "b.pth", "direct.pth",
+                                                         "hf/bin.pth", "hf/st.pth"}));
+  EXPECT_TRUE(inputs[3].folder);
+  EXPECT_EQ(inputs[3].input, s / "zoo/hf/bin");
+  EXPECT_EQ(inputs[3].size, 8u);  // the files in it: index and shards
+  EXPECT_FALSE(inputs[1].folder);
+  auto in = [&](const std::string& folder) {
+    return "in the HF shard folder " + (s / folder) + " (converted as one input)";
+  };
+  const std::string in_bin = in("zoo/hf/bin");
+  EXPECT_EQ(skipped, (std::map<std::string, std::string>{
+                         {"zoo/hf/bin/pytorch_model-00001-of-00002.bin", in_bin},
+                         {"zoo/hf/bin/pytorch_model-00002-of-00002.bin", in_bin},
+                         {"zoo/hf/bin/nested",
+                          "a folder in the HF shard folder " + (s / "zoo/hf/bin") + " (not walked)"},
+                         {"zoo/hf/st/model-00001-of-00001.safetensors", in("zoo/hf/st")},
+                     }));
+  BatchNaming sharded{"safetensors-shards", true};
+  EXPECT_EQ(relatives(collect_batch_inputs({s / "zoo"}, default_batch_globs(), "", {}, sharded)),
+            (std::vector<std::string>{"a", "b", "hf/bin", "hf/st"}));
+  // --glob: a shard folder is taken when they match one of its files; named directly, always
+  skipped.clear();
+  EXPECT_EQ(relatives(collect_batch_inputs({s / "zoo", s / "direct"}, {"*.bin"}, "", tell)),
+            (std::vector<std::string>{"direct.pth", "hf/bin.pth"}));
+  EXPECT_EQ(skipped["zoo/hf/st"], "an HF shard folder whose files match none of *.bin");
+}
+
+TEST(Inputs, APthAndASafetensorsOfOneNameCollide) {
+  Scratch s;
+  put(s / "zoo/m.pth", "x");
+  put(s / "zoo/m.safetensors", "y");
+  EXPECT_EQ(error_of([&] { collect_batch_inputs({s / "zoo"}, default_batch_globs(), ""); }),
+            "2: " + (s / "zoo/m.pth") + " and " + (s / "zoo/m.safetensors") +
+                " would both be written to m.pth");
 }
 
 // A small zoo of real checkpoints, and one that is broken.
@@ -274,6 +348,57 @@ TEST(RunBatch, ConvertsThenSkipsThenNoticesChanges) {
   BatchOptions forced = options_for(s);
   forced.convert.force = true;
   EXPECT_EQ(run_batch(forced).converted.inputs, 5u);
+}
+
+// A shard folder: one torch.save shard (`fixture`) and the index that names
+// one of its tensors (the others are left out, with a warning).
+void make_shard_folder(const std::string& folder, const std::string& fixture) {
+  copy(fixture, folder + "/pytorch_model-00001-of-00001.bin");
+  put(folder + "/pytorch_model.bin.index.json",
+      R"({"weight_map": {"module.conv.weight": "pytorch_model-00001-of-00001.bin"}})");
+}
+
+TEST(RunBatch, AShardFolderIsOneOutputResumedByEachOfItsFiles) {
+  Scratch s;
+  make_shard_folder(s / "zoo/hf", "dp_tiny_cnn.pth");
+  copy("clean_cpu.pth", s / "zoo/a.pth");
+  EXPECT_EQ(run_batch(options_for(s)).converted.inputs, 2u);
+  EXPECT_TRUE(fs::is_regular_file(s / "out/hf.pth"));
+  EXPECT_FALSE(fs::exists(s / "out/hf"));
+  EXPECT_EQ(run_batch(options_for(s)).skipped.inputs, 2u);
+
+  // a shard touched, same bytes: up to date; other bytes: that folder converted again
+  std::string shard = s / "zoo/hf/pytorch_model-00001-of-00001.bin";
+  struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, shard.c_str(), times, 0), 0);
+  EXPECT_EQ(run_batch(options_for(s)).skipped.inputs, 2u);
+  copy("legacy_dp.pth", shard);
+  std::map<std::string, std::string> got = statuses(run_batch(options_for(s)).report_path);
+  EXPECT_EQ(got["hf.pth"], "converted input changed");
+  EXPECT_EQ(got["a.pth"], "skipped up to date");
+}
+
+TEST(RunBatch, AFolderOutputIsCheckedFileByFile) {
+  Scratch s;
+  make_shard_folder(s / "zoo/hf", "dp_tiny_cnn.pth");
+  copy("clean_cpu.pth", s / "zoo/a.pth");
+  BatchOptions sharded = options_for(s);
+  sharded.convert.sink.max_shard_size = 1000;
+  EXPECT_EQ(run_batch(sharded).converted.inputs, 2u);
+  EXPECT_TRUE(fs::is_directory(s / "out/hf"));
+  EXPECT_TRUE(fs::is_directory(s / "out/a"));
+  EXPECT_EQ(run_batch(sharded).skipped.inputs, 2u);
+  for (const fs::directory_entry& entry : fs::directory_iterator(s / "out/a")) {
+    if (entry.path().filename() != "model.safetensors.index.json") {
+      fs::remove(entry.path());  // one shard lost
+      break;
+    }
+  }
+  std::map<std::string, std::string> got = statuses(run_batch(sharded).report_path);
+  EXPECT_EQ(got["a"], "converted output changed");
+  EXPECT_EQ(got["hf"], "skipped up to date");
+  // the same zoo written as single files is another set of options and outputs
+  EXPECT_EQ(statuses(run_batch(options_for(s)).report_path)["a.pth"], "converted new");
 }
 
 TEST(RunBatch, AFailureIsRecordedAndTheOthersAreDone) {
@@ -421,6 +546,7 @@ TEST(BatchReport, RecordAndSummaryText) {
   record.reason = "new";
   record.input_bytes = 2000000;
   record.output_bytes = 1900000;
+  record.output_format = "pt";
   record.tensors = 3;
   record.storages = 2;
   record.storage_bytes = 1800000;
@@ -431,7 +557,9 @@ TEST(BatchReport, RecordAndSummaryText) {
   EXPECT_EQ(format_batch_record(record),
             R"({"schema":"ckpt-convert.batch/2","input":"zoo/a.pth","path":"a.pth",)"
             R"("output":"out/a.pth","status":"converted","reason":"new","exit_code":0,"error":null,)"
-            R"("stale_output":null,"input_bytes":2000000,"output_bytes":1900000,"tensors":3,"storages":2,)"
+            R"("stale_output":null,"input_bytes":2000000,"output_bytes":1900000,)"
+            R"("output_format":"pt",)"
+            R"("dtype":null,"shards":[],"tensors":3,"storages":2,)"
             R"("storage_bytes":1800000,"renamed":3,"dropped":0,)"
             R"("rules":[{"rule":"strip module.","origin":"--strip","matches":3}],"warnings":[],)"
             R"("verified_on":"cpu","seconds":0.5})");
@@ -473,7 +601,8 @@ TEST(RunBatch, NothingToConvertIsAnError) {
   Scratch s;
   put(s / "zoo/readme.txt", "x");
   EXPECT_EQ(error_of([&] { run_batch(options_for(s)); }),
-            "1: batch: no input matches *.pth *.pth.tar *.pt *.bin *.ckpt in the given sources");
+            "1: batch: no input matches *.pth *.pth.tar *.pt *.bin *.ckpt *.safetensors in the "
+            "given sources");
 }
 
 }  // namespace
