@@ -208,9 +208,9 @@ Runner add_batch(CLI::App& app) {
       ->description("Write every output in this format: pt (default) or safetensors; each "
                     "output is named after it (see OUTPUT NAMES)");
   app.get_option("--max-shard-size")
-      ->description("Make every output a folder of HuggingFace safetensors shards of at most "
-                    "SIZE (5GB, 500MB decimal; 2GiB binary; bytes), named as its input without "
-                    "the extension");
+      ->description("Make every output a folder of HuggingFace shards (safetensors; --format "
+                    "pt: .bin) of at most SIZE (5GB, 500MB decimal; 2GiB binary; bytes), named "
+                    "as its input without the extension");
   app.add_flag("--json", args->json, "Print each input's record as a JSON line on stdout");
   app.add_flag("-q,--quiet", args->quiet, "Print nothing but errors");
   app.add_flag("-v,--verbose", args->verbosity,

@@ -25,7 +25,9 @@ public:
 
   // Copies the next bytes of the stream into `to`, at most `capacity` of them
   // and whole elements only (`capacity` must hold one). Returns how many; 0
-  // once the stream is done.
+  // once the stream is done. One range of a file is read with pread, a
+  // strided tensor from the map. Throws `Error` when the file cannot be read
+  // or was truncated meanwhile.
   uint64_t read(uint8_t* to, uint64_t capacity);
 
 private:

@@ -3,9 +3,19 @@
 #include "ckpt/tensor_bytes.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
+#include "ckpt/error.h"
+#include "ckpt/mapped_file.h"
+
 namespace ckpt {
+namespace {
+
+// Reads of this size and more go through pread, smaller ones through the map.
+constexpr uint64_t k_read_from = 64 << 10;
+
+}  // namespace
 
 TensorBytes::TensorBytes(const TensorRef& tensor) : m_tensor(tensor) {
   m_element = static_cast<uint64_t>(element_size(tensor.dtype));
@@ -36,7 +46,20 @@ uint64_t TensorBytes::read(uint8_t* to, uint64_t capacity) {
   uint64_t left = m_size - m_done;
   if (m_one_range) {
     uint64_t n = std::min(left, capacity - capacity % m_element);
-    std::memcpy(to, storage + m_start + m_done, n);
+    const MappedFile* file = m_tensor.storage->file;
+    if (file != nullptr && n >= k_read_from) {
+      // pread into the caller's buffer: about twice as fast as touching the
+      // mapped pages, which the kernel must map first (see verify.cc).
+      uint64_t offset = m_tensor.storage->file_offset + m_start + m_done;
+      if (read_at(file->fd(), to, n, offset) != n) {
+        if (errno == 0) {
+          throw truncated_while_read(file->path());
+        }
+        throw Error(file->path() + ": cannot read: " + std::strerror(errno));
+      }
+    } else {
+      std::memcpy(to, storage + m_start + m_done, n);
+    }
     m_done += n;
     return n;
   }

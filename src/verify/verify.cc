@@ -263,33 +263,44 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
 // Checks that `written` holds `source`'s elements (in dtype `from`) cast to
 // its dtype, compared with the reference cast, and the CRC-32 its record
 // carries.
-void check_cast_storage(const std::string& shown_as, Dtype from, const Storage& source,
-                        const Storage& written, Progress& progress) {
-  const uint8_t* a = storage_bytes(source).bytes.data;
-  ByteSpan b = storage_bytes(written).bytes;
+void check_cast_storage(const std::string& shown_as, const VerifySource& input, Dtype from,
+                        const Storage& source, const Storage& written, Progress& progress) {
+  StorageBytes in = storage_bytes(source);
+  StorageBytes out = storage_bytes(written);
   uint64_t in_size = static_cast<uint64_t>(element_size(from));
   uint64_t out_size = static_cast<uint64_t>(element_size(written.dtype));
   uint64_t count = static_cast<uint64_t>(source.numel);
   std::string name = "data/" + written.key;
-  if (b.size != count * out_size) {
-    mismatch(shown_as, name + " holds " + std::to_string(b.size) + " bytes, its source cast " +
-                           std::to_string(count * out_size));
+  if (out.bytes.size != count * out_size) {
+    mismatch(shown_as, name + " holds " + std::to_string(out.bytes.size) +
+                           " bytes, its source cast " + std::to_string(count * out_size));
   }
-  // In two halves on two threads from 4 MiB elements, as read_storage reads.
-  const uint64_t step = k_buffer / out_size;
+  StorageFile source_file{in.file != nullptr ? in.file->fd() : -1, in.file_offset, input.path,
+                          false};
+  StorageFile written_file{out.file->fd(), out.file_offset, shown_as, true};
+  // Read into buffers (pread; in place when the source is only in memory), in
+  // two halves on two threads from 4 MiB elements, as read_storage reads.
+  const uint64_t step = k_buffer / std::max(in_size, out_size);
   uint64_t first[2] = {UINT64_MAX, UINT64_MAX};
   uint32_t sums[2] = {0, 0};
   uint64_t half = in_two_halves(count, [&](uint64_t begin, uint64_t end) {
     int which = begin == 0 ? 0 : 1;
+    std::vector<uint8_t> a(step * in_size);
+    std::vector<uint8_t> b(step * out_size);
     for (uint64_t at = begin; at < end; at += step) {
       uint64_t n = std::min(step, end - at);
-      size_t differs = first_cast_difference(from, written.dtype, a + at * in_size,
-                                             b.data + at * out_size, n);
+      const uint8_t* from_bytes = in.bytes.data + at * in_size;
+      if (source_file.fd >= 0) {
+        read_chunk(source_file, a.data(), n * in_size, at * in_size);
+        from_bytes = a.data();
+      }
+      read_chunk(written_file, b.data(), n * out_size, at * out_size);
+      size_t differs = first_cast_difference(from, written.dtype, from_bytes, b.data(), n);
       if (differs < n) {
         first[which] = at + differs;
         return;
       }
-      sums[which] = crc32_update(sums[which], b.data + at * out_size, n * out_size);
+      sums[which] = crc32_update(sums[which], b.data(), n * out_size);
     }
   });
   if (std::min(first[0], first[1]) != UINT64_MAX) {
@@ -364,7 +375,7 @@ VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::str
       mismatch(shown_as, describe(i, src) + " does not share storage as its source does");
     }
     if (new_pair && is_cast) {
-      check_cast_storage(shown_as, cast->second, *src.storage, *out.storage, verified);
+      check_cast_storage(shown_as, input, cast->second, *src.storage, *out.storage, verified);
       ++report.storages;
       report.bytes += out.storage->bytes.size;
     } else if (new_pair) {
