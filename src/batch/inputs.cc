@@ -128,8 +128,11 @@ public:
       return;
     }
     if (S_ISDIR(info.st_mode) && holds_hf_index(path)) {
+      // A named variable, not a temporary: GCC 12 at -O3 warns that a
+      // temporary empty optional<string> "may be used uninitialized".
+      const std::optional<std::string> named_directly;
       add_folder(path, relative.empty() || relative == "." ? folder_name(path) : relative, info,
-                 std::nullopt);
+                 named_directly);
     } else if (S_ISDIR(info.st_mode)) {
       walk(path, prefix);
     } else {
