@@ -44,6 +44,9 @@ TensorBytes::TensorBytes(const TensorRef& tensor) : m_tensor(tensor) {
 uint64_t TensorBytes::read(uint8_t* to, uint64_t capacity) {
   const uint8_t* storage = m_tensor.storage->bytes.data;
   uint64_t left = m_size - m_done;
+  if (left == 0) {
+    return 0;  // done, or an empty tensor (whose storage may have no bytes at all)
+  }
   if (m_one_range) {
     uint64_t n = std::min(left, capacity - capacity % m_element);
     const MappedFile* file = m_tensor.storage->file;
