@@ -53,4 +53,14 @@ void release_pages(ByteSpan range);
 // (errno is then 0) or a read fails (errno says why).
 uint64_t read_at(int fd, void* to, uint64_t size, uint64_t offset);
 
+// Copies `size` bytes at `offset` of `source` to the current position of `fd`
+// inside the kernel (copy_file_range), through EINTR. Returns how many it
+// copied: fewer when the kernel cannot (another file system, a short source),
+// and the caller streams the rest.
+uint64_t copy_at(int source, uint64_t offset, int fd, uint64_t size);
+
+// Writes all `size` bytes at `data` to `fd`, through short writes and EINTR.
+// Throws `Error` `<shown_as>: cannot write: <cause>` (a disk full as ENOSPC).
+void write_all(int fd, const void* data, uint64_t size, const std::string& shown_as);
+
 }  // namespace ckpt

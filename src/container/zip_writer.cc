@@ -175,17 +175,12 @@ void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t o
   uint64_t left = size;
   auto in = static_cast<off_t>(offset);
   if (crc32) {
-    while (left > 0) {
-      ssize_t n = ::copy_file_range(source_fd, &in, m_fd, nullptr, left, 0);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        break;  // not supported here (or a short source): stream the rest below
-      }
-      left -= static_cast<uint64_t>(n);
-      m_offset += static_cast<uint64_t>(n);
-    }
+    // What the kernel cannot copy (another file system, a short source) is
+    // streamed below.
+    uint64_t copied = copy_at(source_fd, offset, m_fd, left);
+    in += static_cast<off_t>(copied);
+    left -= copied;
+    m_offset += copied;
   }
   uint32_t crc = 0;
   std::vector<char> buffer(left > 0 ? std::min<uint64_t>(left, 1 << 20) : 0);

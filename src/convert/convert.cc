@@ -67,32 +67,26 @@ std::string output_path(const ConvertOptions& options) {
   return folder + (folder.back() == '/' ? "" : "/") + name;
 }
 
-// OUT for a sink that writes a folder (`--max-shard-size`): a folder, or
-// nothing yet (made when written).
-void check_folder_output(const ConvertOptions& options) {
-  const std::string& output = options.output;
-  if (output.empty()) {
-    if (!options.dry_run) {
-      throw Error("no OUT given (only --dry-run goes without one)", ExitStatus::k_usage);
-    }
-    return;
-  }
-  if (exists(output) && !is_folder(output)) {
-    throw Error(output + ": refusing to write shards: it is a file, and --max-shard-size makes "
-                "OUT a folder", ExitStatus::k_usage);
-  }
-}
-
 void make_folder(const std::string& folder) {
   if (::mkdir(folder.c_str(), 0777) != 0 && errno != EEXIST) {
     throw Error(folder + ": cannot make the output folder: " + std::strerror(errno));
   }
 }
 
-void check_paths(const ConvertOptions& options, const std::string& output) {
+// OUT is a file that is not IN and, without --force, not there yet; for a
+// sink that writes a folder (`--max-shard-size`), a folder or nothing yet
+// (made when written; the sink refuses the shards already in it).
+void check_paths(const ConvertOptions& options, const std::string& output, bool folder) {
   if (output.empty()) {
     if (!options.dry_run) {
       throw Error("no OUT given (only --dry-run goes without one)", ExitStatus::k_usage);
+    }
+    return;
+  }
+  if (folder) {
+    if (exists(output) && !is_folder(output)) {
+      throw Error(output + ": refusing to write shards: it is a file, and --max-shard-size "
+                  "makes OUT a folder", ExitStatus::k_usage);
     }
     return;
   }
@@ -184,11 +178,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
   report.rules = options.rules.rules();
   const SinkFormat& format = choose_sink(output, options.format,
                                          options.sink.max_shard_size > 0);
-  if (format.writes_folder) {
-    check_folder_output(options);
-  } else {
-    check_paths(options, output);
-  }
+  check_paths(options, output, format.writes_folder);
   report.output_format = format.name;
   if (options.sink.dtype) {
     report.dtype = dtype_name(*options.sink.dtype);

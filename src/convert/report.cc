@@ -21,6 +21,16 @@ std::string megabytes(uint64_t bytes) {
   return text;
 }
 
+// One line per file of a folder output: `    <file>: N names, B bytes`.
+std::string shard_lines(const ConvertReport& r) {
+  std::string out;
+  for (const ShardWritten& shard : r.shards) {
+    out += "    " + shard.file + ": " + count(shard.tensors, "name", "names") + ", " +
+           std::to_string(shard.bytes) + " bytes\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string format_report_text(const ConvertReport& r) {
@@ -61,21 +71,14 @@ std::string format_report_text(const ConvertReport& r) {
                               : " (each written; --tied dedupe writes one)") + "\n";
   }
   if (r.dry_run && !r.shards.empty()) {
-    out += "  would write " + count(r.shards.size(), "file", "files") + ":\n";
-    for (const ShardWritten& shard : r.shards) {
-      out += "    " + shard.file + ": " + count(shard.tensors, "name", "names") + ", " +
-             std::to_string(shard.bytes) + " bytes\n";
-    }
+    out += "  would write " + count(r.shards.size(), "file", "files") + ":\n" + shard_lines(r);
   }
   if (r.written) {
     out += "  written: " + count(r.tensors, "tensor", "tensors") + " in " +
            count(r.storages, "storage", "storages") + " (" + megabytes(r.storage_bytes) +
            "), " + std::to_string(r.bytes_written) + " bytes" +
            (r.output_format == "pt" ? "" : " of " + r.output_format) + "\n";
-    for (const ShardWritten& shard : r.shards) {
-      out += "    " + shard.file + ": " + count(shard.tensors, "name", "names") + ", " +
-             std::to_string(shard.bytes) + " bytes\n";
-    }
+    out += shard_lines(r);
     if (r.verified) {
       out += "  verified: " + count(r.verified->tensors, "tensor", "tensors") + ", " +
              megabytes(r.verified->bytes) + " compared; " +

@@ -128,7 +128,7 @@ public:
       std::string name = index_file_name(m_format);
       std::string path = in_folder(folder, name);
       TempFile& index = out.create(path);
-      write_text(index.fd(), m_index, path);
+      write_all(index.fd(), m_index.data(), m_index.size(), path);
       written.bytes += m_index.size();
       written.shards.push_back({name, m_weight_map.size(), m_index.size()});
     }
@@ -287,20 +287,6 @@ private:
       if (written.count(name) == 0) {
         m_stale.push_back(name);
       }
-    }
-  }
-
-  static void write_text(int fd, const std::string& text, const std::string& path) {
-    size_t done = 0;
-    while (done < text.size()) {
-      ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        throw Error(path + ": cannot write: " + std::strerror(n < 0 ? errno : ENOSPC));
-      }
-      done += static_cast<size_t>(n);
     }
   }
 

@@ -115,38 +115,6 @@ bool covers_storage(const TensorRef& t) {
                               t.storage->bytes.size;
 }
 
-void write_all(int fd, const uint8_t* data, uint64_t size, const std::string& shown_as) {
-  while (size > 0) {
-    ssize_t n = ::write(fd, data, std::min<uint64_t>(size, 1 << 30));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      throw Error(shown_as + ": cannot write: " + std::strerror(n < 0 ? errno : ENOSPC));
-    }
-    data += n;
-    size -= static_cast<uint64_t>(n);
-  }
-}
-
-// Copies `size` bytes at `offset` of `source` to `fd` inside the kernel;
-// returns how many it could (the rest goes through a buffer).
-uint64_t copy_range(int source, uint64_t offset, int fd, uint64_t size) {
-  auto in = static_cast<off_t>(offset);
-  uint64_t done = 0;
-  while (done < size) {
-    ssize_t n = ::copy_file_range(source, &in, fd, nullptr, size - done, 0);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      break;
-    }
-    done += static_cast<uint64_t>(n);
-  }
-  return done;
-}
-
 // The state dict's names and tensors; refuses what safetensors cannot hold.
 std::vector<NamedTensor> collect(const WriteRequest& request) {
   std::vector<NamedTensor> entries;
@@ -285,7 +253,7 @@ uint64_t write_tensor(const NamedTensor& e, int fd, std::vector<uint8_t>& in,
   bool cast = e.written_dtype != e.tensor.dtype;
   uint64_t copied = 0;
   if (!cast && source.is_one_range() && storage.file != nullptr && source.size() > k_chunk) {
-    copied = copy_range(storage.file->fd(), storage.file_offset + source.storage_start(), fd,
+    copied = copy_at(storage.file->fd(), storage.file_offset + source.storage_start(), fd,
                         source.size());
     if (copied == source.size()) {
       return copied;
@@ -385,8 +353,7 @@ SafetensorsFile::SafetensorsFile(std::vector<NamedTensor> entries) : m_entries(s
 
 void SafetensorsFile::write(int fd, const std::string& shown_as, const ProgressFn& progress,
                             uint64_t done, uint64_t total) const {
-  write_all(fd, reinterpret_cast<const uint8_t*>(m_layout.header.data()), m_layout.header.size(),
-            shown_as);
+  write_all(fd, m_layout.header.data(), m_layout.header.size(), shown_as);
   done += m_layout.header.size();
   std::vector<uint8_t> in(k_chunk);
   std::vector<uint8_t> out;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -175,6 +176,37 @@ uint64_t read_at(int fd, void* to, uint64_t size, uint64_t offset) {
     done += static_cast<uint64_t>(n);
   }
   return done;
+}
+
+uint64_t copy_at(int source, uint64_t offset, int fd, uint64_t size) {
+  auto in = static_cast<off_t>(offset);
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = ::copy_file_range(source, &in, fd, nullptr, size - done, 0);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  return done;
+}
+
+void write_all(int fd, const void* data, uint64_t size, const std::string& shown_as) {
+  const auto* at = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd, at, std::min<uint64_t>(size, 1 << 30));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw Error(shown_as + ": cannot write: " + std::strerror(n < 0 ? errno : ENOSPC));
+    }
+    at += n;
+    size -= static_cast<uint64_t>(n);
+  }
 }
 
 void release_pages(ByteSpan range) {
