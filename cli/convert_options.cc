@@ -99,6 +99,10 @@ void add_convert_flags(CLI::App& app, ConvertFlags& flags, const char* group) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->option_text("PATTERN")
       ->group(output_group);
+  app.add_option("--tag", flags.options.read.tag,
+                 "A DeepSpeed run folder: read the checkpoint of TAG (global_step1200) "
+                 "instead of the one its `latest` file names")
+      ->option_text("TAG");
   app.add_option("--max-shard-size", flags.max_shard_size,
                  "OUT becomes a folder of HuggingFace shards of at most SIZE (5GB, 500MB "
                  "decimal; 2GiB binary; bytes) and model.safetensors.index.json")

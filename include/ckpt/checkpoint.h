@@ -16,6 +16,11 @@ namespace ckpt {
 
 struct SourceFormat;
 
+// Choices of the command line that readers of folders read.
+struct ReadOptions {
+  std::string tag;  // `--tag`: the DeepSpeed tag folder to read instead of the one `latest` names
+};
+
 struct Checkpoint {
   std::string path;
   const SourceFormat* format = nullptr;  // the reader that claimed the file (source.h)
@@ -41,6 +46,7 @@ struct Checkpoint {
   // tensors): `convert` reports them as its warnings, `inspect` and `check`
   // log them.
   std::vector<std::string> warnings;
+  ReadOptions options;               // what `read_checkpoint` was given
 
   // The map of the file being read (the last one mapped: the file
   // `read_checkpoint` was given, or the shard an HF index is reading);
@@ -52,12 +58,13 @@ struct Checkpoint {
   std::string fact(const std::string& name) const;
 };
 
-// Opens and decodes `path`: a file, or a folder holding an HF shard index
-// (`find_hf_index`). Nothing in it is executed. Throws `Error` naming
+// Opens and decodes `path`: a file, or a folder a format of the table claims
+// (`SourceFormat::claims_folder`: a DeepSpeed run or tag folder, a DCP
+// checkpoint, a folder of HF shards). Nothing in it is executed. Throws `Error` naming
 // the file (and record or byte offset) and the cause for anything that is not
 // a readable checkpoint: empty, text, tar-format (torch < 0.4),
 // TorchScript archives, truncation, missing or short storage records.
-Checkpoint read_checkpoint(const std::string& path);
+Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options = {});
 
 // The same for a file already in memory (`bytes` must outlive the result),
 // sniffed through the same table; `name` stands for the file in messages.

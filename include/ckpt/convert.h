@@ -12,6 +12,7 @@
 #include "ckpt/rewrite.h"
 #include "ckpt/rules.h"
 #include "ckpt/sink.h"
+#include "ckpt/checkpoint.h"
 #include "ckpt/verify.h"
 
 namespace ckpt {
@@ -31,6 +32,7 @@ struct ConvertOptions {
   std::vector<std::string> allowed_globals;
   std::string format;            // the output format (sink.h); "" = chosen by OUT's name
   SinkOptions sink;              // --tied, --keep-tied, --dtype
+  ReadOptions read;              // --tag
   ProgressFn progress;           // optional
 };
 

@@ -68,6 +68,13 @@ private:
   size_t m_size = 0;
 };
 
+// One run of a storage's bytes: `size` bytes at `file_offset` of `file`.
+struct BytePiece {
+  const MappedFile* file = nullptr;
+  uint64_t file_offset = 0;
+  uint64_t size = 0;
+};
+
 // A storage record of the checkpoint: `('storage', type, key, location, numel)`.
 struct Storage {
   std::string key;           // record key in the input (`data/<key>`)
@@ -80,6 +87,12 @@ struct Storage {
   uint64_t file_offset = 0;  // where `bytes` start in `file`
   bool has_crc32 = false;    // `crc32` is the zip record's, which holds exactly `bytes`
   uint32_t crc32 = 0;
+  // A storage made of runs of several files (a parameter consolidated from
+  // DeepSpeed ranks, a tensor assembled from DCP chunks): its bytes, in order.
+  // Then `bytes.data` and `file` are null and `bytes.size` is their total;
+  // read them with `read_storage_range` (storage_pieces.h). Empty for a
+  // storage that is one range (`bytes`).
+  std::vector<BytePiece> pieces;
   mutable uint32_t memo_epoch = 0;  // encoder scratch: its key string is memoized
   mutable uint32_t memo_index = 0;
 };
@@ -92,10 +105,10 @@ struct StorageBytes {
   uint64_t file_offset = 0;          // where `bytes` start in `file`
 };
 
-// Where the bytes of `storage` are. Every reader of a storage's contents (the
-// writer, verification, check's CRC-32 and NaN/Inf scans, the LibTorch
-// loader) asks here: today they are one range of one file, and a storage
-// made of pieces of several files will change this one place.
+// Where the bytes of `storage` are, when they are one range (no `pieces`).
+// Every reader of a storage's contents (the writer, verification, check's
+// CRC-32 and NaN/Inf scans, the LibTorch loader) asks here, or reads a
+// storage of pieces through `read_storage_range`.
 inline StorageBytes storage_bytes(const Storage& storage) {
   return {storage.bytes, storage.file, storage.file_offset};
 }

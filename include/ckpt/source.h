@@ -41,6 +41,13 @@ struct SourceFormat {
   // what each made in `out.graph` (`graph.root`, new storages) before
   // calling the next; the records a reader sets are then the last file's.
   void (*read)(const std::string& path, Checkpoint& out);
+  // For a format that is a folder of files (a DeepSpeed run, a DCP
+  // checkpoint, HF shards): true when `folder` is one, judged by the files in
+  // it, never by its name. Then `read` is called with the folder's path and an
+  // `out` with no file mapped (`out.bytes` empty): it maps what it reads into
+  // `out.files`. nullptr for a format of single files. May throw `Error` for a
+  // folder it recognises but refuses, naming the folder and the cause.
+  bool (*claims_folder)(const std::string& folder) = nullptr;
 };
 
 // The formats `read_checkpoint` tries, in order; the first whose `sniff` is

@@ -188,7 +188,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
   }
 
   Clock::time_point stage = Clock::now();
-  Checkpoint input = read_checkpoint(options.input);
+  Checkpoint input = read_checkpoint(options.input, options.read);
   report.format = format_name(input);
   report.warnings = input.warnings;
   report.globals = list_globals(input.graph.root);

@@ -164,10 +164,28 @@ void parse(Checkpoint& ckpt) {
 
 }  // namespace
 
-Checkpoint read_checkpoint(const std::string& path) {
+Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) {
   Checkpoint ckpt;
+  ckpt.options = options;
   struct stat info {};
   bool folder = ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+  if (folder) {
+    for (const SourceFormat& format : source_formats()) {
+      if (format.claims_folder != nullptr && format.claims_folder(path)) {
+        ckpt.path = path;
+        ckpt.format = &format;
+        format.read(path, ckpt);
+        try {
+          ckpt.tensors = tensors_reachable(ckpt.graph.root, ckpt.graph.storages().size());
+        } catch (const FormatError& e) {
+          throw in_file(path, e);
+        }
+        return ckpt;
+      }
+    }
+  }
+  // A folder no folder format claims is read through the HF index in it,
+  // whose absence find_hf_index explains.
   ckpt.path = folder ? find_hf_index(path) : path;
   ckpt.files.push_back(MappedFile::open(ckpt.path));
   ckpt.bytes = ckpt.files.front().bytes();

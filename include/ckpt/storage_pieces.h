@@ -1,0 +1,36 @@
+// Storages whose bytes are runs of several files: how readers of sharded
+// checkpoints (DeepSpeed ZeRO, torch DCP) build them, and how every consumer
+// of a storage's bytes reads them, one range or many, through a bounded
+// buffer. Nothing here holds a whole tensor in memory.
+#pragma once
+
+#include <cstdint>
+
+#include "ckpt/graph.h"
+
+namespace ckpt {
+
+class MappedFile;
+
+// Appends `size` bytes at `file_offset` of `file` to `storage.pieces`,
+// merged into the last piece when they follow it in the same file. A size
+// of 0 adds nothing.
+void append_piece(Storage& storage, const MappedFile& file, uint64_t file_offset, uint64_t size);
+
+// Ends building `storage` from its pieces: they must add up to numel ×
+// element size (throws `FormatError` naming `storage.key` otherwise). One
+// piece becomes a plain range (`bytes`, `file`, `file_offset`), so that it is
+// copied inside the kernel like any other; several keep `pieces`, with
+// `bytes` {nullptr, total}.
+void finish_pieces(Storage& storage);
+
+// Copies bytes [`offset`, `offset` + `size`) of `storage` (one range or
+// pieces) into `to`: pread from the files, memcpy for bytes only in memory.
+// Throws `Error` naming the file when one cannot be read or was truncated.
+void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, uint64_t size);
+
+// True when `storage`'s bytes must be read through `read_storage_range`
+// (it has pieces), false when `storage_bytes` holds them.
+inline bool has_pieces(const Storage& storage) { return !storage.pieces.empty(); }
+
+}  // namespace ckpt
