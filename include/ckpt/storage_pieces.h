@@ -29,6 +29,12 @@ void finish_pieces(Storage& storage);
 // Throws `Error` naming the file when one cannot be read or was truncated.
 void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, uint64_t size);
 
+// Copies bytes [`offset`, `offset` + `size`) of `storage` to the file `fd` at
+// its position, inside the kernel (`copy_at`), piece by piece. Returns how
+// many were copied: fewer when the kernel cannot copy between these files
+// (the caller writes the rest through a buffer).
+uint64_t copy_storage_range(const Storage& storage, uint64_t offset, uint64_t size, int fd);
+
 // True when `storage`'s bytes must be read through `read_storage_range`
 // (it has pieces), false when `storage_bytes` holds them.
 inline bool has_pieces(const Storage& storage) { return !storage.pieces.empty(); }

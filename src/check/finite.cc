@@ -10,8 +10,11 @@
 // strides.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "ckpt/check.h"
+#include "ckpt/storage_pieces.h"
+#include "ckpt/tensor_bytes.h"
 
 namespace ckpt {
 namespace {
@@ -151,6 +154,29 @@ NonFinite count_non_finite(const TensorRef& tensor) {
     return out;
   }
   const int64_t element = f.bytes * f.parts;
+  if (has_pieces(*tensor.storage)) {
+    // Consolidated from several files (DeepSpeed, DCP): read in row-major
+    // order a buffer at a time.
+    TensorBytes stream(tensor);
+    std::vector<uint8_t> buffer(static_cast<size_t>(1 << 20) / static_cast<size_t>(element) *
+                                static_cast<size_t>(element));
+    int64_t first = 0;  // the buffer's first element
+    while (uint64_t n = stream.read(buffer.data(), buffer.size())) {
+      uint64_t count = n / static_cast<uint64_t>(element);
+      if (suspects_in(buffer.data(), count * static_cast<uint64_t>(f.parts), f) != 0) {
+        for (uint64_t i = 0; i < count; ++i) {
+          int kind = classify_element(buffer.data() + i * static_cast<uint64_t>(element), f);
+          if (kind != 0) {
+            int64_t at = first + static_cast<int64_t>(i);
+            note(out, kind, out.nan + out.inf == 0 ? unravel(at, tensor.sizes.vec())
+                                                   : std::vector<int64_t>{});
+          }
+        }
+      }
+      first += static_cast<int64_t>(count);
+    }
+    return out;
+  }
   const uint8_t* base = storage_bytes(*tensor.storage).bytes.data + tensor.offset * element;
   if (is_contiguous(tensor)) {
     auto n = static_cast<uint64_t>(numel);

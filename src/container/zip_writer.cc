@@ -28,11 +28,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "ckpt/cast.h"
 #include "ckpt/crc32.h"
 #include "ckpt/error.h"
 #include "ckpt/mapped_file.h"
+#include "ckpt/storage_pieces.h"
 #include "ckpt/writer.h"
 
 namespace ckpt {
@@ -284,20 +286,39 @@ uint64_t ZipWriter::finish() {
 namespace {
 
 // Writes `storage`'s bytes (in dtype `from`) cast to its dtype, a buffer at a
-// time.
+// time: from the map, or read from its pieces.
 void add_cast(ZipWriter& zip, const std::string& name, const Storage& storage, Dtype from) {
   ByteSpan source = storage_bytes(storage).bytes;
   size_t in_size = static_cast<size_t>(element_size(from));
   size_t out_size = static_cast<size_t>(element_size(storage.dtype));
+  std::vector<uint8_t> pieced;  // a buffer for the pieces' bytes
   uint64_t done = 0;  // elements
   zip.add_generated(name, static_cast<uint64_t>(storage.numel) * out_size,
                     [&](uint8_t* to, uint64_t capacity) {
                       uint64_t count = std::min<uint64_t>(capacity / out_size,
                                                           static_cast<uint64_t>(storage.numel) - done);
-                      cast_elements(from, storage.dtype, source.data + done * in_size, to, count);
+                      const uint8_t* elements = source.data + done * in_size;
+                      if (has_pieces(storage)) {
+                        pieced.resize(count * in_size);
+                        read_storage_range(storage, done * in_size, pieced.data(), count * in_size);
+                        elements = pieced.data();
+                      }
+                      cast_elements(from, storage.dtype, elements, to, count);
                       done += count;
                       return count * out_size;
                     });
+}
+
+// Writes the bytes of `storage`, made of pieces of several files, read a
+// buffer at a time (their CRC-32 is summed on the way).
+void add_pieces(ZipWriter& zip, const std::string& name, const Storage& storage) {
+  uint64_t done = 0;
+  zip.add_generated(name, storage.bytes.size, [&](uint8_t* to, uint64_t capacity) {
+    uint64_t n = std::min(capacity, storage.bytes.size - done);
+    read_storage_range(storage, done, to, n);
+    done += n;
+    return n;
+  });
 }
 
 }  // namespace
@@ -323,6 +344,8 @@ uint64_t write_checkpoint(const EncodedPickle& pickle, int fd,
     auto cast = casts.find(storage);
     if (cast != casts.end()) {
       add_cast(zip, name, *storage, cast->second);
+    } else if (has_pieces(*storage)) {
+      add_pieces(zip, name, *storage);
     } else if (where.file != nullptr && where.bytes.size > k_small_record) {
       zip.add_from_file(name, where.file->fd(), where.file_offset, where.bytes.size, crc32);
     } else {

@@ -44,6 +44,7 @@
 #include "ckpt/error.h"
 #include "ckpt/mapped_file.h"
 #include "ckpt/source.h"
+#include "ckpt/storage_pieces.h"
 #include "ckpt/tensor_bytes.h"
 #include "ckpt/torch_plugin.h"
 #include "verify/reference_cast.h"
@@ -252,9 +253,9 @@ uint64_t write_tensor(const NamedTensor& e, int fd, std::vector<uint8_t>& in,
   const Storage& storage = *e.tensor.storage;
   bool cast = e.written_dtype != e.tensor.dtype;
   uint64_t copied = 0;
-  if (!cast && source.is_one_range() && storage.file != nullptr && source.size() > k_chunk) {
-    copied = copy_at(storage.file->fd(), storage.file_offset + source.storage_start(), fd,
-                        source.size());
+  if (!cast && source.is_one_range() && (storage.file != nullptr || has_pieces(storage)) &&
+      source.size() > k_chunk) {
+    copied = copy_storage_range(storage, source.storage_start(), source.size(), fd);
     if (copied == source.size()) {
       return copied;
     }

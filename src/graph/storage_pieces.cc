@@ -61,6 +61,52 @@ void finish_pieces(Storage& storage) {
   storage.bytes = {nullptr, total};
 }
 
+namespace {
+
+// Calls `run(piece, within, n)` for the parts of `storage`'s pieces that
+// hold bytes [`offset`, `offset` + `size`), in order, while it returns true.
+// Returns the bytes visited.
+template <typename Run>
+uint64_t for_pieces_in(const Storage& storage, uint64_t offset, uint64_t size, const Run& run) {
+  uint64_t start = 0;
+  uint64_t done = 0;
+  // A linear walk: a binary search would pay off only for storages of
+  // thousands of pieces (2-D boxes, one per row), read a buffer at a time.
+  for (const BytePiece& piece : storage.pieces) {
+    if (done == size) {
+      break;
+    }
+    uint64_t end = start + piece.size;
+    if (offset + done < end) {
+      uint64_t within = offset + done - start;
+      uint64_t n = std::min(size - done, piece.size - within);
+      if (!run(piece, within, n)) {
+        break;
+      }
+      done += n;
+    }
+    start = end;
+  }
+  return done;
+}
+
+}  // namespace
+
+uint64_t copy_storage_range(const Storage& storage, uint64_t offset, uint64_t size, int fd) {
+  if (storage.pieces.empty()) {
+    return storage.file == nullptr ? 0
+                                   : copy_at(storage.file->fd(), storage.file_offset + offset, fd,
+                                             size);
+  }
+  uint64_t copied = 0;
+  for_pieces_in(storage, offset, size, [&](const BytePiece& piece, uint64_t within, uint64_t n) {
+    uint64_t got = copy_at(piece.file->fd(), piece.file_offset + within, fd, n);
+    copied += got;
+    return got == n;
+  });
+  return copied;
+}
+
 void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, uint64_t size) {
   if (storage.pieces.empty()) {
     if (storage.file != nullptr && size >= (64 << 10)) {
@@ -70,24 +116,13 @@ void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, ui
     }
     return;
   }
-  // The first piece holding `offset`: a binary search would pay off only for
-  // storages of thousands of pieces (2-D boxes, one per row).
-  uint64_t start = 0;
-  for (const BytePiece& piece : storage.pieces) {
-    if (size == 0) {
-      return;
-    }
-    uint64_t end = start + piece.size;
-    if (offset < end) {
-      uint64_t within = offset - start;
-      uint64_t n = std::min(size, piece.size - within);
-      read_file_at(*piece.file, piece.file_offset + within, to, n);
-      to += n;
-      offset += n;
-      size -= n;
-    }
-    start = end;
-  }
+  uint64_t done = for_pieces_in(storage, offset, size,
+                                [&](const BytePiece& piece, uint64_t within, uint64_t n) {
+                                  read_file_at(*piece.file, piece.file_offset + within, to, n);
+                                  to += n;
+                                  return true;
+                                });
+  size -= done;
   if (size != 0) {
     throw Error("'" + storage.key + "': read past the end of its bytes");
   }

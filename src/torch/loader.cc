@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "ckpt/error.h"
+#include "ckpt/storage_pieces.h"
 #include "ckpt/torch_plugin.h"
 #include "plugin_abi.h"
 
@@ -87,6 +88,12 @@ void check(int status, const char* message) {
 }
 
 CkptTensor view(const TensorRef& ref) {
+  if (has_pieces(*ref.storage)) {
+    // Never the case for an output (one range of the written file); an input
+    // consolidated from several files is checked on the CPU.
+    throw Error("'" + ref.storage->key + "' is consolidated from several files: convert the "
+                "checkpoint first, then load the result on a device");
+  }
   CkptTensor t{};
   t.data = storage_bytes(*ref.storage).bytes.data + ref.offset * element_size(ref.dtype);
   t.dtype = static_cast<int32_t>(ref.dtype);

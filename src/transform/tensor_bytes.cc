@@ -8,6 +8,7 @@
 
 #include "ckpt/error.h"
 #include "ckpt/mapped_file.h"
+#include "ckpt/storage_pieces.h"
 
 namespace ckpt {
 namespace {
@@ -50,7 +51,9 @@ uint64_t TensorBytes::read(uint8_t* to, uint64_t capacity) {
   if (m_one_range) {
     uint64_t n = std::min(left, capacity - capacity % m_element);
     const MappedFile* file = m_tensor.storage->file;
-    if (file != nullptr && n >= k_read_from) {
+    if (has_pieces(*m_tensor.storage)) {
+      read_storage_range(*m_tensor.storage, m_start + m_done, to, n);
+    } else if (file != nullptr && n >= k_read_from) {
       // pread into the caller's buffer: about twice as fast as touching the
       // mapped pages, which the kernel must map first (see verify.cc).
       uint64_t offset = m_tensor.storage->file_offset + m_start + m_done;
@@ -77,7 +80,12 @@ uint64_t TensorBytes::read(uint8_t* to, uint64_t capacity) {
       break;
     }
     elements = std::min(elements, room);
-    std::memcpy(to + written, storage + m_position, elements * m_element);
+    if (has_pieces(*m_tensor.storage)) {
+      // A view of a consolidated storage: rare, so read run by run.
+      read_storage_range(*m_tensor.storage, m_position, to + written, elements * m_element);
+    } else {
+      std::memcpy(to + written, storage + m_position, elements * m_element);
+    }
     written += elements * m_element;
     m_done += elements * m_element;
     // Advance the index by `elements` along the innermost dimension, carrying.

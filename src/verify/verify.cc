@@ -24,6 +24,7 @@
 #include "ckpt/crc32.h"
 #include "ckpt/error.h"
 #include "ckpt/mapped_file.h"
+#include "ckpt/storage_pieces.h"
 #include "ckpt/pickle.h"
 #include "ckpt/tensor.h"
 #include "ckpt/torch_plugin.h"
@@ -106,15 +107,30 @@ uint64_t in_two_halves(uint64_t size, const Scan& scan) {
 }
 
 // Where a storage's bytes are read from: `fd` at `offset` (for a source, -1
-// when it is only in memory); `name` is the file for messages.
+// when it is only in memory), or the pieces of `pieced` (a source
+// consolidated from several files); `name` is the file for messages.
 struct StorageFile {
   int fd;
   uint64_t offset;
   const std::string& name;
   bool is_output;
+  const Storage* pieced = nullptr;
+
+  bool readable() const { return fd >= 0 || pieced != nullptr; }
 };
 
+// The StorageFile of an input storage.
+StorageFile source_file_of(const Storage& source, const StorageBytes& where,
+                           const std::string& name) {
+  return {where.file != nullptr ? where.file->fd() : -1, where.file_offset, name, false,
+          has_pieces(source) ? &source : nullptr};
+}
+
 void read_chunk(const StorageFile& file, uint8_t* to, uint64_t n, uint64_t at) {
+  if (file.pieced != nullptr) {
+    read_storage_range(*file.pieced, at, to, n);
+    return;
+  }
   if (read_at(file.fd, to, n, file.offset + at) == n) {
     return;
   }
@@ -195,7 +211,7 @@ Comparison compare_with_source(const StorageFile& source_file, ByteSpan source,
                                const StorageFile& written_file, ByteSpan written,
                                Progress* progress) {
   Comparison result;
-  if (source.size < k_read_from || source_file.fd < 0) {
+  if (source_file.pieced == nullptr && (source.size < k_read_from || source_file.fd < 0)) {
     for (uint64_t at = 0; at < source.size; at += k_chunk) {
       uint64_t n = std::min(k_chunk, source.size - at);
       if (std::memcmp(source.data + at, written.data + at, n) != 0) {
@@ -240,8 +256,7 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
   if (same_crc_as_input && crc32_streamed(to, shown_as, progress) == written.crc32) {
     return;
   }
-  StorageFile source_file{from.file != nullptr ? from.file->fd() : -1, from.file_offset,
-                          input.path, false};
+  StorageFile source_file = source_file_of(source, from, input.path);
   StorageFile written_file{to.file->fd(), to.file_offset, shown_as, true};
   // After a failed CRC-32 the bytes were counted already.
   Comparison compared = compare_with_source(source_file, a, written_file, b,
@@ -275,8 +290,7 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
     mismatch(shown_as, name + " holds " + std::to_string(out.bytes.size) +
                            " bytes, its source cast " + std::to_string(count * out_size));
   }
-  StorageFile source_file{in.file != nullptr ? in.file->fd() : -1, in.file_offset, input.path,
-                          false};
+  StorageFile source_file = source_file_of(source, in, input.path);
   StorageFile written_file{out.file->fd(), out.file_offset, shown_as, true};
   // Read into buffers (pread; in place when the source is only in memory), in
   // two halves on two threads from 4 MiB elements, as read_storage reads.
@@ -290,7 +304,7 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
     for (uint64_t at = begin; at < end; at += step) {
       uint64_t n = std::min(step, end - at);
       const uint8_t* from_bytes = in.bytes.data + at * in_size;
-      if (source_file.fd >= 0) {
+      if (source_file.readable()) {
         read_chunk(source_file, a.data(), n * in_size, at * in_size);
         from_bytes = a.data();
       }
