@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/checkpoint.h"
 #include "ckpt/globals.h"
 #include "ckpt/rewrite.h"
 
@@ -21,6 +22,7 @@ struct StateDictSummary {
   uint64_t bytes = 0;                       // bytes of the storages its tensors use
   bool has_metadata = false;
   std::map<std::string, size_t> dtypes;     // dtype → tensors
+  std::map<std::string, uint64_t> dtype_bytes;  // dtype → bytes of its tensors' elements
   std::map<std::string, size_t> locations;  // storage location → tensors
   std::map<std::string, size_t> wrappers;   // wrapper prefix/component → keys with it
   // Names that are one tensor (the same view of one storage: a tied LM head
@@ -37,7 +39,7 @@ struct PickledModuleSummary {
 
 struct InspectReport {
   std::string path;
-  std::string format;       // zip | legacy
+  std::string format;       // zip | legacy | safetensors | hf-index | deepspeed | dcp
   std::string archive_name;
   std::string version;      // zip `version` record
   std::string torch_hint;   // which torch wrote it, as far as the records tell
@@ -47,7 +49,12 @@ struct InspectReport {
   size_t storages = 0;
   uint64_t storage_bytes = 0;
   std::vector<std::string> top_level_keys;
-  std::vector<std::string> shards;  // an HF index: the shard files read, in order
+  // An HF index: the shard files read, in order; a DeepSpeed or DCP folder:
+  // every file read, relative to the folder.
+  std::vector<std::string> shards;
+  // What the format tells about the checkpoint, by name (`deepspeed_stage`,
+  // `world_size`, `dcp_profile`, …; checkpoint.h `facts`).
+  std::vector<std::pair<std::string, std::string>> facts;
   // A safetensors file's `__metadata__` (`format: pt`, `removed: kept` aliases).
   std::vector<std::pair<std::string, std::string>> metadata;
   std::optional<PickledModuleSummary> pickled_module;  // `--extract` gets its weights
@@ -55,8 +62,9 @@ struct InspectReport {
   std::vector<GlobalUse> globals;  // `benign == false`: would import/run code in Python
 };
 
-// Reads `path` (never its tensor bytes) and summarizes it. Throws `Error`.
-InspectReport inspect_checkpoint(const std::string& path);
+// Reads `path` (never its tensor bytes) and summarizes it; `options.tag`
+// picks a DeepSpeed tag. Throws `Error`.
+InspectReport inspect_checkpoint(const std::string& path, const ReadOptions& options = {});
 
 // The report for people (several lines) or as one JSON object (schema
 // `ckpt-convert.inspect/1`); `exit_code` and `error` describe the run (an

@@ -54,4 +54,9 @@ struct SourceFormat {
 // true reads the file.
 const std::vector<SourceFormat>& source_formats();
 
+// The folder format (a DeepSpeed run, a DCP checkpoint) that claims the
+// folder `path`, or nullptr: then `read_checkpoint` reads it through the HF
+// index in it. Throws `Error` as `claims_folder` does.
+const SourceFormat* folder_format(const std::string& path);
+
 }  // namespace ckpt

@@ -63,7 +63,10 @@ StateDictSummary summarize(const StateDictRef& ref) {
     summary.aliases[view->second].push_back(key->text.str());
     ++summary.tensors;
     summary.elements += tensor->numel();
-    ++summary.dtypes[std::string(dtype_name(tensor->dtype))];
+    std::string dtype(dtype_name(tensor->dtype));
+    ++summary.dtypes[dtype];
+    summary.dtype_bytes[dtype] +=
+        static_cast<uint64_t>(tensor->numel()) * static_cast<uint64_t>(element_size(tensor->dtype));
     ++summary.locations[tensor->storage->location->text.str()];
     if (storages.insert(tensor->storage).second) {
       summary.bytes += tensor->storage->bytes.size;
@@ -86,10 +89,21 @@ std::string join_counts(const Map& counts) {
   return out.empty() ? "-" : out;
 }
 
+// "float32 ×10 (4000 bytes), int64 ×1 (8 bytes)".
+std::string join_dtypes(const StateDictSummary& sd) {
+  std::string out;
+  for (const auto& [name, count] : sd.dtypes) {
+    auto bytes = sd.dtype_bytes.find(name);
+    out += (out.empty() ? "" : ", ") + name + " ×" + std::to_string(count) + " (" +
+           std::to_string(bytes != sd.dtype_bytes.end() ? bytes->second : 0) + " bytes)";
+  }
+  return out.empty() ? "-" : out;
+}
+
 }  // namespace
 
-InspectReport inspect_checkpoint(const std::string& path) {
-  Checkpoint ckpt = read_checkpoint(path);
+InspectReport inspect_checkpoint(const std::string& path, const ReadOptions& options) {
+  Checkpoint ckpt = read_checkpoint(path, options);
   for (const std::string& warning : ckpt.warnings) {
     spdlog::warn("{}: {}", path, warning);
   }
@@ -104,19 +118,35 @@ InspectReport inspect_checkpoint(const std::string& path) {
       report.metadata.emplace_back(name.substr(9), value);
     }
   }
+  report.facts = ckpt.facts;
+  bool folder = ckpt.format != nullptr && ckpt.format->claims_folder != nullptr;
   if (ckpt.format != nullptr && std::string(ckpt.format->name) == "hf-index") {
     // The first file is the index itself.
     for (auto file = std::next(ckpt.files.begin()); file != ckpt.files.end(); ++file) {
       const std::string& shard = file->path();
       report.shards.push_back(shard.substr(shard.rfind('/') + 1));  // npos + 1 == 0
     }
+  } else if (folder) {
+    std::string prefix = path.empty() || path.back() == '/' ? path : path + "/";
+    for (const MappedFile& file : ckpt.files) {
+      const std::string& name = file.path();
+      report.shards.push_back(name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name);
+      report.file_bytes += file.bytes().size;
+    }
   }
-  report.file_bytes = ckpt.bytes.size;
+  if (!folder) {
+    report.file_bytes = ckpt.bytes.size;
+  }
   report.pickle_bytes = ckpt.pickle_bytes;
   report.tensors = ckpt.tensors.size();
-  for (const Storage& storage : ckpt.graph.storages()) {
-    ++report.storages;
-    report.storage_bytes += storage.bytes.size;
+  // The storages the checkpoint reaches: a sharded training run's files also
+  // hold optimizer moments, which no output holds.
+  std::unordered_set<const Storage*> reached;
+  for (const TensorRef& tensor : ckpt.tensors) {
+    if (reached.insert(tensor.storage).second) {
+      ++report.storages;
+      report.storage_bytes += tensor.storage->bytes.size;
+    }
   }
   const Node* root = ckpt.graph.root;
   if (root->kind == NodeKind::k_dict) {
@@ -165,9 +195,10 @@ std::string format_inspect_text(const InspectReport& r) {
       << r.torch_hint << ")\n";
   // A safetensors file has a JSON header where a torch file has its pickle;
   // an HF index, its shards' headers or pickles.
-  out << (r.format == "safetensors" ? "  header: "
-          : r.format == "hf-index"  ? "  shards' headers or pickles: "
-                                    : "  pickle: ")
+  out << (r.format == "safetensors"                       ? "  header: "
+          : r.format == "hf-index"                        ? "  shards' headers or pickles: "
+          : r.format == "deepspeed" || r.format == "dcp" ? "  pickles: "
+                                                          : "  pickle: ")
       << r.pickle_bytes
       << " bytes; " << r.tensors << " tensors in " << r.storages << " storages, "
       << r.storage_bytes << " bytes\n";
@@ -191,12 +222,25 @@ std::string format_inspect_text(const InspectReport& r) {
     }
     out << "  top-level keys (" << r.top_level_keys.size() << "): " << keys << "\n";
   }
-  if (!r.shards.empty()) {
-    std::string shards;
-    for (const std::string& shard : r.shards) {
-      shards += (shards.empty() ? "" : ", ") + shard;
+  for (const auto& [name, value] : r.facts) {
+    // The facts a sharded training checkpoint tells (the rest are above).
+    if (name != "torch_hint" && name != "archive_name" && name != "version" &&
+        name.rfind("metadata.", 0) != 0) {
+      out << "  " << name << ": " << value << "\n";
     }
-    out << "  shards (" << r.shards.size() << "): " << shards << "\n";
+  }
+  if (!r.shards.empty()) {
+    // Thousands of rank files are possible: the first few, then a count.
+    constexpr size_t k_shown = 12;
+    std::string shards;
+    for (size_t i = 0; i < r.shards.size() && i < k_shown; ++i) {
+      shards += (shards.empty() ? "" : ", ") + r.shards[i];
+    }
+    if (r.shards.size() > k_shown) {
+      shards += ", … and " + std::to_string(r.shards.size() - k_shown) + " more (--json lists all)";
+    }
+    out << (r.format == "hf-index" ? "  shards (" : "  files read (") << r.shards.size()
+        << "): " << shards << "\n";
   }
   if (const std::optional<PickledModuleSummary>& model = r.pickled_module) {
     out << "  whole pickled model: " << model->module << "." << model->class_name << " at "
@@ -208,7 +252,7 @@ std::string format_inspect_text(const InspectReport& r) {
     out << "  state dict " << sd.path << ": " << sd.tensors << " tensors, " << sd.elements
         << " elements, " << sd.bytes << " bytes" << (sd.has_metadata ? ", _metadata" : "")
         << "\n";
-    out << "    dtypes: " << join_counts(sd.dtypes) << "\n";
+    out << "    dtypes: " << join_dtypes(sd) << "\n";
     out << "    locations: " << join_counts(sd.locations) << "\n";
     out << "    wrappers: " << join_counts(sd.wrappers) << "\n";
     for (const std::vector<std::string>& names : sd.aliases) {
@@ -250,6 +294,10 @@ std::string format_inspect_json(const InspectReport& r, int exit_code, const std
   json["storage_bytes"] = r.storage_bytes;
   json["top_level_keys"] = r.top_level_keys;
   json["shards"] = r.shards;
+  json["facts"] = nlohmann::ordered_json::object();
+  for (const auto& [name, value] : r.facts) {
+    json["facts"][name] = value;
+  }
   json["metadata"] = nlohmann::ordered_json::object();
   for (const auto& [name, value] : r.metadata) {
     json["metadata"][name] = value;
@@ -269,6 +317,7 @@ std::string format_inspect_json(const InspectReport& r, int exit_code, const std
                                    {"bytes", sd.bytes},
                                    {"has_metadata", sd.has_metadata},
                                    {"dtypes", sd.dtypes},
+                                   {"dtype_bytes", sd.dtype_bytes},
                                    {"locations", sd.locations},
                                    {"wrappers", sd.wrappers},
                                    {"aliases", sd.aliases}});

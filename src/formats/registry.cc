@@ -164,25 +164,30 @@ void parse(Checkpoint& ckpt) {
 
 }  // namespace
 
+const SourceFormat* folder_format(const std::string& path) {
+  for (const SourceFormat& format : source_formats()) {
+    if (format.claims_folder != nullptr && format.claims_folder(path)) {
+      return &format;
+    }
+  }
+  return nullptr;
+}
+
 Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) {
   Checkpoint ckpt;
   ckpt.options = options;
   struct stat info {};
   bool folder = ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
-  if (folder) {
-    for (const SourceFormat& format : source_formats()) {
-      if (format.claims_folder != nullptr && format.claims_folder(path)) {
-        ckpt.path = path;
-        ckpt.format = &format;
-        format.read(path, ckpt);
-        try {
-          ckpt.tensors = tensors_reachable(ckpt.graph.root, ckpt.graph.storages().size());
-        } catch (const FormatError& e) {
-          throw in_file(path, e);
-        }
-        return ckpt;
-      }
+  if (const SourceFormat* format = folder ? folder_format(path) : nullptr) {
+    ckpt.path = path;
+    ckpt.format = format;
+    format->read(path, ckpt);
+    try {
+      ckpt.tensors = tensors_reachable(ckpt.graph.root, ckpt.graph.storages().size());
+    } catch (const FormatError& e) {
+      throw in_file(path, e);
     }
+    return ckpt;
   }
   // A folder no folder format claims is read through the HF index in it,
   // whose absence find_hf_index explains.
