@@ -312,9 +312,10 @@ std::string find_hf_index(const std::string& folder) {
       return prefix + name;
     }
   }
-  throw Error(folder + ": a folder, and no HF shard index in it (model.safetensors.index.json "
-                       "or pytorch_model.bin.index.json) nor a model.safetensors or "
-                       "pytorch_model.bin");
+  throw Error(folder + ": a folder, and no checkpoint ckpt-convert reads: no HF shard index "
+                       "(model.safetensors.index.json or pytorch_model.bin.index.json), "
+                       "model.safetensors or pytorch_model.bin, no DeepSpeed run (`latest` and "
+                       "*_model_states.pt) and no DCP `.metadata`");
 }
 
 bool holds_hf_index(const std::string& folder) {

@@ -114,10 +114,11 @@ TEST(HfIndexReader, RefusesWhatNeedsTheFilesToTell) {
 TEST(HfIndexReader, AFolderWithoutAnIndexIsRefused) {
   Scratch s;
   put(s / k_first, shard_of("b", 1));
-  EXPECT_EQ(read_error(s.path()), s.path() + ": a folder, and no HF shard index in it "
-                                             "(model.safetensors.index.json or "
-                                             "pytorch_model.bin.index.json) nor a "
-                                             "model.safetensors or pytorch_model.bin");
+  EXPECT_EQ(read_error(s.path()),
+            s.path() + ": a folder, and no checkpoint ckpt-convert reads: no HF shard index "
+                       "(model.safetensors.index.json or pytorch_model.bin.index.json), "
+                       "model.safetensors or pytorch_model.bin, no DeepSpeed run (`latest` and "
+                       "*_model_states.pt) and no DCP `.metadata`");
 }
 
 TEST(HfIndexReader, AFolderOfOneShardIsItsSingleFile) {

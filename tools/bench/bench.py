@@ -20,6 +20,10 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+sys.dont_write_bytecode = True     # keep __pycache__ out of the source tree
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sharded import SHARDED, bench_sharded  # noqa: E402
+
 sys.dont_write_bytecode = True
 HERE = Path(__file__).resolve().parent
 
@@ -351,6 +355,8 @@ def main():
     ap.add_argument('--dir', default=os.environ.get('BENCH_DIR', '/tmp/ckpt-convert-bench'))
     ap.add_argument('--skip-python', action='store_true')
     ap.add_argument('--only', help='run only the benchmarks whose name contains this')
+    ap.add_argument('--sharded-params', type=int, default=100_000_000,
+                    help='parameters of the sharded training checkpoints (issue 14)')
     args = ap.parse_args()
     workdir = Path(args.dir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -367,6 +373,8 @@ def main():
         bench_deploy(args, workdir, made['1.3 GB transformer (DDP)'])
     if not args.only or args.only in 'batch':
         bench_batch(args, workdir)
+    if not args.only or args.only in SHARDED:
+        bench_sharded(args, workdir, measure, run, args.sharded_params)
 
 
 if __name__ == '__main__':
