@@ -64,7 +64,7 @@ expect "ckpt-convert --replace OLD NEW " "inspect batch check a.pth b.pth.tar ru
 expect "ckpt-convert --replace OLD NEW a" "a.pth"
 expect "ckpt-convert --dry" "--dry-run"
 expect "ckpt-convert inspect " "a.pth b.pth.tar rules.toml zoo"
-expect "ckpt-convert inspect --" "--help --json"
+expect "ckpt-convert inspect --" "--help --json --tag"
 expect "ckpt-convert check --expect-" "--expect-keys --expect-model"
 expect "ckpt-convert check --pre" ""
 expect "ckpt-convert check --device cuda:1 --fin" "--finite"
