@@ -20,8 +20,10 @@ from pathlib import Path
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# The family that writes each fixture set, and the bench kinds it knows.
-FAMILIES = {'zero': ('zero2', 'zero3'), 'dcp': ('dcp',)}
+# A family is one module of tools/sharded_fixtures/ (zero.py, dcp.py): it defines
+# write_all(out), write_bench(kind, params, out) and BENCH_KINDS, the kinds it writes.
+FAMILY_DIR = Path(__file__).resolve().parent / 'sharded_fixtures'
+FAMILIES = sorted(p.stem for p in FAMILY_DIR.glob('*.py') if not p.stem.startswith('_'))
 
 
 def family(name):
@@ -31,15 +33,17 @@ def family(name):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', required=True, type=Path)
-    ap.add_argument('--bench', choices=[k for kinds in FAMILIES.values() for k in kinds])
+    bench_kinds = {kind: name for name in FAMILIES for kind in family(name).BENCH_KINDS}
+    ap.add_argument('--bench', choices=sorted(bench_kinds))
     ap.add_argument('--params', type=int, default=100_000_000)
-    ap.add_argument('--only', choices=list(FAMILIES), help='write one family of fixtures')
+    ap.add_argument('--only', choices=FAMILIES, help='write one family of fixtures')
     args = ap.parse_args()
     if args.bench:
-        name = next(f for f, kinds in FAMILIES.items() if args.bench in kinds)
+        name = bench_kinds[args.bench]
         args.out.mkdir(parents=True, exist_ok=True)
         family(name).write_bench(args.bench, args.params, args.out)
         return
+    args.out.mkdir(parents=True, exist_ok=True)
     for name in [args.only] if args.only else FAMILIES:
         (args.out / name).mkdir(parents=True, exist_ok=True)
         family(name).write_all(args.out / name)
