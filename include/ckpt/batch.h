@@ -41,7 +41,7 @@ struct BatchInput {
   std::string relative;  // where its output goes under OUTDIR (`batch_output_name`)
   uint64_t size = 0;     // bytes (a shard folder: its files'), when it could be stat'ed
   std::string error;     // why it cannot be converted (e.g. it does not exist), or empty
-  bool folder = false;   // a folder holding an HF shard index, read as one state dict
+  bool folder = false;   // a folder read as one state dict: HF shards, a DeepSpeed run, a DCP folder
 };
 
 // The default patterns of `--glob`: `*.pth`, `*.pth.tar`, `*.pt`, `*.bin`,
@@ -83,7 +83,9 @@ using SkipCallback = std::function<void(const std::string& path, const std::stri
 //   folder `skip_dir` (OUTDIR) and folders named `.ckpt-convert` (the
 //   sidecars of an output tree) are never entered. A folder holding an HF
 //   shard index (`holds_hf_index`) is one input, taken when `globs` match
-//   one of its files, and nothing inside it is taken on its own. `on_skip`, when set, is
+//   one of its files, and nothing inside it is taken on its own; so is a
+//   run folder a folder format claims (a DeepSpeed run, a DCP checkpoint:
+//   `folder_format`), taken whatever `globs` say. `on_skip`, when set, is
 //   told of every entry passed over and why.
 // - a file, or a shard folder, goes to OUTDIR/<its name>, whatever its name.
 // - `@FILE` reads a manifest: one path a line, blank lines and `#` comments

@@ -25,12 +25,21 @@ std::optional<FileStamp> stamp_of(const std::string& path);
 struct InputPart {
   std::string name;
   FileStamp stamp;
-  uint32_t crc32 = 0;  // set by `crc_input`
+  uint32_t crc32 = 0;        // set by `crc_input`
+  bool checksummed = true;   // false: size and mtime alone tell a change (a run folder's files)
 };
+
+// True when a folder format (a DeepSpeed run, a DCP checkpoint: source.h)
+// claims `folder`, or recognises it and refuses it (converting it says why).
+// Such a folder is one input of a batch, like a folder of HF shards.
+bool is_run_folder(const std::string& folder);
 
 // The files the input `input` is read from, stamped: itself; for a shard
 // folder (`folder`), the index `find_hf_index` chooses, then each shard it
-// names, once. Throws `Error` when one cannot be stat'ed, or the index
+// names, once; for a run folder (`is_run_folder`), every file under it, by
+// name, not checksummed: a run's optimizer files are several times the
+// output, and reading them for a change detector would cost more than the
+// conversion. Throws `Error` when one cannot be stat'ed, or the index
 // cannot be found or parsed.
 std::vector<InputPart> stamp_input(const std::string& input, bool folder);
 

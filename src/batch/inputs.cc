@@ -1,8 +1,9 @@
 // The inputs of a batch: files, directories walked for checkpoint names, and
 // manifests (`@FILE`), each mapped to the place it takes under OUTDIR; and
 // the stable split of that list into shards (`--shard I/N`). A folder that
-// holds an HF shard index is one input (the reader takes the folder as one
-// state dict), and its shards are not taken one by one; each input's place
+// holds an HF shard index, and a run folder a folder format claims (a
+// DeepSpeed run, a DCP checkpoint), is one input (the reader takes the folder
+// as one state dict), and its files are not taken one by one; each input's place
 // under OUTDIR is its output's name, which follows the format written
 // (`batch_output_name`), so that two inputs that would write one output are
 // found before anything is done.
@@ -28,6 +29,8 @@
 #include "ckpt/batch.h"
 #include "ckpt/error.h"
 #include "ckpt/hf_index.h"
+#include "ckpt/source.h"
+#include "batch_internal.h"
 
 namespace ckpt {
 namespace {
@@ -127,7 +130,7 @@ public:
       m_inputs.push_back(std::move(input));
       return;
     }
-    if (S_ISDIR(info.st_mode) && holds_hf_index(path)) {
+    if (S_ISDIR(info.st_mode) && one_input_folder(path)) {
       // A named variable, not a temporary: GCC 12 at -O3 warns that a
       // temporary empty optional<string> "may be used uninitialized".
       const std::optional<std::string> named_directly;
@@ -232,7 +235,7 @@ private:
         } else if (entry.path().filename() == k_records_folder) {
           it.disable_recursion_pending();
           skip(path, "the sidecars of an output folder");
-        } else if (holds_hf_index(path)) {
+        } else if (one_input_folder(path)) {
           it.disable_recursion_pending();
           std::string relative = entry.path().lexically_relative(root).generic_string();
           add_folder(path, prefix.empty() ? relative : prefix + "/" + relative, info, relative);
@@ -259,14 +262,25 @@ private:
     add_input(path, relative, info, static_cast<uint64_t>(info.st_size), false);
   }
 
+  // A folder read as one input: HF shards (an index in it), or a run folder
+  // (a DeepSpeed run, a DCP checkpoint).
+  static bool one_input_folder(const std::string& path) {
+    return holds_hf_index(path) || batch_detail::is_run_folder(path);
+  }
+
   // A shard folder: one input, counted at the size of the files in it. Met
   // by a walk (`below_root`: its path below the folder walked), it is taken
   // when the globs match one of its files (the defaults match every shard);
   // named directly, always. The files the globs match, and the folders in it
   // (not walked: an output folder of shards would hold theirs), are told to
-  // `on_skip`.
+  // `on_skip`. A run folder is always taken, counted at every file under it:
+  // its format claimed it by its files, whose names no glob is meant for.
   void add_folder(const std::string& path, const std::string& relative, const struct stat& info,
                   const std::optional<std::string>& below_root) {
+    if (!holds_hf_index(path)) {
+      add_run_folder(path, relative, info);
+      return;
+    }
     uint64_t size = 0;
     std::vector<std::string> matched;
     std::vector<std::string> folders;
@@ -296,6 +310,20 @@ private:
     }
     for (const std::string& folder : folders) {
       skip(folder, "a folder in the HF shard folder " + path + " (not walked)");
+    }
+    add_input(path, relative, info, size, true);
+  }
+
+  void add_run_folder(const std::string& path, const std::string& relative,
+                      const struct stat& info) {
+    uint64_t size = 0;
+    std::error_code ec;
+    for (fs::recursive_directory_iterator it(path, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      std::error_code ignored;
+      if (it->is_regular_file(ignored)) {
+        size += it->file_size(ignored);
+      }
     }
     add_input(path, relative, info, size, true);
   }
@@ -444,5 +472,17 @@ std::vector<BatchInput> collect_batch_inputs(const std::vector<std::string>& sou
   }
   return collector.finish();
 }
+
+namespace batch_detail {
+
+bool is_run_folder(const std::string& folder) {
+  try {
+    return folder_format(folder) != nullptr;
+  } catch (const Error&) {
+    return true;  // recognised and refused: converting it says why
+  }
+}
+
+}  // namespace batch_detail
 
 }  // namespace ckpt

@@ -16,13 +16,17 @@
 // A shard folder is an input of many files: its sidecar lists the index and
 // every shard the index names, each with its size, mtime and CRC-32, so that
 // a touched shard is read again alone, and a new index or a changed shard
-// makes the folder converted again. A folder output (`--max-shard-size`) is
+// makes the folder converted again. A run folder (DeepSpeed, DCP) lists
+// every file under it with its size and mtime but no CRC-32 (its optimizer
+// files dwarf the output): a touched file or a file added or removed makes it
+// converted again. A folder output (`--max-shard-size`) is
 // listed the same way, each file with its size and mtime.
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -220,7 +224,41 @@ void write_sidecar_file(const std::string& path, const json& sidecar) {
   write_json_file(path, sidecar);
 }
 
+namespace {
+
+// Every regular file under the run folder `folder`, relative to it, sorted.
+std::vector<std::string> run_folder_files(const std::string& folder) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (std::filesystem::recursive_directory_iterator it(folder, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code ignored;
+    if (it->is_regular_file(ignored)) {
+      names.push_back(it->path().lexically_relative(folder).generic_string());
+    }
+  }
+  if (ec) {
+    throw Error(folder + ": cannot list: " + ec.message());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
 std::vector<InputPart> stamp_input(const std::string& input, bool folder) {
+  if (folder && is_run_folder(input)) {
+    std::vector<InputPart> parts;
+    for (const std::string& name : run_folder_files(input)) {
+      std::string path = (std::filesystem::path(input) / name).string();
+      std::optional<FileStamp> stamp = stamp_of(path);
+      if (!stamp) {
+        throw Error(path + ": cannot read: " + std::strerror(errno));
+      }
+      parts.push_back({name, *stamp, 0, false});
+    }
+    return parts;
+  }
   std::vector<std::string> names{""};
   std::string prefix;
   if (folder) {
@@ -247,6 +285,9 @@ std::vector<InputPart> stamp_input(const std::string& input, bool folder) {
 
 void crc_input(const std::string& input, std::vector<InputPart>& parts) {
   for (InputPart& part : parts) {
+    if (!part.checksummed) {
+      continue;
+    }
     part.crc32 = file_crc32_checked(
         part.name.empty() ? input : (std::filesystem::path(input) / part.name).string(),
         part.stamp);
@@ -339,6 +380,19 @@ std::optional<std::string> check_up_to_date(const std::string& input, bool folde
     if (file_changed(input, was_in, touched)) {
       return "input changed";
     }
+  } else if (is_run_folder(input)) {
+    // The files under it now must be the ones listed, each unchanged.
+    json& files = was_in["files"];
+    std::vector<std::string> names = run_folder_files(input);
+    if (!files.is_array() || files.size() != names.size()) {
+      return "input changed";
+    }
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (files[i].value("name", "") != names[i] ||
+          file_changed((std::filesystem::path(input) / names[i]).string(), files[i], touched)) {
+        return "input changed";
+      }
+    }
   } else {
     // The index the reader would take now must be the one listed first.
     std::string index;
@@ -395,10 +449,13 @@ void write_sidecar(const std::string& sidecar_file, const std::string& output,
     json files = json::array();
     uint64_t size = 0;
     for (const InputPart& part : input) {
-      files.push_back({{"name", part.name},
-                       {"size", part.stamp.size},
-                       {"mtime_ns", part.stamp.mtime_ns},
-                       {"crc32", part.crc32}});
+      json file = {{"name", part.name},
+                   {"size", part.stamp.size},
+                   {"mtime_ns", part.stamp.mtime_ns}};
+      if (part.checksummed) {
+        file["crc32"] = part.crc32;
+      }
+      files.push_back(std::move(file));
       size += part.stamp.size;
     }
     sidecar["input"] = {{"path", record.input}, {"size", size}, {"files", files}};
