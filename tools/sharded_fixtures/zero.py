@@ -531,10 +531,10 @@ def write_bench(kind, params, out: Path):
     rows = 1000
     count = 8
     per = params // count
-    shapes = [(f'layers.{i}.weight', (per // rows, rows)) for i in range(count)]
+    shapes = [(f'layer{i}_weight', (per // rows, rows)) for i in range(count)]
     leftover = params - sum(a * b for _, (a, b) in shapes)
     if leftover:
-        shapes.append(('head.bias', (leftover,)))
+        shapes.append(('head_bias', (leftover,)))
     spec = Spec(None, tensors=shapes)
     run = out / f'{kind}_run'
     if kind == 'zero2':
