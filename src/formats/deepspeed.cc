@@ -167,6 +167,9 @@ std::pair<std::string, std::string> tag_folder(const std::string& run, const std
   named.erase(0, named.find_first_not_of(" \t\r\n") == std::string::npos
                      ? named.size()
                      : named.find_first_not_of(" \t\r\n"));
+  if (named.empty()) {
+    fail(latest, "is empty: give --tag (tags here: " + tags_in(run) + ")");
+  }
   check_tag_name(latest, named);
   std::string folder = join(run, named);
   if (!is_dir(folder)) {
@@ -406,6 +409,20 @@ Dims shape_of(const std::string& where, const Node* node) {
     dims.push_back(*size);
   }
   return dims;
+}
+
+// `total` + `more`, refused past int64 (a hostile shape list).
+int64_t sum_of(const std::string& where, int64_t total, int64_t more) {
+  int64_t sum = 0;
+  if (__builtin_add_overflow(total, more, &sum)) {
+    fail(where, "sizes do not add up: more than 2^63 elements");
+  }
+  return sum;
+}
+
+// ceil(`numel` / `world`) without overflow: a stage-3 slice (v0.5.4+; floor before).
+int64_t ceil_div(int64_t numel, int64_t world) {
+  return numel / world + (numel % world != 0 ? 1 : 0);
 }
 
 int64_t numel_of(const Dims& dims) {
@@ -705,7 +722,7 @@ void read_deepspeed(const std::string& run, Checkpoint& ckpt) {
       }
       int64_t needed = 0;
       for (const auto& [name, shape] : groups[g]) {
-        needed += numel_of(shape);
+        needed = sum_of(shapes_where, needed, numel_of(shape));
       }
       if (needed > flat.total() || aligned(needed) != aligned(flat.total())) {
         fail(folder, "param group " + std::to_string(g) + ": sizes do not add up: the " +
@@ -728,7 +745,7 @@ void read_deepspeed(const std::string& run, Checkpoint& ckpt) {
     int64_t needed = 0;
     for (const Shapes& group : groups) {
       for (const auto& [name, shape] : group) {
-        needed += (numel_of(shape) + world - 1) / world;  // ceil: v0.5.4+
+        needed = sum_of(shapes_where, needed, ceil_div(numel_of(shape), world));  // ceil: v0.5.4+
       }
     }
     for (size_t r = 0; r < flats.size(); ++r) {
@@ -758,7 +775,7 @@ void read_deepspeed(const std::string& run, Checkpoint& ckpt) {
     for (const Shapes& group : groups) {
       for (const auto& [name, shape] : group) {
         int64_t numel = numel_of(shape);
-        int64_t slice = (numel + world - 1) / world;
+        int64_t slice = ceil_div(numel, world);
         add(name, out.tensor(key_of(name, "fp32 master, " + kind), Dtype::k_float32, shape,
                              [&](Storage& s) {
                                for (int64_t r = 0; r < world; ++r) {
@@ -797,7 +814,7 @@ void read_deepspeed(const std::string& run, Checkpoint& ckpt) {
         fragments.push_back(file_tensor(where + "['" + name + "']", value));
       }
       Flat flat(fragments[0].dtype);
-      int64_t slice = stage3 ? (numel + world - 1) / world : numel;
+      int64_t slice = stage3 ? ceil_div(numel, world) : numel;
       for (size_t r = 0; r < fragments.size(); ++r) {
         std::string where = model_path[r] + ": frozen_param_fragments['" + name + "']";
         if (fragments[r].numel() != slice) {

@@ -318,6 +318,10 @@ TEST(ZeroReader, ClaimsRunAndTagFoldersButNotOthers) {
   EXPECT_TRUE(format->claims_folder(s / "run/global_step1"));
   EXPECT_EQ(read_error(s / "run", "global_step9"),
             s / "run" + ": --tag global_step9: no such tag folder (tags here: global_step1)");
+  put(s / "blank/latest", "\n");
+  put(s / "blank/global_step1/mp_rank_00_model_states.pt", "x");
+  EXPECT_EQ(read_error(s / "blank"),
+            s / "blank/latest" + ": is empty: give --tag (tags here: global_step1)");
   EXPECT_EQ(read_error(s / "run", "../x"),
             s / "run" + ": --tag: tag '../x' is no folder name inside the run folder");
 }
