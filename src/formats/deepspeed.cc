@@ -248,6 +248,10 @@ TagFiles classify(const std::string& folder) {
   auto by_rank = [](const RankFile& a, const RankFile& b) { return a.rank < b.rank; };
   std::sort(files.optim.begin(), files.optim.end(), by_rank);
   std::sort(files.models3.begin(), files.models3.end(), by_rank);
+  if (files.optim.empty() && is_dir(join(folder, "zero"))) {
+    fail(join(folder, "zero"), "a universal checkpoint (ds_to_universal.py: one folder per "
+                               "parameter) is not supported yet: convert the tag it was made from");
+  }
   if (files.optim.empty()) {
     fail(folder, "no *_optim_states.pt files: the fp32 masters of a ZeRO or BF16_Optimizer run "
                  "are there (a run without a ZeRO optimizer has them in mp_rank_00_model_states.pt: "

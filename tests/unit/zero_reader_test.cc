@@ -243,6 +243,12 @@ TEST(ZeroReader, RefusesTensorParallelMoeAndNvmeOffloadByTheirFiles) {
   EXPECT_EQ(read_error(s / "t"), s / "t/expp_rank_0_mp_rank_00_optim_states.pt" +
                                      ": MoE expert files are not supported yet");
   std::filesystem::remove(s / "t/expp_rank_0_mp_rank_00_optim_states.pt");
+  put(s / "u/mp_rank_00_model_states.pt", "x");
+  std::filesystem::create_directories(s / "u/zero/embed.weight");
+  EXPECT_EQ(read_error(s / "u"), s / "u/zero" +
+                                     ": a universal checkpoint (ds_to_universal.py: one folder per "
+                                     "parameter) is not supported yet: convert the tag it was made "
+                                     "from");
   std::filesystem::create_directories(s / "t/offloaded_tensors");
   EXPECT_NE(read_error(s / "t").find("offloaded_tensors: NVMe-offloaded"), std::string::npos);
 }
