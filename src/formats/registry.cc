@@ -23,13 +23,14 @@
 namespace ckpt {
 
 extern const SourceFormat k_torch_zip;     // torch_zip.cc
+extern const SourceFormat k_deepspeed;     // deepspeed.cc
 extern const SourceFormat k_torch_legacy;  // torch_legacy.cc
 extern const SourceFormat k_hf_index;      // hf_index.cc
 extern const SourceFormat k_safetensors;   // safetensors.cc
 
 const std::vector<SourceFormat>& source_formats() {
   static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy, k_safetensors,
-                                                      k_hf_index};
+                                                      k_deepspeed, k_hf_index};
   return formats;
 }
 

@@ -1,0 +1,969 @@
+// The DeepSpeed ZeRO reader: a run folder (the one holding `latest`, or a
+// tag folder `global_step1200`) read as the ONE state dict zero_to_fp32
+// means to give, without loading a tensor. Every rank's file is a torch.save
+// zip, read by the zip reader into one graph; only the pickles are decoded.
+// Each trainable parameter becomes a storage of pieces (storage_pieces.h)
+// that point into the ranks' fp32 master partitions, so writers copy them
+// file to file and the optimizer moments beside them are never touched.
+//
+// What is read, with the DeepSpeed version each rule comes from (the facts
+// are in the reference notes on sharded formats, §1):
+// - stage 1/2 and BF16_Optimizer (`bf16_` files, no `zero_stage`, v0.6.2+):
+//   per param group, the ranks' `single_partition_of_fp32_groups[g]`
+//   concatenated in rank order, cut in `param_shapes[g]` order; padding at
+//   the group's end (alignment 2 × world size, v0.5.3+) is left out;
+// - stage 3: per parameter, ceil(numel / world size) elements at the same
+//   offset of every rank's `fp32_flat_groups` (sub-groups concatenated),
+//   the padding dropped (the ceil rule of v0.5.4+);
+// - `param_shapes` in the model file (v0.6.0+) or in the optim files
+//   (before), a list (v0.5.4+) or one OrderedDict (before);
+// - `zero_stage` an int (before v0.7.0) or `ZeroStageEnum`, pickled by value
+//   or by name (`getattr`, Python 3.11.0–3.11.3);
+// - frozen parameters from `frozen_param_fragments` (v0.9.1+, stage ≥ 2;
+//   stage 3: every rank's slice), else from the model file's `module`;
+// - tied names from `shared_params` (v0.9.2+), and before that from tensors
+//   of `module` that share their bytes: each a view of one storage;
+// - buffers from `module`, in their own dtype (zero_to_fp32 makes int64
+//   counters float32); keys in `module`'s order, with its `_metadata`.
+// Refused, naming the file and the cause: rank files missing or extra
+// against `partition_count`, tensor or pipeline parallel (`mp_rank` above
+// 00, `layer_*` files), MoE expert files, NVMe offload (`offloaded_tensors`),
+// the stage-1 layout of DeepSpeed before 0.5.10, sizes that do not add up,
+// and any global in any pickle that is no data class DeepSpeed saves.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "ckpt/checkpoint.h"
+#include "ckpt/error.h"
+#include "ckpt/globals.h"
+#include "ckpt/hf_index.h"
+#include "ckpt/source.h"
+#include "ckpt/storage_pieces.h"
+#include "ckpt/tensor.h"
+#include "ckpt/zip.h"
+
+namespace ckpt {
+
+extern const SourceFormat k_torch_zip;  // torch_zip.cc
+
+namespace {
+
+namespace fs = std::filesystem;
+
+[[noreturn]] void fail(const std::string& where, const std::string& what) {
+  throw Error(where + ": " + what);
+}
+
+std::string join(const std::string& folder, const std::string& name) {
+  return folder.empty() || folder.back() == '/' ? folder + name : folder + "/" + name;
+}
+
+bool is_dir(const std::string& path) {
+  struct stat info {};
+  return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+}
+
+bool is_file(const std::string& path) {
+  struct stat info {};
+  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
+}
+
+// The names in `folder`, sorted; none when it cannot be listed.
+std::vector<std::string> names_in(const std::string& folder) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (fs::directory_iterator it(folder, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    names.push_back(it->path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool holds_model_states(const std::string& folder) {
+  for (const std::string& name : names_in(folder)) {
+    if (ends_with(name, "_model_states.pt")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The tag folders under `run` (subfolders holding model states), for messages.
+std::string tags_in(const std::string& run) {
+  std::string tags;
+  for (const std::string& name : names_in(run)) {
+    if (is_dir(join(run, name)) && holds_model_states(join(run, name))) {
+      tags += (tags.empty() ? "" : ", ") + name;
+    }
+  }
+  return tags.empty() ? "none" : tags;
+}
+
+bool claims_deepspeed(const std::string& folder) {
+  if (holds_model_states(folder) || is_file(join(folder, "latest"))) {
+    return true;
+  }
+  for (const std::string& name : names_in(folder)) {
+    if (is_dir(join(folder, name)) && holds_model_states(join(folder, name))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void check_tag_name(const std::string& where, const std::string& tag) {
+  if (tag.empty() || tag == "." || tag == ".." || tag.find('/') != std::string::npos ||
+      tag.find('\0') != std::string::npos) {
+    fail(where, "tag " + quoted_name(tag) + " is no folder name inside the run folder");
+  }
+}
+
+// The tag folder to read and its tag: `--tag`, IN itself when it holds
+// model states, else what `latest` names.
+std::pair<std::string, std::string> tag_folder(const std::string& run, const std::string& tag) {
+  if (!tag.empty()) {
+    check_tag_name(run + ": --tag", tag);
+    std::string folder = join(run, tag);
+    if (!is_dir(folder)) {
+      fail(run, "--tag " + tag + ": no such tag folder (tags here: " + tags_in(run) + ")");
+    }
+    return {folder, tag};
+  }
+  if (holds_model_states(run)) {
+    std::string name = fs::path(run).lexically_normal().filename().string();
+    if (name.empty()) {
+      name = fs::path(run).lexically_normal().parent_path().filename().string();
+    }
+    return {run, name};
+  }
+  std::string latest = join(run, "latest");
+  std::ifstream in(latest);
+  if (!in) {
+    fail(run, "a DeepSpeed run folder with no `latest` file naming the tag to read: give --tag "
+              "(tags here: " + tags_in(run) + ")");
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string named = text.str().substr(0, 4096);
+  named.erase(named.find_last_not_of(" \t\r\n") + 1);  // npos + 1 == 0
+  named.erase(0, named.find_first_not_of(" \t\r\n") == std::string::npos
+                     ? named.size()
+                     : named.find_first_not_of(" \t\r\n"));
+  if (named.empty()) {
+    fail(latest, "is empty: give --tag (tags here: " + tags_in(run) + ")");
+  }
+  check_tag_name(latest, named);
+  std::string folder = join(run, named);
+  if (!is_dir(folder)) {
+    fail(latest, "names tag " + quoted_name(named) + ", but " + folder +
+                     " is no folder (tags here: " + tags_in(run) + ")");
+  }
+  return {folder, named};
+}
+
+// ---- the files of a tag folder --------------------------------------------
+
+struct RankFile {
+  int64_t rank = 0;
+  std::string name;
+};
+
+struct TagFiles {
+  std::vector<RankFile> optim;     // sorted by rank, as numbers (v0.6.2+: natural sort)
+  std::vector<RankFile> models3;   // stage 3: zero_pp_rank_R_mp_rank_00_model_states.pt
+  bool model12 = false;            // mp_rank_00_model_states.pt
+  bool bf16_prefix = false;        // BF16_Optimizer files (v0.6.2+)
+};
+
+int64_t rank_number(const std::string& where, const std::string& digits) {
+  if (digits.size() > 9) {
+    fail(where, "rank " + digits + " is past any world size");
+  }
+  return std::stoll(digits);
+}
+
+TagFiles classify(const std::string& folder) {
+  static const std::regex optim(R"(^(bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$)");
+  static const std::regex model3(R"(^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$)");
+  static const std::regex model12(R"(^mp_rank_(\d+)_model_states\.pt$)");
+  static const std::regex expert(
+      R"(^(expp_rank_\d+_mp_rank_\d+_optim_states|layer_\d+_expert_\d+_mp_rank_\d+_model_states)\.pt$)");
+  static const std::regex layer(R"(^layer_\d+.*_model_states\.pt$)");
+  TagFiles files;
+  bool plain_prefix = false;
+  for (const std::string& name : names_in(folder)) {
+    std::string where = join(folder, name);
+    std::smatch m;
+    if (name == "offloaded_tensors") {
+      fail(where, "NVMe-offloaded optimizer partitions (ZeRO-3 offload_optimizer to nvme) are "
+                  "not supported yet: their fp32 masters are not in the rank files");
+    }
+    if (std::regex_match(name, m, expert)) {
+      fail(where, "MoE expert files are not supported yet");
+    }
+    if (std::regex_match(name, m, layer)) {
+      fail(where, "pipeline parallelism (layer files) is not supported yet");
+    }
+    std::string mp;
+    if (std::regex_match(name, m, optim)) {
+      mp = m[3];
+      (m[1].matched ? files.bf16_prefix : plain_prefix) = true;
+      files.optim.push_back({rank_number(where, m[2]), name});
+    } else if (std::regex_match(name, m, model3)) {
+      mp = m[2];
+      files.models3.push_back({rank_number(where, m[1]), name});
+    } else if (std::regex_match(name, m, model12)) {
+      mp = m[1];
+      files.model12 = files.model12 || mp == "00";
+    } else {
+      continue;
+    }
+    if (mp != "00") {
+      fail(where, "tensor or pipeline parallelism (mp_rank " + mp +
+                      ") is not supported yet: only mp_rank 00 is read");
+    }
+  }
+  if (files.bf16_prefix && plain_prefix) {
+    fail(folder, "both bf16_zero_pp_rank_* and zero_pp_rank_* optimizer files: files of two "
+                 "runs in one tag folder");
+  }
+  auto by_rank = [](const RankFile& a, const RankFile& b) { return a.rank < b.rank; };
+  std::sort(files.optim.begin(), files.optim.end(), by_rank);
+  std::sort(files.models3.begin(), files.models3.end(), by_rank);
+  if (files.optim.empty() && is_dir(join(folder, "zero"))) {
+    fail(join(folder, "zero"), "a universal checkpoint (ds_to_universal.py: one folder per "
+                               "parameter) is not supported yet: convert the tag it was made from");
+  }
+  if (files.optim.empty()) {
+    fail(folder, "no *_optim_states.pt files: the fp32 masters of a ZeRO or BF16_Optimizer run "
+                 "are there (a run without a ZeRO optimizer has them in mp_rank_00_model_states.pt: "
+                 "give that file)");
+  }
+  return files;
+}
+
+// Ranks 0 … `world` - 1, each once: else names the missing or extra one.
+void check_ranks(const std::string& folder, const std::vector<RankFile>& files, int64_t world,
+                 const std::string& expected_name, const std::string& said_by) {
+  std::vector<bool> seen(static_cast<size_t>(world), false);
+  for (const RankFile& file : files) {
+    if (file.rank >= world) {
+      fail(join(folder, file.name), "an extra rank: " + said_by + " says " +
+                                        std::to_string(world) + " ranks (0 to " +
+                                        std::to_string(world - 1) +
+                                        "); a stale file from another run?");
+    }
+    seen[static_cast<size_t>(file.rank)] = true;
+  }
+  for (int64_t rank = 0; rank < world; ++rank) {
+    if (!seen[static_cast<size_t>(rank)]) {
+      std::string name = std::regex_replace(expected_name, std::regex("RANK"),
+                                            std::to_string(rank));
+      fail(folder, "rank " + std::to_string(rank) + " is missing: no " + name + ", and " +
+                       said_by + " says " + std::to_string(world) + " ranks");
+    }
+  }
+}
+
+// ---- reading one file ------------------------------------------------------
+
+// The globals DeepSpeed's own pickles name beside torch's data classes
+// (reference §1.6): built inert, never looked up.
+bool is_deepspeed_data(const Node& global) {
+  static const std::unordered_set<std::string> names = {
+      "deepspeed.runtime.zero.config.ZeroStageEnum",         // v0.7.0+
+      "deepspeed.runtime.fp16.loss_scaler.LossScaler",       // v0.3.16+
+      "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+      "deepspeed.utils.tensor_fragment.fragment_address",    // v0.7.3+
+      "deepspeed.runtime.bf16_optimizer.fragment_address",   // v0.6.2–v0.7.2
+  };
+  std::string name = qualified_name(global);
+  return names.count(name) != 0 || is_benign_global(name);
+}
+
+bool is_getattr(const Node* node) {
+  return node != nullptr &&
+         (node->is_global("__builtin__", "getattr") || node->is_global("builtins", "getattr"));
+}
+
+bool is_zero_stage_enum(const Node* node) {
+  return node != nullptr && node->is_global("deepspeed.runtime.zero.config", "ZeroStageEnum");
+}
+
+// `getattr(ZeroStageEnum, 'name')`: the by-name encoding of a stage.
+bool is_enum_by_name(const Node* call) {
+  return call->kind == NodeKind::k_call && is_getattr(call->callable) && call->args != nullptr &&
+         call->args->items.size() == 2 && is_zero_stage_enum(call->args->items[0]) &&
+         call->args->items[1]->is_str();
+}
+
+// Refuses a global that is no data class (`os.system`, a user's class): the
+// file would run code where Python loads it, whatever this tool does.
+void check_globals(const std::string& where, const Node* root) {
+  std::unordered_set<const Node*> enum_getattr;
+  for_each_reachable(root, [&](const Node* node) {
+    if (node->kind == NodeKind::k_call && is_getattr(node->callable)) {
+      if (!is_enum_by_name(node)) {
+        fail(where, "getattr on something other than ZeroStageEnum: a pickle that would run "
+                    "code when loaded; refused");
+      }
+      enum_getattr.insert(node->callable);
+    }
+    if (node->kind == NodeKind::k_global && enum_getattr.count(node) == 0 &&
+        !is_deepspeed_data(*node)) {
+      fail(where, "global " + qualified_name(*node) +
+                      " is no data class DeepSpeed saves: a pickle that would run code when "
+                      "loaded; refused");
+    }
+    return true;
+  });
+}
+
+// Maps and decodes the torch.save zip `path` into `ckpt`'s graph; returns
+// its root, a dict.
+const Node* read_file(Checkpoint& ckpt, const std::string& path) {
+  ckpt.files.push_back(MappedFile::open(path));
+  ckpt.bytes = ckpt.files.back().bytes();
+  if (!looks_like_zip(ckpt.bytes)) {
+    fail(path, "not a torch.save zip archive (DeepSpeed saves every file with torch.save)");
+  }
+  size_t first = ckpt.graph.storages().size();
+  uint64_t pickles = ckpt.pickle_bytes;
+  k_torch_zip.read(path, ckpt);
+  ckpt.pickle_bytes += pickles;
+  for (size_t i = first; i < ckpt.graph.storages().size(); ++i) {
+    Storage& storage = ckpt.graph.storages()[i];
+    storage.key = ckpt.storage_records + storage.key;
+  }
+  std::string where = path + ":" + ckpt.pickle_record;
+  check_globals(where, ckpt.graph.root);
+  if (ckpt.graph.root == nullptr || ckpt.graph.root->kind != NodeKind::k_dict) {
+    fail(where, "not a DeepSpeed checkpoint file: its root is no dict");
+  }
+  return ckpt.graph.root;
+}
+
+// ---- values ----------------------------------------------------------------
+
+std::optional<int64_t> int_of(const Node* node) {
+  if (node != nullptr && node->kind == NodeKind::k_int && node->text.empty()) {
+    return node->integer;
+  }
+  return std::nullopt;
+}
+
+// `zero_stage`: an int (before v0.7.0), `ZeroStageEnum(2)` (by value) or
+// `getattr(ZeroStageEnum, 'gradients')` (by name).
+int64_t zero_stage_of(const std::string& where, const Node* node) {
+  if (std::optional<int64_t> value = int_of(node)) {
+    return *value;
+  }
+  if (node->kind == NodeKind::k_call && is_zero_stage_enum(node->callable) &&
+      node->args != nullptr && node->args->items.size() == 1) {
+    if (std::optional<int64_t> value = int_of(node->args->items[0])) {
+      return *value;
+    }
+  }
+  if (is_enum_by_name(node)) {
+    static const std::map<std::string, int64_t> stages = {
+        {"disabled", 0}, {"optimizer_states", 1}, {"gradients", 2}, {"weights", 3},
+        {"max_stage", 3}};
+    auto found = stages.find(node->args->items[1]->text.str());
+    if (found != stages.end()) {
+      return found->second;
+    }
+  }
+  fail(where, "zero_stage is neither an int nor a ZeroStageEnum member");
+}
+
+// A `torch.Size` (or a tuple or list of ints) as dims.
+Dims shape_of(const std::string& where, const Node* node) {
+  if (node != nullptr && node->kind == NodeKind::k_call && node->callable != nullptr &&
+      node->callable->is_global("torch", "Size") && node->args != nullptr &&
+      node->args->items.size() == 1) {
+    node = node->args->items[0];
+  }
+  if (node == nullptr || (node->kind != NodeKind::k_tuple && node->kind != NodeKind::k_list)) {
+    fail(where, "a shape is not a torch.Size");
+  }
+  Dims dims;
+  for (const Node* item : node->items) {
+    std::optional<int64_t> size = int_of(item);
+    if (!size || *size < 0) {
+      fail(where, "a shape holds something other than a size");
+    }
+    dims.push_back(*size);
+  }
+  return dims;
+}
+
+// `total` + `more`, refused past int64 (a hostile shape list).
+int64_t sum_of(const std::string& where, int64_t total, int64_t more) {
+  int64_t sum = 0;
+  if (__builtin_add_overflow(total, more, &sum)) {
+    fail(where, "sizes do not add up: more than 2^63 elements");
+  }
+  return sum;
+}
+
+// ceil(`numel` / `world`) without overflow: a stage-3 slice (v0.5.4+; floor before).
+int64_t ceil_div(int64_t numel, int64_t world) {
+  return numel / world + (numel % world != 0 ? 1 : 0);
+}
+
+int64_t numel_of(const Dims& dims) {
+  int64_t numel = 1;
+  for (int64_t size : dims) {
+    if (size != 0 && numel > INT64_MAX / size) {
+      throw Error("a shape of more than 2^63 elements");
+    }
+    numel *= size;
+  }
+  return numel;
+}
+
+using Shapes = std::vector<std::pair<std::string, Dims>>;
+
+// An OrderedDict of name → shape.
+Shapes shapes_of(const std::string& where, const Node* dict) {
+  if (dict == nullptr || dict->kind != NodeKind::k_dict) {
+    fail(where, "not a dict of names to shapes");
+  }
+  Shapes shapes;
+  for (const NodeEntry& entry : dict->entries) {
+    if (!entry.first->is_str()) {
+      fail(where, "a name that is not a string");
+    }
+    shapes.emplace_back(entry.first->text.str(), shape_of(where + "['" + entry.first->text.str() +
+                                                              "']", entry.second));
+  }
+  return shapes;
+}
+
+// `param_shapes`: a list of OrderedDicts (v0.5.4+) or one (before).
+std::vector<Shapes> param_shapes_of(const std::string& where, const Node* node) {
+  std::vector<Shapes> groups;
+  if (node->kind == NodeKind::k_dict) {
+    groups.push_back(shapes_of(where, node));
+    return groups;
+  }
+  if (node->kind != NodeKind::k_list && node->kind != NodeKind::k_tuple) {
+    fail(where, "neither a list of OrderedDicts nor one");
+  }
+  for (size_t g = 0; g < node->items.size(); ++g) {
+    groups.push_back(shapes_of(where + "[" + std::to_string(g) + "]", node->items[g]));
+  }
+  return groups;
+}
+
+const Node* need(const std::string& where, const Node* dict, const char* key) {
+  const Node* value = dict_get(dict, key);
+  if (value == nullptr) {
+    fail(where, std::string("no '") + key + "' key");
+  }
+  return value;
+}
+
+// A tensor of a rank file, as a run of elements in its file.
+TensorRef file_tensor(const std::string& where, const Node* node) {
+  std::optional<TensorRef> tensor;
+  try {
+    tensor = as_tensor(node);
+  } catch (const FormatError& e) {
+    throw in_file(where, e);
+  }
+  if (!tensor) {
+    fail(where, "not a tensor");
+  }
+  if (tensor->storage->file == nullptr || has_pieces(*tensor->storage)) {
+    fail(where, "a tensor whose bytes are not in its file");
+  }
+  int64_t expected = 1;
+  for (size_t i = tensor->sizes.size(); i-- > 0;) {
+    if (tensor->sizes[i] > 1 && tensor->strides[i] != expected) {
+      fail(where, "a tensor that is not contiguous");
+    }
+    expected *= tensor->sizes[i];
+  }
+  return *tensor;
+}
+
+// Tensors laid end to end (a group's ranks, a rank's sub-groups): takes
+// ranges of elements as pieces of their files.
+class Flat {
+public:
+  explicit Flat(Dtype dtype) : m_dtype(dtype) {}
+
+  void add(const std::string& where, const TensorRef& tensor) {
+    if (tensor.dtype != m_dtype) {
+      fail(where, "a " + std::string(dtype_name(tensor.dtype)) + " tensor where " +
+                      std::string(dtype_name(m_dtype)) + " was expected");
+    }
+    m_starts.push_back(m_total);
+    m_runs.push_back(tensor);
+    m_total += tensor.numel();
+  }
+  int64_t total() const { return m_total; }
+
+  // Appends elements [`start`, `start` + `count`) to `out`'s pieces.
+  void take(Storage& out, int64_t start, int64_t count) const {
+    uint64_t size = element_size(m_dtype);
+    size_t i = static_cast<size_t>(
+        std::upper_bound(m_starts.begin(), m_starts.end(), start) - m_starts.begin());
+    i = i == 0 ? 0 : i - 1;
+    while (count > 0 && i < m_runs.size()) {
+      const TensorRef& run = m_runs[i];
+      int64_t within = start - m_starts[i];
+      int64_t n = std::min(count, run.numel() - within);
+      if (n > 0) {
+        append_piece(out, *run.storage->file,
+                     run.storage->file_offset + static_cast<uint64_t>(run.offset + within) * size,
+                     static_cast<uint64_t>(n) * size);
+        start += n;
+        count -= n;
+      }
+      ++i;
+    }
+  }
+
+private:
+  Dtype m_dtype;
+  std::vector<TensorRef> m_runs;
+  std::vector<int64_t> m_starts;
+  int64_t m_total = 0;
+};
+
+// ---- the run ---------------------------------------------------------------
+
+struct Output {
+  Graph& graph;
+  std::unordered_map<std::string, Node*> built;  // name → tensor node
+
+  // A fresh `cpu` storage of `shape` filled by `fill(storage)`.
+  template <typename Fill>
+  Node* tensor(const std::string& key, Dtype dtype, const Dims& shape, const Fill& fill) {
+    Storage* storage = make_tensor_storage(graph, dtype, numel_of(shape), key, "cpu");
+    fill(*storage);
+    try {
+      finish_pieces(*storage);
+    } catch (const FormatError& e) {
+      throw Error(e.what());
+    }
+    return make_tensor(graph, storage, dtype, shape);
+  }
+  // A view of the tensor `node` (same storage, dtype and sizes).
+  Node* view(const Node* node) {
+    std::optional<TensorRef> tensor = as_tensor(node);
+    return make_tensor(graph, tensor->storage, tensor->dtype, tensor->sizes);
+  }
+};
+
+std::string stage_name(int64_t stage, bool bf16_optimizer) {
+  return bf16_optimizer ? "BF16_Optimizer" : "ZeRO-" + std::to_string(stage);
+}
+
+void read_deepspeed(const std::string& run, Checkpoint& ckpt) {
+  auto [folder, tag] = tag_folder(run, ckpt.options.tag);
+  TagFiles files = classify(folder);
+  Graph& graph = ckpt.graph;
+
+  // Rank 0's optimizer file tells the stage and the world size.
+  std::vector<const Node*> optim(files.optim.size());
+  std::vector<std::string> optim_path(files.optim.size());
+  for (size_t i = 0; i < files.optim.size(); ++i) {
+    optim_path[i] = join(folder, files.optim[i].name);
+  }
+  if (files.optim.front().rank != 0) {
+    fail(folder, "rank 0 is missing: no " + std::string(files.bf16_prefix ? "bf16_" : "") +
+                     "zero_pp_rank_0_mp_rank_00_optim_states.pt");
+  }
+  optim[0] = read_file(ckpt, optim_path[0]);
+  auto osd_of = [&](size_t i) {
+    const Node* osd = need(optim_path[i], optim[i], "optimizer_state_dict");
+    if (osd->kind != NodeKind::k_dict) {
+      fail(optim_path[i], "optimizer_state_dict is not a dict");
+    }
+    return osd;
+  };
+  const Node* osd0 = osd_of(0);
+  bool bf16_optimizer = false;
+  int64_t stage = 0;
+  if (const Node* value = dict_get(osd0, "zero_stage")) {
+    stage = zero_stage_of(optim_path[0] + ": optimizer_state_dict", value);
+  } else if (dict_get(osd0, "single_partition_of_fp32_groups") != nullptr) {
+    bf16_optimizer = true;  // v0.6.2+: no zero_stage key (zero_to_fp32 refuses these)
+  } else {
+    fail(optim_path[0], "optimizer_state_dict has no zero_stage and no "
+                        "single_partition_of_fp32_groups: no ZeRO or BF16_Optimizer state");
+  }
+  if (!bf16_optimizer && dict_get(osd0, "local_sub_partitions_of_fp32_groups") != nullptr) {
+    fail(optim_path[0], "the stage-1 layout of DeepSpeed before 0.5.10 "
+                        "(local_sub_partitions_of_fp32_groups) is not supported");
+  }
+  if (stage < 0 || stage > 3 || (stage == 0 && !bf16_optimizer)) {
+    fail(optim_path[0], "zero_stage " + std::to_string(stage) + ": no ZeRO partitions to read");
+  }
+  bool stage3 = stage == 3;
+  const Node* count = need(optim_path[0] + ": optimizer_state_dict", osd0, "partition_count");
+  int64_t world = 0;
+  if (std::optional<int64_t> value = int_of(count)) {
+    world = *value;
+  } else if (count->kind == NodeKind::k_list || count->kind == NodeKind::k_tuple) {
+    for (const Node* item : count->items) {  // one per group; expert groups could differ
+      world = std::max(world, int_of(item).value_or(0));
+    }
+  }
+  if (world <= 0 || world > (1 << 20)) {
+    fail(optim_path[0], "partition_count is no world size");
+  }
+  std::string prefix = files.bf16_prefix ? "bf16_" : "";
+  check_ranks(folder, files.optim, world, prefix + "zero_pp_rank_RANK_mp_rank_00_optim_states.pt",
+              "partition_count in " + files.optim[0].name);
+  for (size_t i = 1; i < files.optim.size(); ++i) {
+    optim[i] = read_file(ckpt, optim_path[i]);
+  }
+
+  // The model files: one (stage 1/2), or one per rank (stage 3).
+  std::vector<const Node*> models;
+  std::vector<std::string> model_path;
+  if (stage3) {
+    check_ranks(folder, files.models3, world, "zero_pp_rank_RANK_mp_rank_00_model_states.pt",
+                "partition_count in " + files.optim[0].name);
+    for (const RankFile& file : files.models3) {
+      model_path.push_back(join(folder, file.name));
+      models.push_back(read_file(ckpt, model_path.back()));
+    }
+  } else {
+    if (!files.model12) {
+      fail(folder, "no mp_rank_00_model_states.pt: the model file (buffers, shapes) is missing");
+    }
+    model_path.push_back(join(folder, "mp_rank_00_model_states.pt"));
+    models.push_back(read_file(ckpt, model_path.back()));
+  }
+  const Node* model = models[0];
+  const std::string& model_file = model_path[0];
+  const Node* module = need(model_file, model, "module");
+  if (module->kind != NodeKind::k_dict) {
+    fail(model_file, "module is not a state dict");
+  }
+
+  std::string version = "unknown";
+  for (const Node* root : {model, optim[0]}) {
+    const Node* value = dict_get(root, "ds_version");
+    if (value != nullptr && value->is_str()) {
+      version = value->text.str();
+      break;
+    }
+  }
+  std::string kind = stage_name(stage, bf16_optimizer);
+
+  // param_shapes: the model file's (v0.6.0+), else the optim files' (before).
+  const Node* shapes_node = dict_get(model, "param_shapes");
+  std::string shapes_where = model_file + ": param_shapes";
+  if (shapes_node == nullptr || shapes_node->kind == NodeKind::k_none) {
+    shapes_node = dict_get(optim[0], "param_shapes");
+    shapes_where = optim_path[0] + ": param_shapes";
+  }
+  if (shapes_node == nullptr || shapes_node->kind == NodeKind::k_none) {
+    fail(model_file, "no param_shapes, here or in the optimizer files");
+  }
+  std::vector<Shapes> groups = param_shapes_of(shapes_where, shapes_node);
+
+  Output out{graph, {}};
+  auto key_of = [&](const std::string& name, const std::string& what) {
+    return folder + ": " + quoted_name(name) + " (" + what + ")";
+  };
+  auto add = [&](const std::string& name, Node* node) {
+    if (!out.built.emplace(name, node).second) {
+      fail(shapes_where, quoted_name(name) + " is named twice");
+    }
+  };
+
+  if (!stage3) {
+    std::vector<const Node*> parts(static_cast<size_t>(world));
+    for (size_t r = 0; r < parts.size(); ++r) {
+      std::string where = optim_path[r] + ": optimizer_state_dict";
+      const Node* osd = osd_of(r);
+      if (!bf16_optimizer) {
+        const Node* value = dict_get(osd, "zero_stage");
+        if (value == nullptr || zero_stage_of(where, value) != stage) {
+          fail(where, "zero_stage differs from rank 0's (" + std::to_string(stage) + ")");
+        }
+      }
+      parts[r] = need(where, osd, "single_partition_of_fp32_groups");
+      if (parts[r]->kind != NodeKind::k_list || parts[r]->items.size() != groups.size()) {
+        fail(where, "single_partition_of_fp32_groups holds " +
+                        std::to_string(parts[r]->items.size()) + " groups, param_shapes " +
+                        std::to_string(groups.size()));
+      }
+    }
+    int64_t align = 2 * world;  // v0.5.3+: nccl_start_alignment_factor (2) × world size
+    auto aligned = [&](int64_t n) { return (n + align - 1) / align * align; };
+    for (size_t g = 0; g < groups.size(); ++g) {
+      Flat flat(Dtype::k_float32);
+      for (size_t r = 0; r < parts.size(); ++r) {
+        std::string where = optim_path[r] + ": single_partition_of_fp32_groups[" +
+                            std::to_string(g) + "]";
+        flat.add(where, file_tensor(where, parts[r]->items[g]));
+      }
+      int64_t needed = 0;
+      for (const auto& [name, shape] : groups[g]) {
+        needed = sum_of(shapes_where, needed, numel_of(shape));
+      }
+      if (needed > flat.total() || aligned(needed) != aligned(flat.total())) {
+        fail(folder, "param group " + std::to_string(g) + ": sizes do not add up: the " +
+                         std::to_string(world) + " ranks' fp32 partitions hold " +
+                         std::to_string(flat.total()) + " elements, param_shapes[" +
+                         std::to_string(g) + "] needs " + std::to_string(needed));
+      }
+      int64_t offset = 0;
+      for (const auto& [name, shape] : groups[g]) {
+        int64_t numel = numel_of(shape);
+        add(name, out.tensor(key_of(name, "fp32 master, " + kind), Dtype::k_float32, shape,
+                             [&](Storage& s) { flat.take(s, offset, numel); }));
+        offset += numel;
+      }
+    }
+  } else {
+    // v0.16 walks the sub-groups of every rank as one flat; older versions
+    // concatenated them first: the same.
+    std::vector<Flat> flats(static_cast<size_t>(world), Flat(Dtype::k_float32));
+    int64_t needed = 0;
+    for (const Shapes& group : groups) {
+      for (const auto& [name, shape] : group) {
+        needed = sum_of(shapes_where, needed, ceil_div(numel_of(shape), world));  // ceil: v0.5.4+
+      }
+    }
+    for (size_t r = 0; r < flats.size(); ++r) {
+      std::string where = optim_path[r] + ": optimizer_state_dict";
+      const Node* osd = osd_of(r);
+      const Node* value = dict_get(osd, "zero_stage");
+      if (value == nullptr || zero_stage_of(where, value) != 3) {
+        fail(where, "zero_stage differs from rank 0's (3)");
+      }
+      const Node* list = need(where, osd, "fp32_flat_groups");
+      if (list->kind != NodeKind::k_list) {
+        fail(where, "fp32_flat_groups is not a list");
+      }
+      for (size_t g = 0; g < list->items.size(); ++g) {
+        std::string at = where + ": fp32_flat_groups[" + std::to_string(g) + "]";
+        flats[r].add(at, file_tensor(at, list->items[g]));
+      }
+      if (flats[r].total() != needed) {
+        fail(optim_path[r], "sizes do not add up: fp32_flat_groups hold " +
+                                std::to_string(flats[r].total()) + " elements, param_shapes needs " +
+                                std::to_string(needed) + " (ceil(numel / " +
+                                std::to_string(world) + ") per parameter)" +
+                                (flats[r].total() == 0 ? "; NVMe-offloaded partitions?" : ""));
+      }
+    }
+    int64_t offset = 0;
+    for (const Shapes& group : groups) {
+      for (const auto& [name, shape] : group) {
+        int64_t numel = numel_of(shape);
+        int64_t slice = ceil_div(numel, world);
+        add(name, out.tensor(key_of(name, "fp32 master, " + kind), Dtype::k_float32, shape,
+                             [&](Storage& s) {
+                               for (int64_t r = 0; r < world; ++r) {
+                                 int64_t n = std::min(slice, numel - r * slice);
+                                 if (n > 0) {
+                                   flats[static_cast<size_t>(r)].take(s, offset, n);
+                                 }
+                               }
+                             }));
+        offset += slice;
+      }
+    }
+  }
+  std::unordered_set<std::string> trainable;
+  for (const Shapes& group : groups) {
+    for (const auto& [name, shape] : group) {
+      trainable.insert(name);
+    }
+  }
+
+  // Frozen parameters (v0.9.1+, stage ≥ 2): the whole tensor (stage 2) or
+  // each rank's slice (stage 3), in the model dtype, as zero_to_fp32 keeps them.
+  const Node* frozen_shapes = dict_get(model, "frozen_param_shapes");
+  if (frozen_shapes != nullptr && frozen_shapes->kind == NodeKind::k_dict) {
+    for (const auto& [name, shape] : shapes_of(model_file + ": frozen_param_shapes",
+                                               frozen_shapes)) {
+      int64_t numel = numel_of(shape);
+      std::vector<TensorRef> fragments;
+      for (size_t r = 0; r < models.size(); ++r) {
+        std::string where = model_path[r] + ": frozen_param_fragments";
+        const Node* dict = need(model_path[r], models[r], "frozen_param_fragments");
+        const Node* value = dict->kind == NodeKind::k_dict ? dict_get(dict, name) : nullptr;
+        if (value == nullptr) {
+          fail(where, "no fragment of frozen parameter " + quoted_name(name));
+        }
+        fragments.push_back(file_tensor(where + "['" + name + "']", value));
+      }
+      Flat flat(fragments[0].dtype);
+      int64_t slice = stage3 ? ceil_div(numel, world) : numel;
+      for (size_t r = 0; r < fragments.size(); ++r) {
+        std::string where = model_path[r] + ": frozen_param_fragments['" + name + "']";
+        if (fragments[r].numel() != slice) {
+          fail(where, "sizes do not add up: " + std::to_string(fragments[r].numel()) +
+                          " elements, where " + std::to_string(slice) + " were expected");
+        }
+        flat.add(where, fragments[r]);
+      }
+      add(name, out.tensor(key_of(name, "frozen, " + kind), fragments[0].dtype, shape,
+                           [&](Storage& s) {
+                             for (int64_t r = 0; r < static_cast<int64_t>(fragments.size());
+                                  ++r) {
+                               int64_t n = std::min(slice, numel - r * slice);
+                               if (n > 0) {
+                                 flat.take(s, r * slice, n);
+                               }
+                             }
+                           }));
+    }
+  }
+
+  // Tied names (v0.9.2+): alias → the name that holds the storage.
+  std::vector<std::pair<std::string, std::string>> shared;
+  if (const Node* dict = dict_get(model, "shared_params");
+      dict != nullptr && dict->kind == NodeKind::k_dict) {
+    for (const NodeEntry& entry : dict->entries) {
+      if (entry.first->is_str() && entry.second->is_str()) {
+        shared.emplace_back(entry.first->text.str(), entry.second->text.str());
+      }
+    }
+  }
+  std::unordered_set<std::string> buffer_names;
+  const Node* buffers = dict_get(model, "buffer_names");  // v0.5.0+
+  if (buffers != nullptr && buffers->kind == NodeKind::k_list) {
+    for (const Node* item : buffers->items) {
+      if (item->is_str()) {
+        buffer_names.insert(item->text.str());
+      }
+    }
+  }
+
+  // The state dict, in module's order. A module tensor that shares its
+  // bytes with one already placed is a view of it (ties before v0.9.2).
+  std::map<std::tuple<const Storage*, int64_t, std::vector<int64_t>>, Node*> by_bytes;
+  std::vector<std::pair<std::string, Node*>> entries;
+  std::unordered_set<std::string> placed;
+  auto resolve_alias = [&](const std::string& name) -> Node* {
+    for (const auto& [alias, source] : shared) {
+      if (alias == name) {
+        auto found = out.built.find(source);
+        return found != out.built.end() ? out.view(found->second) : nullptr;
+      }
+    }
+    return nullptr;
+  };
+  for (const NodeEntry& entry : module->entries) {
+    if (!entry.first->is_str()) {
+      fail(model_file, "module: a key that is not a string");
+    }
+    std::string name = entry.first->text.str();
+    std::string where = model_file + ": module['" + name + "']";
+    std::optional<TensorRef> held;
+    try {
+      held = as_tensor(entry.second);
+    } catch (const FormatError& e) {
+      throw in_file(where, e);
+    }
+    auto same_bytes = [&]() -> std::optional<std::tuple<const Storage*, int64_t,
+                                                        std::vector<int64_t>>> {
+      if (!held || held->numel() == 0) {
+        return std::nullopt;
+      }
+      return std::make_tuple(held->storage, held->offset, held->sizes.vec());
+    };
+    Node* node = nullptr;
+    auto built = out.built.find(name);
+    if (built != out.built.end()) {
+      node = built->second;
+    } else if ((node = resolve_alias(name)) != nullptr) {
+    } else if (auto bytes = same_bytes(); bytes && by_bytes.count(*bytes) != 0) {
+      node = out.view(by_bytes.at(*bytes));
+    } else if (!held) {
+      node = entry.second;  // an inert non-tensor entry (`_extra_state`)
+    } else if (stage3 && held->numel() == 0 && buffer_names.count(name) == 0) {
+      fail(where, "a partitioned parameter (an empty placeholder) with no fp32 master in "
+                  "param_shapes and no frozen fragment");
+    } else {
+      TensorRef tensor = file_tensor(where, entry.second);
+      node = out.tensor(key_of(name, buffer_names.count(name) != 0 ? "buffer" : "from module"),
+                        tensor.dtype, tensor.sizes, [&](Storage& s) {
+                          uint64_t size = element_size(tensor.dtype);
+                          append_piece(s, *tensor.storage->file,
+                                       tensor.storage->file_offset +
+                                           static_cast<uint64_t>(tensor.offset) * size,
+                                       static_cast<uint64_t>(tensor.numel()) * size);
+                        });
+    }
+    if (auto bytes = same_bytes(); bytes && by_bytes.count(*bytes) == 0) {
+      by_bytes.emplace(*bytes, node);
+    }
+    placed.insert(name);
+    entries.emplace_back(name, node);
+  }
+  // Parameters and aliases module lacks (saved without them): after its keys.
+  for (const Shapes& group : groups) {
+    for (const auto& [name, shape] : group) {
+      if (placed.insert(name).second) {
+        entries.emplace_back(name, out.built.at(name));
+      }
+    }
+  }
+  for (const auto& [alias, source] : shared) {
+    if (placed.count(alias) == 0) {
+      if (Node* node = resolve_alias(alias)) {
+        placed.insert(alias);
+        entries.emplace_back(alias, node);
+      }
+    }
+  }
+
+  Node* root = make_state_dict(graph, entries);
+  root->state = module->state;  // `_metadata`: BatchNorm and friends keep their versions
+  graph.root = root;
+  ckpt.bytes = {};
+  ckpt.pickle_record = "module";
+  ckpt.storage_records.clear();
+  std::string ranks = std::to_string(world) + (world == 1 ? " rank" : " ranks");
+  ckpt.facts = {
+      {"archive_name", ""},
+      {"version", ""},
+      {"torch_hint", "DeepSpeed " + version + " " + kind + " run, " + ranks + ", tag " + tag},
+      {"deepspeed_stage", bf16_optimizer ? "BF16_Optimizer (no zero_stage)" : std::to_string(stage)},
+      {"ds_version", version},
+      {"world_size", std::to_string(world)},
+      {"bf16_optimizer", bf16_optimizer ? "yes" : "no"},
+      {"tag", tag},
+      {"unsupported", "none found (tensor/pipeline parallel, MoE and NVMe offload are refused)"},
+      {"not_read", "optimizer moments, loss scaler, lr scheduler (a state dict holds weights)"},
+  };
+}
+
+}  // namespace
+
+extern const SourceFormat k_deepspeed{"deepspeed", "deepspeed", nullptr,
+                                      [](const std::string&, ByteSpan) { return false; },
+                                      read_deepspeed, claims_deepspeed};
+
+}  // namespace ckpt
