@@ -28,9 +28,15 @@ struct InputPart {
   uint32_t crc32 = 0;  // set by `crc_input`
 };
 
+// True when a folder format (a DeepSpeed run, a DCP checkpoint: source.h)
+// claims the folder `path`, or recognises and refuses it: either way it is
+// one input, whose conversion says why it is refused.
+bool is_run_folder(const std::string& path);
+
 // The files the input `input` is read from, stamped: itself; for a shard
 // folder (`folder`), the index `find_hf_index` chooses, then each shard it
-// names, once. Throws `Error` when one cannot be stat'ed, or the index
+// names, once; for a run folder (`is_run_folder`), every file under it, in
+// name order. Throws `Error` when one cannot be stat'ed, or the index
 // cannot be found or parsed.
 std::vector<InputPart> stamp_input(const std::string& input, bool folder);
 

@@ -2,7 +2,9 @@
 // manifests (`@FILE`), each mapped to the place it takes under OUTDIR; and
 // the stable split of that list into shards (`--shard I/N`). A folder that
 // holds an HF shard index is one input (the reader takes the folder as one
-// state dict), and its shards are not taken one by one; each input's place
+// state dict), and its shards are not taken one by one; so is a folder a
+// folder format claims (a DeepSpeed run, a DCP checkpoint: source.h), whose
+// rank files are never inputs of their own; each input's place
 // under OUTDIR is its output's name, which follows the format written
 // (`batch_output_name`), so that two inputs that would write one output are
 // found before anything is done.
@@ -28,6 +30,8 @@
 #include "ckpt/batch.h"
 #include "ckpt/error.h"
 #include "ckpt/hf_index.h"
+#include "ckpt/source.h"
+#include "batch_internal.h"
 
 namespace ckpt {
 namespace {
@@ -53,6 +57,20 @@ bool matches_any(const std::vector<std::string>& globs, const std::string& name,
     }
   }
   return false;
+}
+
+// The bytes of every regular file under `folder`.
+uint64_t bytes_under(const std::string& folder) {
+  uint64_t size = 0;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(folder, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    std::error_code ignored;
+    if (it->is_regular_file(ignored)) {
+      size += it->file_size(ignored);
+    }
+  }
+  return size;
 }
 
 bool ends_with(const std::string& text, const std::string& end) {
@@ -127,7 +145,10 @@ public:
       m_inputs.push_back(std::move(input));
       return;
     }
-    if (S_ISDIR(info.st_mode) && holds_hf_index(path)) {
+    if (S_ISDIR(info.st_mode) && batch_detail::is_run_folder(path)) {
+      add_input(path, relative.empty() || relative == "." ? folder_name(path) : relative, info,
+                bytes_under(path), true);
+    } else if (S_ISDIR(info.st_mode) && holds_hf_index(path)) {
       // A named variable, not a temporary: GCC 12 at -O3 warns that a
       // temporary empty optional<string> "may be used uninitialized".
       const std::optional<std::string> named_directly;
@@ -232,6 +253,11 @@ private:
         } else if (entry.path().filename() == k_records_folder) {
           it.disable_recursion_pending();
           skip(path, "the sidecars of an output folder");
+        } else if (batch_detail::is_run_folder(path)) {
+          it.disable_recursion_pending();
+          std::string relative = entry.path().lexically_relative(root).generic_string();
+          add_input(path, prefix.empty() ? relative : prefix + "/" + relative, info,
+                    bytes_under(path), true);
         } else if (holds_hf_index(path)) {
           it.disable_recursion_pending();
           std::string relative = entry.path().lexically_relative(root).generic_string();
@@ -332,6 +358,14 @@ private:
 };
 
 }  // namespace
+
+bool batch_detail::is_run_folder(const std::string& path) {
+  try {
+    return folder_format(path) != nullptr;
+  } catch (const Error&) {
+    return true;
+  }
+}
 
 Shard parse_shard(const std::string& text) {
   auto fail = [&](const std::string& why) {

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -223,7 +224,22 @@ void write_sidecar_file(const std::string& path, const json& sidecar) {
 std::vector<InputPart> stamp_input(const std::string& input, bool folder) {
   std::vector<std::string> names{""};
   std::string prefix;
-  if (folder) {
+  if (folder && is_run_folder(input)) {
+    prefix = input + "/";
+    names.clear();
+    std::error_code ec;
+    for (std::filesystem::recursive_directory_iterator it(input, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      std::error_code ignored;
+      if (it->is_regular_file(ignored)) {
+        names.push_back(it->path().lexically_relative(input).generic_string());
+      }
+    }
+    if (ec) {
+      throw Error(input + ": cannot list: " + ec.message());
+    }
+    std::sort(names.begin(), names.end());
+  } else if (folder) {
     std::string index = find_hf_index(input);
     std::string name = std::filesystem::path(index).filename().string();
     prefix = index.substr(0, index.size() - name.size());
@@ -339,6 +355,23 @@ std::optional<std::string> check_up_to_date(const std::string& input, bool folde
     if (file_changed(input, was_in, touched)) {
       return "input changed";
     }
+  } else if (is_run_folder(input)) {
+    // The files under the run folder now must be the ones listed.
+    std::vector<InputPart> now;
+    try {
+      now = stamp_input(input, true);
+    } catch (const Error&) {
+      return "input changed";  // converting it says why
+    }
+    json& files = was_in["files"];
+    if (!files.is_array() || files.size() != now.size()) {
+      return "input changed";
+    }
+    for (size_t i = 0; i < now.size(); ++i) {
+      if (files[i].value("name", "") != now[i].name) {
+        return "input changed";
+      }
+    }
   } else {
     // The index the reader would take now must be the one listed first.
     std::string index;
@@ -352,6 +385,9 @@ std::optional<std::string> check_up_to_date(const std::string& input, bool folde
         files[0].value("name", "") != std::filesystem::path(index).filename().string()) {
       return "input changed";
     }
+  }
+  if (folder) {
+    json& files = was_in["files"];
     for (json& part : files) {
       std::string name = part.value("name", "");
       if (name.empty() ||

@@ -117,16 +117,11 @@ std::string tags_in(const std::string& run) {
   return tags.empty() ? "none" : tags;
 }
 
+// A run folder holds `latest`; a tag folder, model states. A folder whose
+// subfolders hold model states is not claimed: it could as well be a zoo of
+// tag folders (`batch`) as a run saved without `latest` (give its tag folder).
 bool claims_deepspeed(const std::string& folder) {
-  if (holds_model_states(folder) || is_file(join(folder, "latest"))) {
-    return true;
-  }
-  for (const std::string& name : names_in(folder)) {
-    if (is_dir(join(folder, name)) && holds_model_states(join(folder, name))) {
-      return true;
-    }
-  }
-  return false;
+  return holds_model_states(folder) || is_file(join(folder, "latest"));
 }
 
 void check_tag_name(const std::string& where, const std::string& tag) {
