@@ -30,6 +30,7 @@
 // 00, `layer_*` files), MoE expert files, NVMe offload (`offloaded_tensors`),
 // the stage-1 layout of DeepSpeed before 0.5.10, sizes that do not add up,
 // and any global in any pickle that is no data class DeepSpeed saves.
+#include <re2/re2.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -37,7 +38,6 @@
 #include <fstream>
 #include <map>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <unordered_map>
@@ -196,37 +196,37 @@ int64_t rank_number(const std::string& where, const std::string& digits) {
 }
 
 TagFiles classify(const std::string& folder) {
-  static const std::regex optim(R"(^(bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$)");
-  static const std::regex model3(R"(^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$)");
-  static const std::regex model12(R"(^mp_rank_(\d+)_model_states\.pt$)");
-  static const std::regex expert(
-      R"(^(expp_rank_\d+_mp_rank_\d+_optim_states|layer_\d+_expert_\d+_mp_rank_\d+_model_states)\.pt$)");
-  static const std::regex layer(R"(^layer_\d+.*_model_states\.pt$)");
+  // RE2, as the rest of the tool: std::regex trips GCC 12's
+  // maybe-uninitialized warning in sanitizer builds.
+  static const RE2 optim(R"((bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt)");
+  static const RE2 model3(R"(zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt)");
+  static const RE2 model12(R"(mp_rank_(\d+)_model_states\.pt)");
+  static const RE2 expert(
+      R"((expp_rank_\d+_mp_rank_\d+_optim_states|layer_\d+_expert_\d+_mp_rank_\d+_model_states)\.pt)");
+  static const RE2 layer(R"(layer_\d+.*_model_states\.pt)");
   TagFiles files;
   bool plain_prefix = false;
   for (const std::string& name : names_in(folder)) {
     std::string where = join(folder, name);
-    std::smatch m;
     if (name == "offloaded_tensors") {
       fail(where, "NVMe-offloaded optimizer partitions (ZeRO-3 offload_optimizer to nvme) are "
                   "not supported yet: their fp32 masters are not in the rank files");
     }
-    if (std::regex_match(name, m, expert)) {
+    if (RE2::FullMatch(name, expert)) {
       fail(where, "MoE expert files are not supported yet");
     }
-    if (std::regex_match(name, m, layer)) {
+    if (RE2::FullMatch(name, layer)) {
       fail(where, "pipeline parallelism (layer files) is not supported yet");
     }
+    std::string bf16;
+    std::string rank;
     std::string mp;
-    if (std::regex_match(name, m, optim)) {
-      mp = m[3];
-      (m[1].matched ? files.bf16_prefix : plain_prefix) = true;
-      files.optim.push_back({rank_number(where, m[2]), name});
-    } else if (std::regex_match(name, m, model3)) {
-      mp = m[2];
-      files.models3.push_back({rank_number(where, m[1]), name});
-    } else if (std::regex_match(name, m, model12)) {
-      mp = m[1];
+    if (RE2::FullMatch(name, optim, &bf16, &rank, &mp)) {
+      (bf16.empty() ? plain_prefix : files.bf16_prefix) = true;
+      files.optim.push_back({rank_number(where, rank), name});
+    } else if (RE2::FullMatch(name, model3, &rank, &mp)) {
+      files.models3.push_back({rank_number(where, rank), name});
+    } else if (RE2::FullMatch(name, model12, &mp)) {
       files.model12 = files.model12 || mp == "00";
     } else {
       continue;
@@ -270,8 +270,8 @@ void check_ranks(const std::string& folder, const std::vector<RankFile>& files, 
   }
   for (int64_t rank = 0; rank < world; ++rank) {
     if (!seen[static_cast<size_t>(rank)]) {
-      std::string name = std::regex_replace(expected_name, std::regex("RANK"),
-                                            std::to_string(rank));
+      std::string name = expected_name;
+      name.replace(name.find("RANK"), 4, std::to_string(rank));
       fail(folder, "rank " + std::to_string(rank) + " is missing: no " + name + ", and " +
                        said_by + " says " + std::to_string(world) + " ranks");
     }
