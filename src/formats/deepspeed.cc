@@ -30,6 +30,7 @@
 // 00, `layer_*` files), MoE expert files, NVMe offload (`offloaded_tensors`),
 // the stage-1 layout of DeepSpeed before 0.5.10, sizes that do not add up,
 // and any global in any pickle that is no data class DeepSpeed saves.
+#include <re2/re2.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -37,9 +38,9 @@
 #include <fstream>
 #include <map>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -117,16 +118,11 @@ std::string tags_in(const std::string& run) {
   return tags.empty() ? "none" : tags;
 }
 
+// A run folder holds `latest`; a tag folder, model states. A folder whose
+// subfolders hold model states is not claimed: it could as well be a zoo of
+// tag folders (`batch`) as a run saved without `latest` (give its tag folder).
 bool claims_deepspeed(const std::string& folder) {
-  if (holds_model_states(folder) || is_file(join(folder, "latest"))) {
-    return true;
-  }
-  for (const std::string& name : names_in(folder)) {
-    if (is_dir(join(folder, name)) && holds_model_states(join(folder, name))) {
-      return true;
-    }
-  }
-  return false;
+  return holds_model_states(folder) || is_file(join(folder, "latest"));
 }
 
 void check_tag_name(const std::string& where, const std::string& tag) {
@@ -201,37 +197,37 @@ int64_t rank_number(const std::string& where, const std::string& digits) {
 }
 
 TagFiles classify(const std::string& folder) {
-  static const std::regex optim(R"(^(bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$)");
-  static const std::regex model3(R"(^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$)");
-  static const std::regex model12(R"(^mp_rank_(\d+)_model_states\.pt$)");
-  static const std::regex expert(
-      R"(^(expp_rank_\d+_mp_rank_\d+_optim_states|layer_\d+_expert_\d+_mp_rank_\d+_model_states)\.pt$)");
-  static const std::regex layer(R"(^layer_\d+.*_model_states\.pt$)");
+  // RE2, as the rest of the tool: std::regex trips GCC 12's
+  // maybe-uninitialized warning in sanitizer builds.
+  static const RE2 optim(R"((bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt)");
+  static const RE2 model3(R"(zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt)");
+  static const RE2 model12(R"(mp_rank_(\d+)_model_states\.pt)");
+  static const RE2 expert(
+      R"((expp_rank_\d+_mp_rank_\d+_optim_states|layer_\d+_expert_\d+_mp_rank_\d+_model_states)\.pt)");
+  static const RE2 layer(R"(layer_\d+.*_model_states\.pt)");
   TagFiles files;
   bool plain_prefix = false;
   for (const std::string& name : names_in(folder)) {
     std::string where = join(folder, name);
-    std::smatch m;
     if (name == "offloaded_tensors") {
       fail(where, "NVMe-offloaded optimizer partitions (ZeRO-3 offload_optimizer to nvme) are "
                   "not supported yet: their fp32 masters are not in the rank files");
     }
-    if (std::regex_match(name, m, expert)) {
+    if (RE2::FullMatch(name, expert)) {
       fail(where, "MoE expert files are not supported yet");
     }
-    if (std::regex_match(name, m, layer)) {
+    if (RE2::FullMatch(name, layer)) {
       fail(where, "pipeline parallelism (layer files) is not supported yet");
     }
+    std::string bf16;
+    std::string rank;
     std::string mp;
-    if (std::regex_match(name, m, optim)) {
-      mp = m[3];
-      (m[1].matched ? files.bf16_prefix : plain_prefix) = true;
-      files.optim.push_back({rank_number(where, m[2]), name});
-    } else if (std::regex_match(name, m, model3)) {
-      mp = m[2];
-      files.models3.push_back({rank_number(where, m[1]), name});
-    } else if (std::regex_match(name, m, model12)) {
-      mp = m[1];
+    if (RE2::FullMatch(name, optim, &bf16, &rank, &mp)) {
+      (bf16.empty() ? plain_prefix : files.bf16_prefix) = true;
+      files.optim.push_back({rank_number(where, rank), name});
+    } else if (RE2::FullMatch(name, model3, &rank, &mp)) {
+      files.models3.push_back({rank_number(where, rank), name});
+    } else if (RE2::FullMatch(name, model12, &mp)) {
       files.model12 = files.model12 || mp == "00";
     } else {
       continue;
@@ -275,8 +271,8 @@ void check_ranks(const std::string& folder, const std::vector<RankFile>& files, 
   }
   for (int64_t rank = 0; rank < world; ++rank) {
     if (!seen[static_cast<size_t>(rank)]) {
-      std::string name = std::regex_replace(expected_name, std::regex("RANK"),
-                                            std::to_string(rank));
+      std::string name = expected_name;
+      name.replace(name.find("RANK"), 4, std::to_string(rank));
       fail(folder, "rank " + std::to_string(rank) + " is missing: no " + name + ", and " +
                        said_by + " says " + std::to_string(world) + " ranks");
     }
@@ -522,6 +518,7 @@ public:
     m_total += tensor.numel();
   }
   int64_t total() const { return m_total; }
+  Dtype dtype() const { return m_dtype; }
 
   // Appends elements [`start`, `start` + `count`) to `out`'s pieces.
   void take(Storage& out, int64_t start, int64_t count) const {
@@ -576,190 +573,182 @@ struct Output {
   }
 };
 
-std::string stage_name(int64_t stage, bool bf16_optimizer) {
-  return bf16_optimizer ? "BF16_Optimizer" : "ZeRO-" + std::to_string(stage);
-}
-
-void read_deepspeed(const std::string& run, Checkpoint& ckpt) {
-  auto [folder, tag] = tag_folder(run, ckpt.options.tag);
-  TagFiles files = classify(folder);
-  Graph& graph = ckpt.graph;
-
-  // Rank 0's optimizer file tells the stage and the world size.
-  std::vector<const Node*> optim(files.optim.size());
-  std::vector<std::string> optim_path(files.optim.size());
-  for (size_t i = 0; i < files.optim.size(); ++i) {
-    optim_path[i] = join(folder, files.optim[i].name);
+// One tag folder being read: its files, decoded, and what they tell.
+class RunReader {
+public:
+  RunReader(const std::string& run, Checkpoint& ckpt) : m_ckpt(ckpt), m_out{ckpt.graph, {}} {
+    std::tie(m_folder, m_tag) = tag_folder(run, ckpt.options.tag);
   }
-  if (files.optim.front().rank != 0) {
-    fail(folder, "rank 0 is missing: no " + std::string(files.bf16_prefix ? "bf16_" : "") +
-                     "zero_pp_rank_0_mp_rank_00_optim_states.pt");
-  }
-  optim[0] = read_file(ckpt, optim_path[0]);
-  auto osd_of = [&](size_t i) {
-    const Node* osd = need(optim_path[i], optim[i], "optimizer_state_dict");
-    if (osd->kind != NodeKind::k_dict) {
-      fail(optim_path[i], "optimizer_state_dict is not a dict");
+
+  void read() {
+    read_optimizer_files();
+    read_model_files();
+    if (m_stage == 3) {
+      sliced_masters();
+    } else {
+      partitioned_masters();
     }
-    return osd;
-  };
-  const Node* osd0 = osd_of(0);
-  bool bf16_optimizer = false;
-  int64_t stage = 0;
-  if (const Node* value = dict_get(osd0, "zero_stage")) {
-    stage = zero_stage_of(optim_path[0] + ": optimizer_state_dict", value);
-  } else if (dict_get(osd0, "single_partition_of_fp32_groups") != nullptr) {
-    bf16_optimizer = true;  // v0.6.2+: no zero_stage key (zero_to_fp32 refuses these)
-  } else {
-    fail(optim_path[0], "optimizer_state_dict has no zero_stage and no "
-                        "single_partition_of_fp32_groups: no ZeRO or BF16_Optimizer state");
-  }
-  if (!bf16_optimizer && dict_get(osd0, "local_sub_partitions_of_fp32_groups") != nullptr) {
-    fail(optim_path[0], "the stage-1 layout of DeepSpeed before 0.5.10 "
-                        "(local_sub_partitions_of_fp32_groups) is not supported");
-  }
-  if (stage < 0 || stage > 3 || (stage == 0 && !bf16_optimizer)) {
-    fail(optim_path[0], "zero_stage " + std::to_string(stage) + ": no ZeRO partitions to read");
-  }
-  bool stage3 = stage == 3;
-  const Node* count = need(optim_path[0] + ": optimizer_state_dict", osd0, "partition_count");
-  int64_t world = 0;
-  if (std::optional<int64_t> value = int_of(count)) {
-    world = *value;
-  } else if (count->kind == NodeKind::k_list || count->kind == NodeKind::k_tuple) {
-    for (const Node* item : count->items) {  // one per group; expert groups could differ
-      world = std::max(world, int_of(item).value_or(0));
-    }
-  }
-  if (world <= 0 || world > (1 << 20)) {
-    fail(optim_path[0], "partition_count is no world size");
-  }
-  std::string prefix = files.bf16_prefix ? "bf16_" : "";
-  check_ranks(folder, files.optim, world, prefix + "zero_pp_rank_RANK_mp_rank_00_optim_states.pt",
-              "partition_count in " + files.optim[0].name);
-  for (size_t i = 1; i < files.optim.size(); ++i) {
-    optim[i] = read_file(ckpt, optim_path[i]);
+    frozen_parameters();
+    m_ckpt.graph.root = state_dict();
+    set_facts();
   }
 
-  // The model files: one (stage 1/2), or one per rank (stage 3).
-  std::vector<const Node*> models;
-  std::vector<std::string> model_path;
-  if (stage3) {
-    check_ranks(folder, files.models3, world, "zero_pp_rank_RANK_mp_rank_00_model_states.pt",
-                "partition_count in " + files.optim[0].name);
-    for (const RankFile& file : files.models3) {
-      model_path.push_back(join(folder, file.name));
-      models.push_back(read_file(ckpt, model_path.back()));
+private:
+  // Rank 0's optimizer file tells the stage and the world size; then every
+  // rank must be there once.
+  void read_optimizer_files() {
+    m_files = classify(m_folder);
+    for (const RankFile& file : m_files.optim) {
+      m_optim_path.push_back(join(m_folder, file.name));
     }
-  } else {
-    if (!files.model12) {
-      fail(folder, "no mp_rank_00_model_states.pt: the model file (buffers, shapes) is missing");
+    if (m_files.optim.front().rank != 0) {
+      fail(m_folder, "rank 0 is missing: no " + std::string(m_files.bf16_prefix ? "bf16_" : "") +
+                         "zero_pp_rank_0_mp_rank_00_optim_states.pt");
     }
-    model_path.push_back(join(folder, "mp_rank_00_model_states.pt"));
-    models.push_back(read_file(ckpt, model_path.back()));
-  }
-  const Node* model = models[0];
-  const std::string& model_file = model_path[0];
-  const Node* module = need(model_file, model, "module");
-  if (module->kind != NodeKind::k_dict) {
-    fail(model_file, "module is not a state dict");
-  }
-
-  std::string version = "unknown";
-  for (const Node* root : {model, optim[0]}) {
-    const Node* value = dict_get(root, "ds_version");
-    if (value != nullptr && value->is_str()) {
-      version = value->text.str();
-      break;
+    m_optim.push_back(read_file(m_ckpt, m_optim_path[0]));
+    const Node* osd0 = optimizer_state(0);
+    if (dict_get(osd0, "local_sub_partitions_of_fp32_groups") != nullptr) {
+      fail(m_optim_path[0], "the stage-1 layout of DeepSpeed before 0.5.10 "
+                            "(local_sub_partitions_of_fp32_groups) is not supported");
     }
-  }
-  std::string kind = stage_name(stage, bf16_optimizer);
-
-  // param_shapes: the model file's (v0.6.0+), else the optim files' (before).
-  const Node* shapes_node = dict_get(model, "param_shapes");
-  std::string shapes_where = model_file + ": param_shapes";
-  if (shapes_node == nullptr || shapes_node->kind == NodeKind::k_none) {
-    shapes_node = dict_get(optim[0], "param_shapes");
-    shapes_where = optim_path[0] + ": param_shapes";
-  }
-  if (shapes_node == nullptr || shapes_node->kind == NodeKind::k_none) {
-    fail(model_file, "no param_shapes, here or in the optimizer files");
-  }
-  std::vector<Shapes> groups = param_shapes_of(shapes_where, shapes_node);
-
-  Output out{graph, {}};
-  auto key_of = [&](const std::string& name, const std::string& what) {
-    return folder + ": " + quoted_name(name) + " (" + what + ")";
-  };
-  auto add = [&](const std::string& name, Node* node) {
-    if (!out.built.emplace(name, node).second) {
-      fail(shapes_where, quoted_name(name) + " is named twice");
-    }
-  };
-
-  if (!stage3) {
-    std::vector<const Node*> parts(static_cast<size_t>(world));
-    for (size_t r = 0; r < parts.size(); ++r) {
-      std::string where = optim_path[r] + ": optimizer_state_dict";
-      const Node* osd = osd_of(r);
-      if (!bf16_optimizer) {
-        const Node* value = dict_get(osd, "zero_stage");
-        if (value == nullptr || zero_stage_of(where, value) != stage) {
-          fail(where, "zero_stage differs from rank 0's (" + std::to_string(stage) + ")");
-        }
+    if (const Node* value = dict_get(osd0, "zero_stage")) {
+      m_stage = zero_stage_of(m_optim_path[0] + ": optimizer_state_dict", value);
+      if (m_stage < 1 || m_stage > 3) {
+        fail(m_optim_path[0], "zero_stage " + std::to_string(m_stage) +
+                                  ": no ZeRO partitions to read");
       }
-      parts[r] = need(where, osd, "single_partition_of_fp32_groups");
-      if (parts[r]->kind != NodeKind::k_list || parts[r]->items.size() != groups.size()) {
+    } else if (dict_get(osd0, "single_partition_of_fp32_groups") != nullptr) {
+      m_bf16_optimizer = true;  // v0.6.2+: no zero_stage key (zero_to_fp32 refuses these)
+    } else {
+      fail(m_optim_path[0], "optimizer_state_dict has no zero_stage and no "
+                            "single_partition_of_fp32_groups: no ZeRO or BF16_Optimizer state");
+    }
+    const Node* count =
+        need(m_optim_path[0] + ": optimizer_state_dict", osd0, "partition_count");
+    if (std::optional<int64_t> value = int_of(count)) {
+      m_world = *value;
+    } else if (count->kind == NodeKind::k_list || count->kind == NodeKind::k_tuple) {
+      for (const Node* item : count->items) {  // one per group; expert groups could differ
+        m_world = std::max(m_world, int_of(item).value_or(0));
+      }
+    }
+    if (m_world <= 0 || m_world > (1 << 20)) {
+      fail(m_optim_path[0], "partition_count is no world size");
+    }
+    std::string prefix = m_files.bf16_prefix ? "bf16_" : "";
+    check_ranks(m_folder, m_files.optim, m_world,
+                prefix + "zero_pp_rank_RANK_mp_rank_00_optim_states.pt", said_by());
+    for (size_t i = 1; i < m_files.optim.size(); ++i) {
+      m_optim.push_back(read_file(m_ckpt, m_optim_path[i]));
+    }
+    for (size_t r = 1; r < m_optim.size() && !m_bf16_optimizer; ++r) {
+      std::string where = m_optim_path[r] + ": optimizer_state_dict";
+      const Node* value = dict_get(optimizer_state(r), "zero_stage");
+      if (value == nullptr || zero_stage_of(where, value) != m_stage) {
+        fail(where, "zero_stage differs from rank 0's (" + std::to_string(m_stage) + ")");
+      }
+    }
+  }
+
+  // The model files: one (stage 1/2), or one per rank (stage 3); and what
+  // they tell: `module`, the version, `param_shapes`.
+  void read_model_files() {
+    if (m_stage == 3) {
+      check_ranks(m_folder, m_files.models3, m_world,
+                  "zero_pp_rank_RANK_mp_rank_00_model_states.pt", said_by());
+      for (const RankFile& file : m_files.models3) {
+        m_model_path.push_back(join(m_folder, file.name));
+        m_models.push_back(read_file(m_ckpt, m_model_path.back()));
+      }
+    } else {
+      if (!m_files.model12) {
+        fail(m_folder, "no mp_rank_00_model_states.pt: the model file (buffers, shapes) is "
+                       "missing");
+      }
+      m_model_path.push_back(join(m_folder, "mp_rank_00_model_states.pt"));
+      m_models.push_back(read_file(m_ckpt, m_model_path.back()));
+    }
+    m_module = need(m_model_path[0], m_models[0], "module");
+    if (m_module->kind != NodeKind::k_dict) {
+      fail(m_model_path[0], "module is not a state dict");
+    }
+    for (const Node* root : {m_models[0], m_optim[0]}) {
+      const Node* value = dict_get(root, "ds_version");  // v0.4.0+
+      if (value != nullptr && value->is_str()) {
+        m_version = value->text.str();
+        break;
+      }
+    }
+    // param_shapes: the model file's (v0.6.0+), else the optim files' (before).
+    const Node* shapes = dict_get(m_models[0], "param_shapes");
+    m_shapes_where = m_model_path[0] + ": param_shapes";
+    if (shapes == nullptr || shapes->kind == NodeKind::k_none) {
+      shapes = dict_get(m_optim[0], "param_shapes");
+      m_shapes_where = m_optim_path[0] + ": param_shapes";
+    }
+    if (shapes == nullptr || shapes->kind == NodeKind::k_none) {
+      fail(m_model_path[0], "no param_shapes, here or in the optimizer files");
+    }
+    m_groups = param_shapes_of(m_shapes_where, shapes);
+  }
+
+  // Stage 1/2 and BF16_Optimizer: per group, the ranks' partitions end to
+  // end, cut in param_shapes order; the alignment padding (2 × world size,
+  // v0.5.3+) at the group's end is left out.
+  void partitioned_masters() {
+    std::vector<const Node*> parts;
+    for (size_t r = 0; r < m_optim.size(); ++r) {
+      std::string where = m_optim_path[r] + ": optimizer_state_dict";
+      parts.push_back(need(where, optimizer_state(r), "single_partition_of_fp32_groups"));
+      if (parts[r]->kind != NodeKind::k_list || parts[r]->items.size() != m_groups.size()) {
         fail(where, "single_partition_of_fp32_groups holds " +
                         std::to_string(parts[r]->items.size()) + " groups, param_shapes " +
-                        std::to_string(groups.size()));
+                        std::to_string(m_groups.size()));
       }
     }
-    int64_t align = 2 * world;  // v0.5.3+: nccl_start_alignment_factor (2) × world size
-    auto aligned = [&](int64_t n) { return (n + align - 1) / align * align; };
-    for (size_t g = 0; g < groups.size(); ++g) {
+    int64_t align = 2 * m_world;
+    auto aligned = [&](int64_t n) { return (n / align + (n % align != 0 ? 1 : 0)) * align; };
+    for (size_t g = 0; g < m_groups.size(); ++g) {
       Flat flat(Dtype::k_float32);
       for (size_t r = 0; r < parts.size(); ++r) {
-        std::string where = optim_path[r] + ": single_partition_of_fp32_groups[" +
-                            std::to_string(g) + "]";
+        std::string where =
+            m_optim_path[r] + ": single_partition_of_fp32_groups[" + std::to_string(g) + "]";
         flat.add(where, file_tensor(where, parts[r]->items[g]));
       }
       int64_t needed = 0;
-      for (const auto& [name, shape] : groups[g]) {
-        needed = sum_of(shapes_where, needed, numel_of(shape));
+      for (const auto& [name, shape] : m_groups[g]) {
+        needed = sum_of(m_shapes_where, needed, numel_of(shape));
       }
       if (needed > flat.total() || aligned(needed) != aligned(flat.total())) {
-        fail(folder, "param group " + std::to_string(g) + ": sizes do not add up: the " +
-                         std::to_string(world) + " ranks' fp32 partitions hold " +
-                         std::to_string(flat.total()) + " elements, param_shapes[" +
-                         std::to_string(g) + "] needs " + std::to_string(needed));
+        fail(m_folder, "param group " + std::to_string(g) + ": sizes do not add up: the " +
+                           std::to_string(m_world) + " ranks' fp32 partitions hold " +
+                           std::to_string(flat.total()) + " elements, param_shapes[" +
+                           std::to_string(g) + "] needs " + std::to_string(needed));
       }
       int64_t offset = 0;
-      for (const auto& [name, shape] : groups[g]) {
+      for (const auto& [name, shape] : m_groups[g]) {
         int64_t numel = numel_of(shape);
-        add(name, out.tensor(key_of(name, "fp32 master, " + kind), Dtype::k_float32, shape,
-                             [&](Storage& s) { flat.take(s, offset, numel); }));
+        add(name, m_out.tensor(key_of(name, "fp32 master"), Dtype::k_float32, shape,
+                               [&](Storage& s) { flat.take(s, offset, numel); }));
         offset += numel;
       }
     }
-  } else {
-    // v0.16 walks the sub-groups of every rank as one flat; older versions
-    // concatenated them first: the same.
-    std::vector<Flat> flats(static_cast<size_t>(world), Flat(Dtype::k_float32));
+  }
+
+  // Stage 3: one ceil(numel / world) slice of every parameter at the same
+  // offset of each rank's sub-groups end to end (v0.16 walks them so; older
+  // versions concatenated them first: the same), the padding dropped.
+  void sliced_masters() {
+    std::vector<Flat> flats(static_cast<size_t>(m_world), Flat(Dtype::k_float32));
     int64_t needed = 0;
-    for (const Shapes& group : groups) {
+    for (const Shapes& group : m_groups) {
       for (const auto& [name, shape] : group) {
-        needed = sum_of(shapes_where, needed, ceil_div(numel_of(shape), world));  // ceil: v0.5.4+
+        needed = sum_of(m_shapes_where, needed, ceil_div(numel_of(shape), m_world));
       }
     }
     for (size_t r = 0; r < flats.size(); ++r) {
-      std::string where = optim_path[r] + ": optimizer_state_dict";
-      const Node* osd = osd_of(r);
-      const Node* value = dict_get(osd, "zero_stage");
-      if (value == nullptr || zero_stage_of(where, value) != 3) {
-        fail(where, "zero_stage differs from rank 0's (3)");
-      }
-      const Node* list = need(where, osd, "fp32_flat_groups");
+      std::string where = m_optim_path[r] + ": optimizer_state_dict";
+      const Node* list = need(where, optimizer_state(r), "fp32_flat_groups");
       if (list->kind != NodeKind::k_list) {
         fail(where, "fp32_flat_groups is not a list");
       }
@@ -768,197 +757,233 @@ void read_deepspeed(const std::string& run, Checkpoint& ckpt) {
         flats[r].add(at, file_tensor(at, list->items[g]));
       }
       if (flats[r].total() != needed) {
-        fail(optim_path[r], "sizes do not add up: fp32_flat_groups hold " +
-                                std::to_string(flats[r].total()) + " elements, param_shapes needs " +
-                                std::to_string(needed) + " (ceil(numel / " +
-                                std::to_string(world) + ") per parameter)" +
-                                (flats[r].total() == 0 ? "; NVMe-offloaded partitions?" : ""));
+        fail(m_optim_path[r], "sizes do not add up: fp32_flat_groups hold " +
+                                  std::to_string(flats[r].total()) +
+                                  " elements, param_shapes needs " + std::to_string(needed) +
+                                  " (ceil(numel / " + std::to_string(m_world) +
+                                  ") per parameter)" +
+                                  (flats[r].total() == 0 ? "; NVMe-offloaded partitions?" : ""));
       }
     }
     int64_t offset = 0;
-    for (const Shapes& group : groups) {
+    for (const Shapes& group : m_groups) {
       for (const auto& [name, shape] : group) {
         int64_t numel = numel_of(shape);
-        int64_t slice = ceil_div(numel, world);
-        add(name, out.tensor(key_of(name, "fp32 master, " + kind), Dtype::k_float32, shape,
-                             [&](Storage& s) {
-                               for (int64_t r = 0; r < world; ++r) {
-                                 int64_t n = std::min(slice, numel - r * slice);
-                                 if (n > 0) {
-                                   flats[static_cast<size_t>(r)].take(s, offset, n);
-                                 }
-                               }
-                             }));
-        offset += slice;
+        add(name, m_out.tensor(key_of(name, "fp32 master"), Dtype::k_float32, shape,
+                               [&](Storage& s) {
+                                 take_slices(flats, s, offset, ceil_div(numel, m_world), numel);
+                               }));
+        offset += ceil_div(numel, m_world);
       }
     }
   }
-  std::unordered_set<std::string> trainable;
-  for (const Shapes& group : groups) {
-    for (const auto& [name, shape] : group) {
-      trainable.insert(name);
+
+  // Appends the first `numel` elements of rank 0's, 1's… slices of `slice`
+  // elements at `offset` of `flats` to `out`.
+  static void take_slices(const std::vector<Flat>& flats, Storage& out, int64_t offset,
+                          int64_t slice, int64_t numel) {
+    for (size_t r = 0; r < flats.size(); ++r) {
+      int64_t n = std::min(slice, numel - static_cast<int64_t>(r) * slice);
+      if (n > 0) {
+        flats[r].take(out, offset, n);
+      }
     }
   }
 
   // Frozen parameters (v0.9.1+, stage ≥ 2): the whole tensor (stage 2) or
-  // each rank's slice (stage 3), in the model dtype, as zero_to_fp32 keeps them.
-  const Node* frozen_shapes = dict_get(model, "frozen_param_shapes");
-  if (frozen_shapes != nullptr && frozen_shapes->kind == NodeKind::k_dict) {
-    for (const auto& [name, shape] : shapes_of(model_file + ": frozen_param_shapes",
-                                               frozen_shapes)) {
+  // each rank's slice (stage 3), in the model dtype, as zero_to_fp32 keeps
+  // them. Without them (stage 1, older versions) `module` holds them.
+  void frozen_parameters() {
+    const Node* frozen_shapes = dict_get(m_models[0], "frozen_param_shapes");
+    if (frozen_shapes == nullptr || frozen_shapes->kind != NodeKind::k_dict) {
+      return;
+    }
+    for (const auto& [name, shape] :
+         shapes_of(m_model_path[0] + ": frozen_param_shapes", frozen_shapes)) {
       int64_t numel = numel_of(shape);
-      std::vector<TensorRef> fragments;
-      for (size_t r = 0; r < models.size(); ++r) {
-        std::string where = model_path[r] + ": frozen_param_fragments";
-        const Node* dict = need(model_path[r], models[r], "frozen_param_fragments");
+      int64_t slice = m_stage == 3 ? ceil_div(numel, m_world) : numel;
+      std::vector<Flat> fragments;
+      for (size_t r = 0; r < m_models.size(); ++r) {
+        std::string where = m_model_path[r] + ": frozen_param_fragments['" + name + "']";
+        const Node* dict = need(m_model_path[r], m_models[r], "frozen_param_fragments");
         const Node* value = dict->kind == NodeKind::k_dict ? dict_get(dict, name) : nullptr;
         if (value == nullptr) {
-          fail(where, "no fragment of frozen parameter " + quoted_name(name));
+          fail(m_model_path[r] + ": frozen_param_fragments",
+               "no fragment of frozen parameter " + quoted_name(name));
         }
-        fragments.push_back(file_tensor(where + "['" + name + "']", value));
-      }
-      Flat flat(fragments[0].dtype);
-      int64_t slice = stage3 ? ceil_div(numel, world) : numel;
-      for (size_t r = 0; r < fragments.size(); ++r) {
-        std::string where = model_path[r] + ": frozen_param_fragments['" + name + "']";
-        if (fragments[r].numel() != slice) {
-          fail(where, "sizes do not add up: " + std::to_string(fragments[r].numel()) +
+        TensorRef fragment = file_tensor(where, value);
+        if (fragment.numel() != slice) {
+          fail(where, "sizes do not add up: " + std::to_string(fragment.numel()) +
                           " elements, where " + std::to_string(slice) + " were expected");
         }
-        flat.add(where, fragments[r]);
+        fragments.emplace_back(fragments.empty() ? fragment.dtype : fragments[0].dtype());
+        fragments.back().add(where, fragment);
       }
-      add(name, out.tensor(key_of(name, "frozen, " + kind), fragments[0].dtype, shape,
-                           [&](Storage& s) {
-                             for (int64_t r = 0; r < static_cast<int64_t>(fragments.size());
-                                  ++r) {
-                               int64_t n = std::min(slice, numel - r * slice);
-                               if (n > 0) {
-                                 flat.take(s, r * slice, n);
-                               }
-                             }
-                           }));
+      add(name, m_out.tensor(key_of(name, "frozen"), fragments[0].dtype(), shape,
+                             [&](Storage& s) { take_slices(fragments, s, 0, slice, numel); }));
     }
   }
 
-  // Tied names (v0.9.2+): alias → the name that holds the storage.
-  std::vector<std::pair<std::string, std::string>> shared;
-  if (const Node* dict = dict_get(model, "shared_params");
-      dict != nullptr && dict->kind == NodeKind::k_dict) {
-    for (const NodeEntry& entry : dict->entries) {
-      if (entry.first->is_str() && entry.second->is_str()) {
-        shared.emplace_back(entry.first->text.str(), entry.second->text.str());
+  // The state dict, in module's order with its `_metadata`: each name the
+  // tensor built for it, an alias of `shared_params` (v0.9.2+) or a tensor
+  // sharing its bytes with one placed before (ties before v0.9.2) a view,
+  // and the rest (buffers, stage-1 frozen parameters) module's own tensor
+  // in its dtype.
+  Node* state_dict() {
+    std::vector<std::pair<std::string, std::string>> shared;
+    if (const Node* dict = dict_get(m_models[0], "shared_params");
+        dict != nullptr && dict->kind == NodeKind::k_dict) {
+      for (const NodeEntry& entry : dict->entries) {
+        if (entry.first->is_str() && entry.second->is_str()) {
+          shared.emplace_back(entry.first->text.str(), entry.second->text.str());
+        }
       }
     }
-  }
-  std::unordered_set<std::string> buffer_names;
-  const Node* buffers = dict_get(model, "buffer_names");  // v0.5.0+
-  if (buffers != nullptr && buffers->kind == NodeKind::k_list) {
-    for (const Node* item : buffers->items) {
-      if (item->is_str()) {
-        buffer_names.insert(item->text.str());
+    std::unordered_set<std::string> buffer_names;
+    const Node* buffers = dict_get(m_models[0], "buffer_names");  // v0.5.0+
+    if (buffers != nullptr && buffers->kind == NodeKind::k_list) {
+      for (const Node* item : buffers->items) {
+        if (item->is_str()) {
+          buffer_names.insert(item->text.str());
+        }
       }
     }
-  }
-
-  // The state dict, in module's order. A module tensor that shares its
-  // bytes with one already placed is a view of it (ties before v0.9.2).
-  std::map<std::tuple<const Storage*, int64_t, std::vector<int64_t>>, Node*> by_bytes;
-  std::vector<std::pair<std::string, Node*>> entries;
-  std::unordered_set<std::string> placed;
-  auto resolve_alias = [&](const std::string& name) -> Node* {
-    for (const auto& [alias, source] : shared) {
-      if (alias == name) {
-        auto found = out.built.find(source);
-        return found != out.built.end() ? out.view(found->second) : nullptr;
+    auto alias_of = [&](const std::string& name) -> Node* {
+      for (const auto& [alias, source] : shared) {
+        auto found = alias == name ? m_out.built.find(source) : m_out.built.end();
+        if (found != m_out.built.end()) {
+          return m_out.view(found->second);
+        }
       }
-    }
-    return nullptr;
-  };
-  for (const NodeEntry& entry : module->entries) {
-    if (!entry.first->is_str()) {
-      fail(model_file, "module: a key that is not a string");
-    }
-    std::string name = entry.first->text.str();
-    std::string where = model_file + ": module['" + name + "']";
-    std::optional<TensorRef> held;
-    try {
-      held = as_tensor(entry.second);
-    } catch (const FormatError& e) {
-      throw in_file(where, e);
-    }
-    auto same_bytes = [&]() -> std::optional<std::tuple<const Storage*, int64_t,
-                                                        std::vector<int64_t>>> {
-      if (!held || held->numel() == 0) {
-        return std::nullopt;
-      }
-      return std::make_tuple(held->storage, held->offset, held->sizes.vec());
+      return nullptr;
     };
-    Node* node = nullptr;
-    auto built = out.built.find(name);
-    if (built != out.built.end()) {
-      node = built->second;
-    } else if ((node = resolve_alias(name)) != nullptr) {
-    } else if (auto bytes = same_bytes(); bytes && by_bytes.count(*bytes) != 0) {
-      node = out.view(by_bytes.at(*bytes));
-    } else if (!held) {
-      node = entry.second;  // an inert non-tensor entry (`_extra_state`)
-    } else if (stage3 && held->numel() == 0 && buffer_names.count(name) == 0) {
-      fail(where, "a partitioned parameter (an empty placeholder) with no fp32 master in "
-                  "param_shapes and no frozen fragment");
-    } else {
-      TensorRef tensor = file_tensor(where, entry.second);
-      node = out.tensor(key_of(name, buffer_names.count(name) != 0 ? "buffer" : "from module"),
-                        tensor.dtype, tensor.sizes, [&](Storage& s) {
-                          uint64_t size = element_size(tensor.dtype);
-                          append_piece(s, *tensor.storage->file,
-                                       tensor.storage->file_offset +
-                                           static_cast<uint64_t>(tensor.offset) * size,
-                                       static_cast<uint64_t>(tensor.numel()) * size);
-                        });
+    using Bytes = std::tuple<const Storage*, int64_t, std::vector<int64_t>>;
+    std::map<Bytes, Node*> by_bytes;
+    std::vector<std::pair<std::string, Node*>> entries;
+    std::unordered_set<std::string> placed;
+    const std::string& model_file = m_model_path[0];
+    for (const NodeEntry& entry : m_module->entries) {
+      if (!entry.first->is_str()) {
+        fail(model_file, "module: a key that is not a string");
+      }
+      std::string name = entry.first->text.str();
+      std::string where = model_file + ": module['" + name + "']";
+      std::optional<TensorRef> held;
+      try {
+        held = as_tensor(entry.second);
+      } catch (const FormatError& e) {
+        throw in_file(where, e);
+      }
+      std::optional<Bytes> bytes;
+      if (held && held->numel() != 0) {
+        bytes = Bytes{held->storage, held->offset, held->sizes.vec()};
+      }
+      Node* node = nullptr;
+      auto built = m_out.built.find(name);
+      if (built != m_out.built.end()) {
+        node = built->second;
+      } else if ((node = alias_of(name)) != nullptr) {
+      } else if (bytes && by_bytes.count(*bytes) != 0) {
+        node = m_out.view(by_bytes.at(*bytes));
+      } else if (!held) {
+        node = entry.second;  // an inert non-tensor entry (`_extra_state`)
+      } else if (m_stage == 3 && held->numel() == 0 && buffer_names.count(name) == 0) {
+        fail(where, "a partitioned parameter (an empty placeholder) with no fp32 master in "
+                    "param_shapes and no frozen fragment");
+      } else {
+        TensorRef tensor = file_tensor(where, entry.second);
+        Flat whole(tensor.dtype);
+        whole.add(where, tensor);
+        node = m_out.tensor(key_of(name, buffer_names.count(name) != 0 ? "buffer" : "module"),
+                            tensor.dtype, tensor.sizes,
+                            [&](Storage& s) { whole.take(s, 0, tensor.numel()); });
+      }
+      if (bytes && by_bytes.count(*bytes) == 0) {
+        by_bytes.emplace(*bytes, node);
+      }
+      placed.insert(name);
+      entries.emplace_back(name, node);
     }
-    if (auto bytes = same_bytes(); bytes && by_bytes.count(*bytes) == 0) {
-      by_bytes.emplace(*bytes, node);
-    }
-    placed.insert(name);
-    entries.emplace_back(name, node);
-  }
-  // Parameters and aliases module lacks (saved without them): after its keys.
-  for (const Shapes& group : groups) {
-    for (const auto& [name, shape] : group) {
-      if (placed.insert(name).second) {
-        entries.emplace_back(name, out.built.at(name));
+    // Parameters and aliases module lacks: after its keys.
+    for (const Shapes& group : m_groups) {
+      for (const auto& [name, shape] : group) {
+        if (placed.insert(name).second) {
+          entries.emplace_back(name, m_out.built.at(name));
+        }
       }
     }
-  }
-  for (const auto& [alias, source] : shared) {
-    if (placed.count(alias) == 0) {
-      if (Node* node = resolve_alias(alias)) {
+    for (const auto& [alias, source] : shared) {
+      Node* node = placed.count(alias) == 0 ? alias_of(alias) : nullptr;
+      if (node != nullptr) {
         placed.insert(alias);
         entries.emplace_back(alias, node);
       }
     }
+    Node* root = make_state_dict(m_ckpt.graph, entries);
+    root->state = m_module->state;  // `_metadata`: BatchNorm and friends keep their versions
+    return root;
   }
 
-  Node* root = make_state_dict(graph, entries);
-  root->state = module->state;  // `_metadata`: BatchNorm and friends keep their versions
-  graph.root = root;
-  ckpt.bytes = {};
-  ckpt.pickle_record = "module";
-  ckpt.storage_records.clear();
-  std::string ranks = std::to_string(world) + (world == 1 ? " rank" : " ranks");
-  ckpt.facts = {
-      {"archive_name", ""},
-      {"version", ""},
-      {"torch_hint", "DeepSpeed " + version + " " + kind + " run, " + ranks + ", tag " + tag},
-      {"deepspeed_stage", bf16_optimizer ? "BF16_Optimizer (no zero_stage)" : std::to_string(stage)},
-      {"ds_version", version},
-      {"world_size", std::to_string(world)},
-      {"bf16_optimizer", bf16_optimizer ? "yes" : "no"},
-      {"tag", tag},
-      {"unsupported", "none found (tensor/pipeline parallel, MoE and NVMe offload are refused)"},
-      {"not_read", "optimizer moments, loss scaler, lr scheduler (a state dict holds weights)"},
-  };
-}
+  void set_facts() {
+    m_ckpt.bytes = {};
+    m_ckpt.pickle_record = "module";
+    m_ckpt.storage_records.clear();
+    std::string ranks = std::to_string(m_world) + (m_world == 1 ? " rank" : " ranks");
+    m_ckpt.facts = {
+        {"archive_name", ""},
+        {"version", ""},
+        {"torch_hint", "DeepSpeed " + m_version + " " + kind() + " run, " + ranks + ", tag " + m_tag},
+        {"deepspeed_stage",
+         m_bf16_optimizer ? "BF16_Optimizer (no zero_stage)" : std::to_string(m_stage)},
+        {"ds_version", m_version},
+        {"world_size", std::to_string(m_world)},
+        {"bf16_optimizer", m_bf16_optimizer ? "yes" : "no"},
+        {"tag", m_tag},
+        {"unsupported", "none found (tensor/pipeline parallel, MoE and NVMe offload are refused)"},
+        {"not_read", "optimizer moments, loss scaler, lr scheduler (a state dict holds weights)"},
+    };
+  }
+
+  const Node* optimizer_state(size_t rank) const {
+    const Node* osd = need(m_optim_path[rank], m_optim[rank], "optimizer_state_dict");
+    if (osd->kind != NodeKind::k_dict) {
+      fail(m_optim_path[rank], "optimizer_state_dict is not a dict");
+    }
+    return osd;
+  }
+  std::string said_by() const { return "partition_count in " + m_files.optim[0].name; }
+  std::string kind() const {
+    return m_bf16_optimizer ? "BF16_Optimizer" : "ZeRO-" + std::to_string(m_stage);
+  }
+  // How messages name the storage of `name`.
+  std::string key_of(const std::string& name, const std::string& what) const {
+    return m_folder + ": " + quoted_name(name) + " (" + what + ", " + kind() + ")";
+  }
+  void add(const std::string& name, Node* node) {
+    if (!m_out.built.emplace(name, node).second) {
+      fail(m_shapes_where, quoted_name(name) + " is named twice");
+    }
+  }
+
+  Checkpoint& m_ckpt;
+  Output m_out;
+  std::string m_folder;
+  std::string m_tag;
+  TagFiles m_files;
+  std::vector<const Node*> m_optim;        // each rank's optimizer file, by rank
+  std::vector<std::string> m_optim_path;
+  std::vector<const Node*> m_models;       // the model file, or each rank's (stage 3)
+  std::vector<std::string> m_model_path;
+  const Node* m_module = nullptr;          // the model file's `module`
+  int64_t m_stage = 0;
+  bool m_bf16_optimizer = false;
+  int64_t m_world = 0;
+  std::string m_version = "unknown";
+  std::vector<Shapes> m_groups;            // param_shapes
+  std::string m_shapes_where;              // where param_shapes is, for messages
+};
+
+void read_deepspeed(const std::string& run, Checkpoint& ckpt) { RunReader(run, ckpt).read(); }
 
 }  // namespace
 

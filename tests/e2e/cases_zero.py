@@ -167,3 +167,43 @@ def zero_inspect_tells_stage_version_and_world_size(ctx):
     for key, want in (('deepspeed_stage', '1'), ('ds_version', '0.10.0'), ('world_size', '12'),
                       ('bf16_optimizer', 'no'), ('tag', 'global_step40')):
         j.check(facts.get(key) == want, f'fact {key}: {facts.get(key)!r}, expected {want!r}')
+
+
+@case
+def zero_batch_takes_each_run_folder_as_one_input(ctx):
+    """batch over a zoo of a run folder, a tag folder and a .pth: three inputs (no rank file
+    converted on its own), each output equal to its expected.pt; a second run skips all
+    three; a changed rank file reconverts its run only."""
+    import shutil
+    import torch
+    import cases_batch as cb
+    j = J()
+    zoo = ctx.work / 'zoo'
+    runs = {'runs/zero2': 'stage2_tiny_cnn', 'runs/global_step5': 'stage3_tiny_lm_tag_folder'}
+    for rel, name in runs.items():
+        shutil.copytree(fixture_dir(ctx, name)[0] / 'run', zoo / rel)
+    shutil.copyfile(ctx.data / 'dp_tiny_cnn.pth', zoo / 'dp_tiny_cnn.pth')
+    r = cb.batch(ctx, zoo, '-o', ctx.out_dir)
+    j.check(r.rc == 0, f'exit {r.rc}, expected 0')
+    recs = cb.by_path(cb.read_report(ctx.out_dir / cb.REPORT))
+    j.check(sorted(recs) == sorted([f'{rel}.pth' for rel in runs] + ['dp_tiny_cnn.pth']),
+            f'inputs {sorted(recs)}: each run folder must be one input')
+    for rel, name in runs.items():
+        j.check(recs[f'{rel}.pth']['status'] == 'converted', f'{rel}: {recs[f"{rel}.pth"]["status"]}')
+        got = j.load_weights_only(ctx.out_dir / f'{rel}.pth')
+        expected = torch.load(fixture_dir(ctx, name)[0] / 'expected.pt')
+        j.check(list(got) == list(expected), f'{rel}: keys differ')
+        j.check(all(torch.equal(got[k], expected[k]) for k in expected), f'{rel}: values differ')
+    r = cb.batch(ctx, zoo, '-o', ctx.out_dir)
+    recs = cb.by_path(cb.read_report(ctx.out_dir / cb.REPORT))
+    j.check(all(rec['status'] == 'skipped' for rec in recs.values()),
+            f'second run: {[(p, rec["status"]) for p, rec in recs.items()]}')
+    rank = zoo / 'runs/zero2/global_step1200/zero_pp_rank_1_mp_rank_00_optim_states.pt'
+    rank.write_bytes(rank.read_bytes())  # same bytes, new mtime: not a change
+    (zoo / 'runs/global_step5/zero_pp_rank_1_mp_rank_00_model_states.pt').write_bytes(
+        (zoo / 'runs/global_step5/zero_pp_rank_0_mp_rank_00_model_states.pt').read_bytes())
+    r = cb.batch(ctx, zoo, '-o', ctx.out_dir)
+    recs = cb.by_path(cb.read_report(ctx.out_dir / cb.REPORT))
+    status = {p: rec['status'] for p, rec in recs.items()}
+    j.check(status == {'runs/zero2.pth': 'skipped', 'runs/global_step5.pth': 'converted',
+                       'dp_tiny_cnn.pth': 'skipped'}, f'third run: {status}')
