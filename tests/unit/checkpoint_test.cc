@@ -134,12 +134,13 @@ TEST(ReadCheckpoint, RefusesBadInputNamingTheCause) {
 
 TEST(SourceFormats, TriesTorchZipThenTorchLegacyThenSafetensorsThenHfIndex) {
   const std::vector<SourceFormat>& formats = source_formats();
-  ASSERT_EQ(formats.size(), 4u);
+  ASSERT_EQ(formats.size(), 5u);
   EXPECT_STREQ(formats[0].name, "torch-zip");
   EXPECT_STREQ(formats[1].name, "torch-legacy");
   EXPECT_STREQ(formats[2].name, "safetensors");
-  EXPECT_STREQ(formats[3].name, "hf-index");
-  EXPECT_EQ(formats[3].described, nullptr);  // not in "not a PyTorch checkpoint (…)"
+  EXPECT_STREQ(formats[3].name, "torch-dcp");  // a folder format: never sniffs a file
+  EXPECT_STREQ(formats[4].name, "hf-index");
+  EXPECT_EQ(formats[4].described, nullptr);  // not in "not a PyTorch checkpoint (…)"
 }
 
 TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
@@ -150,6 +151,8 @@ TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
   EXPECT_FALSE(formats[0].sniff("legacy", legacy.bytes()));
   EXPECT_FALSE(formats[3].sniff("zip", zip.bytes()));
   EXPECT_FALSE(formats[3].sniff("legacy", legacy.bytes()));
+  EXPECT_FALSE(formats[4].sniff("zip", zip.bytes()));
+  EXPECT_FALSE(formats[4].sniff("legacy", legacy.bytes()));
   EXPECT_FALSE(formats[2].sniff("zip", zip.bytes()));
   EXPECT_FALSE(formats[2].sniff("legacy", legacy.bytes()));
   EXPECT_TRUE(formats[1].sniff("legacy", legacy.bytes()));

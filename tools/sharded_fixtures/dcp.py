@@ -285,6 +285,7 @@ class Run:
         self.cls, self.tp, self.si = PROFILES[profile]
         self.tensors = []   # (fqn, tensor, chunks [(rank, offsets, sizes)], tag)
         self.objects = []   # (fqn, obj, rank)
+        self.order = []     # every fqn, as added: state_dict_metadata's order
         self.planner_data = None
         self.transform = {}  # fqn -> descriptors
         self.storage_meta = None
@@ -295,9 +296,11 @@ class Run:
         vol = sum(_prod(s) for _, _, s in chunks)
         assert vol == t.numel(), f'{fqn}: chunk volumes {vol} != numel {t.numel()}'
         self.tensors.append((fqn, t, chunks, tag))
+        self.order.append(fqn)
 
     def obj(self, fqn, value, rank=0):
         self.objects.append((fqn, value, rank))
+        self.order.append(fqn)
 
     def write(self, folder, proto=4):
         folder.mkdir(parents=True, exist_ok=True)
@@ -343,10 +346,7 @@ class Run:
             sdm[fqn] = C.TensorStorageMetadata(self.tp(t.dtype), torch.Size(t.shape), chunk_meta)
         for fqn, value, rank in self.objects:
             sdm[fqn] = C.BytesStorageMetadata()
-        order = [f for f, *_ in self.tensors] + [f for f, *_ in self.objects]
-        if self.planner_data:
-            order = [f for f in self.planner_data if f in sdm]
-        meta = C.Metadata({f: sdm[f] for f in order}, self.planner_data, storage)
+        meta = C.Metadata({f: sdm[f] for f in self.order}, self.planner_data, storage)
         if self.storage_meta is not None or self.version is not None:
             meta.storage_meta = self.storage_meta
             meta.version = self.version
