@@ -639,6 +639,7 @@ import cases_safetensors_out  # noqa: E402,F401  safetensors output and dtype ca
 import cases_hf_shards_out  # noqa: E402,F401  --max-shard-size, HF shards out (issue 13 item 4): registers here
 import cases_hf_shards  # noqa: E402,F401  HF sharded checkpoints in (issue 13 item 3): registers here
 import cases_batch_formats  # noqa: E402,F401  batch over safetensors, shard folders (13.6): registers
+import cases_dcp  # noqa: E402,F401  torch DCP folders in (issue 14 item 2): registers here
 
 
 def main(argv):
