@@ -71,7 +71,7 @@ long rank_of(const std::string& file) {
   return end != file.c_str() + 2 && *end == '_' ? rank : -1;
 }
 
-// What "is stored at" says for an item.
+// Where an item's slice starts, for messages: `<file>@<offset>`.
 std::string item_where(const std::string& path, const DcpStorageInfo& info) {
   return path + "@" + std::to_string(info.offset);
 }
