@@ -3,7 +3,8 @@
 #
 #   tools/fuzz.sh TARGET SECONDS [libFuzzer options...]
 #
-# TARGET is one of pickle, zip, checkpoint, convert, rule_file, hf_index, safetensors
+# TARGET is one of pickle, zip, checkpoint, convert, rule_file, hf_index, safetensors,
+# dcp_metadata
 # (fuzz/fuzz_TARGET.cc).
 # Builds with Debian's clang in build-fuzz/ (or $FUZZ_BUILD_DIR), seeds from tests/data,
 # the attack generator and tests/corpus/TARGET/, and grows build-fuzz/corpus/TARGET/.
@@ -61,6 +62,7 @@ case $target in
   zip|checkpoint|convert) options+=(-dict="$root/fuzz/zip.dict") ;;
   hf_index) options+=(-dict="$root/fuzz/hf_index.dict") ;;
   safetensors) options+=(-dict="$root/fuzz/safetensors.dict") ;;
+  dcp_metadata) options+=(-dict="$root/fuzz/dcp_metadata.dict") ;;
 esac
 log=$build/logs/$target.log
 set +e

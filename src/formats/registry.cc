@@ -27,10 +27,11 @@ extern const SourceFormat k_deepspeed;     // deepspeed.cc
 extern const SourceFormat k_torch_legacy;  // torch_legacy.cc
 extern const SourceFormat k_hf_index;      // hf_index.cc
 extern const SourceFormat k_safetensors;   // safetensors.cc
+extern const SourceFormat k_torch_dcp;     // dcp.cc
 
 const std::vector<SourceFormat>& source_formats() {
   static const std::vector<SourceFormat> formats = {k_torch_zip, k_torch_legacy, k_safetensors,
-                                                      k_deepspeed, k_hf_index};
+                                                      k_deepspeed, k_torch_dcp, k_hf_index};
   return formats;
 }
 

@@ -640,6 +640,8 @@ import cases_hf_shards_out  # noqa: E402,F401  --max-shard-size, HF shards out (
 import cases_hf_shards  # noqa: E402,F401  HF sharded checkpoints in (issue 13 item 3): registers here
 import cases_batch_formats  # noqa: E402,F401  batch over safetensors, shard folders (13.6): registers
 import cases_zero  # noqa: E402,F401  DeepSpeed ZeRO run folders in (issue 14 item 1): registers here
+import cases_dcp  # noqa: E402,F401  torch DCP folders in (issue 14 item 2): registers here
+import cases_batch_runs  # noqa: E402,F401  batch over DeepSpeed and DCP run folders (issue 14 item 4): registers here
 
 
 def main(argv):

@@ -132,15 +132,16 @@ TEST(ReadCheckpoint, RefusesBadInputNamingTheCause) {
             "'dp_tiny_cnn/data/0' holds 432 bytes, but its 216 elements need 864");
 }
 
-TEST(SourceFormats, TriesTorchZipThenTorchLegacyThenSafetensorsThenHfIndex) {
+TEST(SourceFormats, TriesFilesFormatsThenFolderFormatsThenHfIndex) {
   const std::vector<SourceFormat>& formats = source_formats();
-  ASSERT_EQ(formats.size(), 5u);
+  ASSERT_EQ(formats.size(), 6u);
   EXPECT_STREQ(formats[0].name, "torch-zip");
   EXPECT_STREQ(formats[1].name, "torch-legacy");
   EXPECT_STREQ(formats[2].name, "safetensors");
-  EXPECT_STREQ(formats[3].name, "deepspeed");  // a folder format: sniffs no file
-  EXPECT_STREQ(formats[4].name, "hf-index");
-  EXPECT_EQ(formats[4].described, nullptr);  // not in "not a PyTorch checkpoint (…)"
+  EXPECT_STREQ(formats[3].name, "deepspeed");  // folder formats: sniff no file
+  EXPECT_STREQ(formats[4].name, "torch-dcp");
+  EXPECT_STREQ(formats[5].name, "hf-index");
+  EXPECT_EQ(formats[5].described, nullptr);  // not in "not a PyTorch checkpoint (…)"
 }
 
 TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
@@ -149,8 +150,12 @@ TEST(SourceFormats, EachClaimsOnlyItsOwnFixture) {
   const std::vector<SourceFormat>& formats = source_formats();
   EXPECT_TRUE(formats[0].sniff("zip", zip.bytes()));
   EXPECT_FALSE(formats[0].sniff("legacy", legacy.bytes()));
+  EXPECT_FALSE(formats[3].sniff("zip", zip.bytes()));
+  EXPECT_FALSE(formats[3].sniff("legacy", legacy.bytes()));
   EXPECT_FALSE(formats[4].sniff("zip", zip.bytes()));
   EXPECT_FALSE(formats[4].sniff("legacy", legacy.bytes()));
+  EXPECT_FALSE(formats[5].sniff("zip", zip.bytes()));
+  EXPECT_FALSE(formats[5].sniff("legacy", legacy.bytes()));
   EXPECT_FALSE(formats[2].sniff("zip", zip.bytes()));
   EXPECT_FALSE(formats[2].sniff("legacy", legacy.bytes()));
   EXPECT_TRUE(formats[1].sniff("legacy", legacy.bytes()));

@@ -62,6 +62,17 @@ inline Node* decode_plain(Graph& graph, const std::string& bytes) {
   });
 }
 
+// The message of the Error `fn` throws, or "no error".
+template <typename Fn>
+std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 // The message of the FormatError `fn` throws, or "no error".
 template <typename Fn>
 std::string format_error_of(Fn fn) {
