@@ -28,11 +28,23 @@
 #include "ckpt/batch.h"
 #include "ckpt/error.h"
 #include "ckpt/hf_index.h"
+#include "ckpt/source.h"
 
 namespace ckpt {
 namespace {
 
 namespace fs = std::filesystem;
+
+// A folder a folder format claims (a DCP checkpoint, a DeepSpeed run): one
+// input, read whole. One it recognises but refuses is one input too, which
+// then fails with the format's message.
+bool is_run_folder(const std::string& path) {
+  try {
+    return folder_format(path) != nullptr;
+  } catch (const Error&) {
+    return true;
+  }
+}
 
 std::string trim(const std::string& text) {
   size_t begin = text.find_first_not_of(" \t\r");
@@ -133,6 +145,9 @@ public:
       const std::optional<std::string> named_directly;
       add_folder(path, relative.empty() || relative == "." ? folder_name(path) : relative, info,
                  named_directly);
+    } else if (S_ISDIR(info.st_mode) && is_run_folder(path)) {
+      add_run_folder(path, relative.empty() || relative == "." ? folder_name(path) : relative,
+                     info);
     } else if (S_ISDIR(info.st_mode)) {
       walk(path, prefix);
     } else {
@@ -236,6 +251,10 @@ private:
           it.disable_recursion_pending();
           std::string relative = entry.path().lexically_relative(root).generic_string();
           add_folder(path, prefix.empty() ? relative : prefix + "/" + relative, info, relative);
+        } else if (is_run_folder(path)) {
+          it.disable_recursion_pending();
+          std::string relative = entry.path().lexically_relative(root).generic_string();
+          add_run_folder(path, prefix.empty() ? relative : prefix + "/" + relative, info);
         }
         continue;
       }
@@ -296,6 +315,22 @@ private:
     }
     for (const std::string& folder : folders) {
       skip(folder, "a folder in the HF shard folder " + path + " (not walked)");
+    }
+    add_input(path, relative, info, size, true);
+  }
+
+  // A folder a folder format reads whole (is_run_folder): one input, whatever
+  // its files are called; nothing in it is walked.
+  void add_run_folder(const std::string& path, const std::string& relative,
+                      const struct stat& info) {
+    uint64_t size = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(path, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      std::error_code ignored;
+      if (it->is_regular_file(ignored)) {
+        size += it->file_size(ignored);
+      }
     }
     add_input(path, relative, info, size, true);
   }

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -220,10 +221,33 @@ void write_sidecar_file(const std::string& path, const json& sidecar) {
   write_json_file(path, sidecar);
 }
 
+namespace {
+
+// The files of a run folder a folder format reads whole (a DCP checkpoint, a
+// DeepSpeed run): every regular file in it, by name, sorted.
+std::vector<std::string> run_folder_files(const std::string& folder) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(folder, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::error_code ignored;
+    if (it->is_regular_file(ignored)) {
+      names.push_back(it->path().filename().string());
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
 std::vector<InputPart> stamp_input(const std::string& input, bool folder) {
   std::vector<std::string> names{""};
   std::string prefix;
-  if (folder) {
+  if (folder && !holds_hf_index(input)) {
+    prefix = input + "/";
+    names = run_folder_files(input);
+  } else if (folder) {
     std::string index = find_hf_index(input);
     std::string name = std::filesystem::path(index).filename().string();
     prefix = index.substr(0, index.size() - name.size());
@@ -338,6 +362,19 @@ std::optional<std::string> check_up_to_date(const std::string& input, bool folde
     }
     if (file_changed(input, was_in, touched)) {
       return "input changed";
+    }
+  } else if (!holds_hf_index(input)) {
+    // A run folder: the same files, none changed.
+    std::vector<std::string> now = run_folder_files(input);
+    json& files = was_in["files"];
+    if (!files.is_array() || files.size() != now.size()) {
+      return "input changed";
+    }
+    for (size_t i = 0; i < now.size(); ++i) {
+      if (files[i].value("name", "") != now[i] ||
+          file_changed((std::filesystem::path(input) / now[i]).string(), files[i], touched)) {
+        return "input changed";
+      }
     }
   } else {
     // The index the reader would take now must be the one listed first.
