@@ -1,6 +1,6 @@
 // The torch Distributed Checkpoint (DCP) reader: a folder holding `.metadata`
 // and `__<rank>_<k>.distcp` files (FileSystemWriter, torch 1.13 to 2.x;
-// ../shared/reference/sharded-formats.md §2). It reads as ONE checkpoint,
+// docs/dcp.md). It reads as ONE checkpoint,
 // the nested object `dcp_to_torch_save` (torch ≥ 2.3) writes: every tensor
 // whole, assembled from its chunks, and every other item decoded, placed by
 // `planner_data`.

@@ -1,6 +1,6 @@
 // Decoding a DCP `.metadata` pickle (dcp_metadata.h) without running it.
 //
-// The facts are those of ../shared/reference/sharded-formats.md §2.2: each
+// The facts (docs/dcp.md, from torch's metadata.py and filesystem.py): each
 // dataclass is `NEWOBJ(cls, ())` + `BUILD(state)` with its `__dict__` as
 // state, save TensorProperties, whose `__getstate__` gives a 5-tuple. The
 // classes live in `torch.distributed._shard.checkpoint.*` in torch 1.13 and in

@@ -17,6 +17,7 @@ The contract judged here, with torch 1.13:
 - `inspect` tells DCP, its torch profile and world size.
 """
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -242,3 +243,31 @@ def dcp_stream_transform_refused(ctx):
 def dcp_code_running_global_refused_and_not_run(ctx):
     """A .metadata naming os.system (posix.system): exit 1 naming the global; nothing ran."""
     refused(ctx, 'neg_code_global', '.metadata', 'refused')
+
+
+@case
+def dcp_batch_takes_each_folder_as_one_input(ctx):
+    """batch over a zoo of DCP folders (two good, one with overlapping chunks): each folder
+    one input and one output (NAME.pth, equal to the fixture's expected.pt), the bad one
+    failed with its cause (exit 5); a second run skips the two unchanged folders."""
+    import shutil
+    import torch
+    j = J()
+    zoo = ctx.in_dir / 'zoo'
+    for name, fixture_name in (('cnn', 't113_flat_rows'), ('lm', 't22_nested_adam'),
+                               ('bad', 'neg_overlap')):
+        folder, _ = fixture(ctx, fixture_name)
+        shutil.copytree(folder / 'run', zoo / name)
+    r = ctx.run('batch', zoo, '-o', ctx.out_dir / 'zoo')
+    j.check_clean_exit(r)
+    j.check(r.rc == 5, f'exit code {r.rc}, expected 5 (one input failed)')
+    j.check('overlaps the chunk' in r.stderr, 'the failed folder\'s cause is not given')
+    cnn_expected = torch.load(fixture(ctx, 't113_flat_rows')[0] / 'expected.pt')
+    same(torch.load(ctx.out_dir / 'zoo' / 'cnn.pth', weights_only=True), cnn_expected)
+    lm_expected = torch.load(fixture(ctx, 't22_nested_adam')[0] / 'expected.pt')
+    same(j.load(ctx.out_dir / 'zoo' / 'lm.pth'), lm_expected)
+    j.check(not (ctx.out_dir / 'zoo' / 'bad.pth').exists(), 'the failed folder has an output')
+    again = ctx.run('batch', zoo, '-o', ctx.out_dir / 'zoo')
+    j.check(again.rc == 5, f'second run: exit code {again.rc}, expected 5')
+    j.check(re.search(r'skipped\s+2\b', again.stdout + again.stderr) is not None,
+            'second run did not skip the two unchanged folders')

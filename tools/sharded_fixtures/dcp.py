@@ -1,5 +1,5 @@
-"""torch Distributed Checkpoint (DCP) folders written with torch 1.13 alone, following
-../shared/reference/sharded-formats.md §2 and §4.3: a `.metadata` pickle of stand-in
+"""torch Distributed Checkpoint (DCP) folders written with torch 1.13 alone (docs/dcp.md has
+the format): a `.metadata` pickle of stand-in
 dataclasses registered under the real module paths (so the pickle names the globals torch
 1.13, 2.0-2.2 and 2.3+ write), and `__<rank>_<k>.distcp` files of concatenated torch.save
 blobs, one per item, located by `_StorageInfo(relative_path, offset, length)`.
