@@ -22,11 +22,14 @@
 // stream transforms), a missing `.distcp`, an item past the end of its file
 // (truncated), a slice that is no torch.save zip (the safetensors-in-DCP
 // format of torch ≥ 2.8 is named), a chunk whose blob is not the contiguous
-// tensor of the chunk's sizes and dtype.
+// tensor of the chunk's sizes and dtype. Read with a warning: files beside
+// `.metadata` that it does not name (a stale rank's `.distcp`, Megatron-Core's
+// `common.pt`), which are not read.
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
@@ -138,6 +141,32 @@ private:
       }
       m_ckpt.files.push_back(MappedFile::open(path));
       m_files[file] = &m_ckpt.files.back();
+    }
+    find_unread();
+  }
+
+  // The files beside `.metadata` that it does not name: `.distcp` files of
+  // another save (a stale rank), and Megatron-Core's `common.pt` and
+  // `metadata.json` (its torch_dist format adds them; unconfirmed), none read.
+  void find_unread() {
+    std::error_code ec;
+    for (const std::filesystem::directory_entry& entry :
+         std::filesystem::directory_iterator(m_folder, ec)) {
+      std::string name = entry.path().filename().string();
+      bool distcp = name.size() > 7 && name.compare(name.size() - 7, 7, ".distcp") == 0;
+      if ((distcp && m_files.count(name) == 0) || name == "common.pt" ||
+          name == "metadata.json") {
+        m_unread.push_back(name);
+      }
+    }
+    std::sort(m_unread.begin(), m_unread.end());
+    if (!m_unread.empty()) {
+      std::string names;
+      for (const std::string& name : m_unread) {
+        names += (names.empty() ? "" : ", ") + quoted_name(name);
+      }
+      m_ckpt.warnings.push_back(std::to_string(m_unread.size()) + " file(s) beside " +
+                                m_metadata_path + " that it does not name, not read: " + names);
     }
   }
 
@@ -329,7 +358,10 @@ private:
         {"files", std::to_string(m_metadata.files.size()) + " .distcp"},
         {"planner_data",
          m_metadata.has_planner_data ? "yes (nested keys rebuilt)" : "none (flat keys)"},
-        {"unsupported", "none found (stream transforms and safetensors-in-DCP are refused)"},
+        {"unsupported", m_unread.empty() ? "none found (stream transforms and safetensors-in-DCP "
+                                           "are refused)"
+                                         : std::to_string(m_unread.size()) +
+                                               " file(s) .metadata does not name, not read"},
     };
     if (!m_metadata.version.empty()) {
       m_ckpt.facts.emplace_back("dcp_version", m_metadata.version);
@@ -341,6 +373,7 @@ private:
   DcpMetadata m_metadata;
   std::string m_metadata_path;
   std::map<std::string, const MappedFile*> m_files;
+  std::vector<std::string> m_unread;  // files beside .metadata it does not name
 };
 
 void read_dcp(const std::string& folder, Checkpoint& ckpt) { DcpReader(folder, ckpt).read(); }

@@ -271,3 +271,37 @@ def dcp_batch_takes_each_folder_as_one_input(ctx):
     j.check(again.rc == 5, f'second run: exit code {again.rc}, expected 5')
     j.check(re.search(r'skipped\s+2\b', again.stdout + again.stderr) is not None,
             'second run did not skip the two unchanged folders')
+
+
+@case
+def dcp_corruption_sweep_exits_0_or_names_the_folder(ctx):
+    """t24_boxes_extract with one byte flipped (60 places over .metadata and the .distcp
+    files) or a file cut short (12 lengths): every run exits 0 with an output the judge
+    loads, or 1 with one error line naming a file of the folder; never a crash."""
+    import random
+    import shutil
+    j = J()
+    folder, _ = fixture(ctx, 't24_boxes_extract')
+    files = sorted(p.name for p in (folder / 'run').iterdir())
+    rng = random.Random(14)
+    spoils = [(rng.choice(files), 'flip') for _ in range(60)] + \
+             [(rng.choice(files), 'cut') for _ in range(12)]
+    for n, (name, how) in enumerate(spoils):
+        run = ctx.in_dir / f'v{n}'
+        shutil.copytree(folder / 'run', run)
+        data = bytearray((run / name).read_bytes())
+        if how == 'flip':
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        else:
+            del data[rng.randrange(len(data)):]
+        (run / name).write_bytes(bytes(data))
+        out = ctx.out_dir / f'v{n}.pth'
+        r = ctx.run(run, out, '--extract')
+        j.check_clean_exit(r)
+        j.check(r.rc in (0, 1), f'{name} {how}: exit code {r.rc}, expected 0 or 1')
+        if r.rc == 0:
+            j.load(out)
+        else:
+            j.check_one_error_line(r, must_contain=(str(run) + '/',))
+            j.check(not out.exists(), f'{name} {how}: refused, yet {out.name} was written')
+        shutil.rmtree(run)

@@ -109,6 +109,20 @@ TEST(DcpReader, BoxesAssembleRowByRowAndPlannerDataNests) {
   EXPECT_EQ(ckpt.fact("world_size"), "4");
 }
 
+TEST(DcpReader, WarnsOfFilesMetadataDoesNotName) {
+  Scratch s;
+  write_run(s, k_dcp_nested_20);
+  put(s / "run/__7_0.distcp", "stale");
+  put(s / "run/common.pt", "megatron");
+  Checkpoint ckpt = read_checkpoint(s / "run");
+  ASSERT_EQ(ckpt.warnings.size(), 1u);
+  EXPECT_EQ(ckpt.warnings[0], "2 file(s) beside " + s / "run/.metadata" +
+                                  " that it does not name, not read: '__7_0.distcp', "
+                                  "'common.pt'");
+  EXPECT_EQ(ckpt.fact("unsupported"), "2 file(s) .metadata does not name, not read");
+  EXPECT_EQ(ckpt.files.size(), 3u);  // .metadata and the two it names
+}
+
 TEST(DcpReader, RefusesAMissingDistcpNamingIt) {
   Scratch s;
   write_run(s, k_dcp_nested_20, "__1_0.distcp");
