@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -590,6 +591,7 @@ public:
     }
     frozen_parameters();
     m_ckpt.graph.root = state_dict();
+    drop_rank_file_storages(m_rank_storages);
     set_facts();
   }
 
@@ -690,6 +692,28 @@ private:
       fail(m_model_path[0], "no param_shapes, here or in the optimizer files");
     }
     m_groups = param_shapes_of(m_shapes_where, shapes);
+    m_rank_storages = m_ckpt.graph.storages().size();
+  }
+
+  // The rank files' own storages (masters, moments, module's tensors) are
+  // no storage of the result, whose storages are pieces of their bytes:
+  // dropped, so that what walks every storage (check's locations, `cuda:N`)
+  // sees the result's alone; kept when the result reaches one (a tensor in
+  // a non-tensor entry of `module`). They are the first `count`: every
+  // file is read before the first storage of the result is made, and
+  // erasing at a deque's front moves no other element.
+  void drop_rank_file_storages(size_t count) {
+    std::deque<Storage>& storages = m_ckpt.graph.storages();
+    std::unordered_set<const Storage*> rank_files;
+    for (size_t i = 0; i < count; ++i) {
+      rank_files.insert(&storages[i]);
+    }
+    for (const TensorRef& tensor : tensors_reachable(m_ckpt.graph.root)) {
+      if (rank_files.count(tensor.storage) != 0) {
+        return;
+      }
+    }
+    storages.erase(storages.begin(), storages.begin() + static_cast<std::ptrdiff_t>(count));
   }
 
   // Stage 1/2 and BF16_Optimizer: per group, the ranks' partitions end to
@@ -981,6 +1005,7 @@ private:
   std::string m_version = "unknown";
   std::vector<Shapes> m_groups;            // param_shapes
   std::string m_shapes_where;              // where param_shapes is, for messages
+  size_t m_rank_storages = 0;              // the storages the rank files made
 };
 
 void read_deepspeed(const std::string& run, Checkpoint& ckpt) { RunReader(run, ckpt).read(); }

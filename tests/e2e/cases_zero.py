@@ -208,3 +208,15 @@ def zero_batch_takes_each_run_folder_as_one_input(ctx):
     status = {p: rec['status'] for p, rec in recs.items()}
     j.check(status == {'runs/zero2.pth': 'skipped', 'runs/global_step5.pth': 'converted',
                        'dp_tiny_cnn.pth': 'skipped'}, f'third run: {status}')
+
+
+@case
+def zero_check_passes_on_a_run_saved_from_gpus(ctx):
+    """check RUN: the rank files' storages are tagged cuda:N, the consolidated state dict's
+    are cpu: it passes on a machine without CUDA, and names no global that runs code."""
+    j = J()
+    folder, _ = fixture_dir(ctx, 'stage3_tiny_cnn_5_ranks')
+    r = ctx.run('check', folder / 'run')
+    j.check_clean_exit(r)
+    j.check(r.rc == 0, f'exit {r.rc}, expected 0')
+    j.check('check passed' in r.stderr + r.stdout, 'check did not pass')

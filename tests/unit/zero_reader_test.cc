@@ -204,6 +204,27 @@ TEST(ZeroReader, Stage2ConcatenatesTheRanksAndCutsInParamShapesOrder) {
   EXPECT_EQ(ckpt.fact("ds_version"), "0.16.4");
 }
 
+TEST(ZeroReader, KeepsOnlyTheResultsStoragesUnlessModuleHoldsTensorsInOtherValues) {
+  Scratch s;
+  write_stage2(s / "t", by_value);
+  Checkpoint plain = read_checkpoint(s / "t");
+  EXPECT_EQ(plain.graph.storages().size(), 3u);  // w, b and n: no rank file's storage
+  RankFile model;
+  Node* extra = model.list({model.f32({6})});
+  Node* module = model.ordered({{"w", model.f32({9, 9, 9})}, {"b", model.f32({9, 9})},
+                                {"extra", extra}});
+  model.save(s / "t/mp_rank_00_model_states.pt",
+             model.dict({{"module", module},
+                         {"param_shapes", model.list({model.ordered(
+                              {{"w", model.size({3})}, {"b", model.size({2})}})})}}));
+  Checkpoint ckpt = read_checkpoint(s / "t");
+  EXPECT_EQ(keys_of(ckpt), (std::vector<std::string>{"w", "b", "extra"}));
+  ASSERT_EQ(ckpt.tensors.size(), 3u);
+  float value = 0;
+  read_storage_range(*ckpt.tensors[2].storage, 0, reinterpret_cast<uint8_t*>(&value), 4);
+  EXPECT_EQ(value, 6.0f);  // the rank file's storage, kept
+}
+
 TEST(ZeroReader, ReadsZeroStageEnumPickledByName) {
   Scratch s;
   write_stage2(s / "global_step7", by_name);
