@@ -165,7 +165,8 @@ inline uint16_t f16_by_value(uint32_t bits) {
 // differs from `written`, or `count`. Blocks are checked whole (no early
 // exit inside, so the loop vectorizes); a block that differs is searched.
 template <uint16_t (*by_value)(uint32_t)>
-size_t first_difference_from_float32(const uint8_t* source, const uint8_t* written, size_t count) {
+__attribute__((always_inline)) inline size_t first_difference_from_float32(
+    const uint8_t* source, const uint8_t* written, size_t count) {
   constexpr size_t k_block = 4096;
   for (size_t start = 0; start < count; start += k_block) {
     size_t n = std::min(k_block, count - start);
@@ -188,15 +189,31 @@ size_t first_difference_from_float32(const uint8_t* source, const uint8_t* writt
   return count;
 }
 
+// The same loops built for AVX2 (eight lanes, not SSE2's four), chosen at
+// run time: the check of a 1.3 GB bf16 cast is a third of its verification.
+template <uint16_t (*by_value)(uint32_t)>
+__attribute__((target("avx2"))) size_t first_difference_avx2(const uint8_t* source,
+                                                              const uint8_t* written,
+                                                              size_t count) {
+  return first_difference_from_float32<by_value>(source, written, count);
+}
+
+template <uint16_t (*by_value)(uint32_t)>
+size_t first_difference_dispatched(const uint8_t* source, const uint8_t* written, size_t count) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2 ? first_difference_avx2<by_value>(source, written, count)
+              : first_difference_from_float32<by_value>(source, written, count);
+}
+
 }  // namespace
 
 size_t first_cast_difference(Dtype from, Dtype to, const uint8_t* source, const uint8_t* written,
                              size_t count) {
   if (from == Dtype::k_float32 && to == Dtype::k_bfloat16) {
-    return first_difference_from_float32<bf16_by_value>(source, written, count);
+    return first_difference_dispatched<bf16_by_value>(source, written, count);
   }
   if (from == Dtype::k_float32 && to == Dtype::k_float16) {
-    return first_difference_from_float32<f16_by_value>(source, written, count);
+    return first_difference_dispatched<f16_by_value>(source, written, count);
   }
   for (size_t i = 0; i < count; ++i) {
     double x = value_of(from, source, i);
