@@ -286,19 +286,21 @@ uint64_t ZipWriter::finish() {
 namespace {
 
 // Writes `storage`'s bytes (in dtype `from`) cast to its dtype, a buffer at a
-// time: from the map, or read from its pieces.
+// time: read from its file or pieces (pread: about twice as fast as touching
+// the mapped pages, as TensorBytes finds), or from the map when in memory.
 void add_cast(ZipWriter& zip, const std::string& name, const Storage& storage, Dtype from) {
   ByteSpan source = storage_bytes(storage).bytes;
   size_t in_size = static_cast<size_t>(element_size(from));
   size_t out_size = static_cast<size_t>(element_size(storage.dtype));
-  std::vector<uint8_t> pieced;  // a buffer for the pieces' bytes
+  bool read = has_pieces(storage) || storage.file != nullptr;
+  std::vector<uint8_t> pieced;  // a buffer for the bytes read
   uint64_t done = 0;  // elements
   zip.add_generated(name, static_cast<uint64_t>(storage.numel) * out_size,
                     [&](uint8_t* to, uint64_t capacity) {
                       uint64_t count = std::min<uint64_t>(capacity / out_size,
                                                           static_cast<uint64_t>(storage.numel) - done);
                       const uint8_t* elements = source.data + done * in_size;
-                      if (has_pieces(storage)) {
+                      if (read) {
                         pieced.resize(count * in_size);
                         read_storage_range(storage, done * in_size, pieced.data(), count * in_size);
                         elements = pieced.data();
