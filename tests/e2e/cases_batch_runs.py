@@ -16,7 +16,6 @@ The contract judged here:
   to it, makes that folder alone converted again (run folders are stamped by size and mtime,
   not CRC-32: docs/batch.md says why).
 """
-import json
 import os
 import shutil
 import sys
@@ -26,8 +25,9 @@ sys.dont_write_bytecode = True     # keep __pycache__ out of the source tree
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from judge import CaseFailure, host_cases  # noqa: E402
+from judge import host_cases  # noqa: E402
 import cases_batch as cb  # noqa: E402
+import sharded  # noqa: E402
 
 cases = host_cases()
 J = cb.J
@@ -39,18 +39,6 @@ def case(fn):
     return cases.case(fn)
 
 
-def sharded_fixtures(ctx):
-    """{family/name: (fixture folder, fixture.json)} of every sharded fixture."""
-    root = ctx.large_data / 'sharded' if ctx.large_data else None
-    if root is None or not root.is_dir():
-        raise CaseFailure(f'sharded fixtures missing under {root} (run: /usr/bin/python3 '
-                          f'tools/make_sharded_fixtures.py --out LARGE_DATA/sharded)')
-    found = {}
-    for spec in sorted(root.glob('*/*/fixture.json')):
-        found[f'{spec.parent.parent.name}/{spec.parent.name}'] = (spec.parent, json.loads(spec.read_text()))
-    return found
-
-
 def make_zoo(ctx, failing=True):
     """WORK/zoo: the run folders that convert without options (and, with FAILING, the first
     negative one), each at FAMILY/NAME/run, and a plain file; returns (zoo, [run paths],
@@ -58,7 +46,7 @@ def make_zoo(ctx, failing=True):
     import torch
     zoo = ctx.work / 'zoo'
     runs, bad = [], None
-    for rel, (folder, spec) in sharded_fixtures(ctx).items():
+    for rel, (folder, spec) in sharded.every_fixture(ctx).items():
         if spec.get('options'):
             continue
         if spec.get('error'):

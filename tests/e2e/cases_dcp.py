@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from judge import host_cases  # noqa: E402
+import sharded  # noqa: E402
 
 cases = host_cases()
 
@@ -41,11 +42,7 @@ def J():
 
 
 def fixture(ctx, name):
-    folder = ctx.large_data / 'sharded' / 'dcp' / name if ctx.large_data else None
-    if folder is None or not (folder / 'fixture.json').is_file():
-        J().check(False, f'DCP fixture missing: {folder or name} (run: /usr/bin/python3 '
-                         'tools/make_sharded_fixtures.py --out LARGE_DATA/sharded --only dcp)')
-    return folder, json.loads((folder / 'fixture.json').read_text())
+    return sharded.fixture(ctx, 'dcp', name)
 
 
 def same(got, want, path='out'):

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from judge import host_cases  # noqa: E402
+import sharded  # noqa: E402
 
 cases = host_cases()
 
@@ -47,12 +48,7 @@ def J():
 
 
 def fixture_dir(ctx, name):
-    folder = (ctx.large_data / 'sharded' / 'zero' / name) if ctx.large_data else None
-    if folder is None or not (folder / 'fixture.json').is_file():
-        raise J().CaseFailure(
-            f'ZeRO fixture missing: {folder or name} (run: /usr/bin/python3 '
-            f'tools/make_sharded_fixtures.py --out build/fixtures/sharded --only zero)')
-    return folder, json.loads((folder / 'fixture.json').read_text())
+    return sharded.fixture(ctx, 'zero', name)
 
 
 def convert_fixture(ctx, name, rc):
