@@ -25,10 +25,14 @@ public:
   // without, they stream through a buffer while their CRC-32 is computed.
   void add_from_file(const std::string& name, int source_fd, uint64_t offset, uint64_t size,
                      std::optional<uint32_t> crc32);
-  // A record of `size` bytes made by `next(buffer, capacity)`, which fills
-  // up to `capacity` bytes and returns how many (0 before `size`: an error).
-  void add_generated(const std::string& name, uint64_t size,
-                     const std::function<uint64_t(uint8_t*, uint64_t)>& next);
+  // Makes bytes [at, at + n) of a record into `to`; `scratch` is a buffer
+  // of its own for each thread that calls it.
+  using FillFn = std::function<void(uint64_t at, uint8_t* to, uint64_t n,
+                                    std::vector<uint8_t>& scratch)>;
+  // A record of `size` bytes made by `fill`, a buffer at a time, with `at`
+  // and `n` multiples of `grain` (the element size of a cast). From 4 MiB on
+  // the two halves are made and written at once on two threads.
+  void add_filled(const std::string& name, uint64_t size, uint64_t grain, const FillFn& fill);
   // The `version` record ("3\n", as torch.save writes), the central
   // directory and the end records. Returns the archive's size.
   uint64_t finish();
@@ -51,6 +55,7 @@ private:
   void write(const void* data, size_t size);
   void flush();
   void write_through(const void* data, size_t size);
+  void write_at(uint64_t position, const uint8_t* data, uint64_t size);
   void read_input(int source_fd, char* to, uint64_t size, uint64_t offset);
   [[noreturn]] void fail(const std::string& what, int error);
 

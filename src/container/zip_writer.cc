@@ -8,7 +8,9 @@
 // data, data descriptor (miniz writes the CRC-32 and sizes after the data
 // anyway), so tensor bytes go from the input file to the output with
 // copy_file_range when their CRC-32 is already known (a zip input's records),
-// and through a 1 MiB buffer otherwise. Memory stays flat whatever the size.
+// and through 1 MiB buffers otherwise: from 4 MiB on, two threads each read,
+// sum and write one half of the record at once (pwrite), since one core
+// moves only about 4 GB/s of page cache. Memory stays flat whatever the size.
 //
 // The layout, for a record of n bytes at offset o (T = 0xFFFFFFFF):
 //   local header: PK\3\4, version 0, flags 0x0808 (0x0800 if n = 0), stored,
@@ -24,6 +26,7 @@
 
 #include <sys/types.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -36,6 +39,7 @@
 #include "ckpt/mapped_file.h"
 #include "ckpt/storage_pieces.h"
 #include "ckpt/writer.h"
+#include "util/two_halves.h"
 
 namespace ckpt {
 namespace {
@@ -98,6 +102,21 @@ void ZipWriter::write_through(const void* data, size_t size) {
     }
     bytes += n;
     size -= static_cast<size_t>(n);
+  }
+}
+
+void ZipWriter::write_at(uint64_t position, const uint8_t* data, uint64_t size) {
+  while (size > 0) {
+    ssize_t n = ::pwrite(m_fd, data, size, static_cast<off_t>(position));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      fail("", n < 0 ? errno : ENOSPC);
+    }
+    data += n;
+    position += static_cast<uint64_t>(n);
+    size -= static_cast<uint64_t>(n);
   }
 }
 
@@ -172,46 +191,67 @@ void ZipWriter::add(const std::string& name, ByteSpan data, std::optional<uint32
 
 void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t offset,
                               uint64_t size, std::optional<uint32_t> crc32) {
+  if (!crc32) {
+    add_filled(name, size, 1, [&](uint64_t at, uint8_t* to, uint64_t n, std::vector<uint8_t>&) {
+      read_input(source_fd, reinterpret_cast<char*>(to), n, offset + at);
+    });
+    return;
+  }
   begin_record(name, size);
   flush();
-  uint64_t left = size;
-  auto in = static_cast<off_t>(offset);
-  if (crc32) {
-    // What the kernel cannot copy (another file system, a short source) is
-    // streamed below.
-    uint64_t copied = copy_at(source_fd, offset, m_fd, left);
-    in += static_cast<off_t>(copied);
-    left -= copied;
-    m_offset += copied;
-  }
-  uint32_t crc = 0;
-  std::vector<char> buffer(left > 0 ? std::min<uint64_t>(left, 1 << 20) : 0);
-  while (left > 0) {
-    uint64_t n = std::min<uint64_t>(left, buffer.size());
-    read_input(source_fd, buffer.data(), n, static_cast<uint64_t>(in));
-    if (!crc32) {
-      crc = crc32_update(crc, buffer.data(), n);
-    }
+  // What the kernel cannot copy (another file system, a short source) is
+  // streamed below.
+  uint64_t copied = copy_at(source_fd, offset, m_fd, size);
+  m_offset += copied;
+  std::vector<char> buffer(std::min<uint64_t>(size - copied, k_buffer_size));
+  for (uint64_t at = copied; at < size;) {
+    uint64_t n = std::min<uint64_t>(size - at, buffer.size());
+    read_input(source_fd, buffer.data(), n, offset + at);
     write(buffer.data(), n);
-    in += static_cast<off_t>(n);
-    left -= n;
+    at += n;
   }
-  end_record(crc32 ? *crc32 : crc);
+  end_record(*crc32);
 }
 
-void ZipWriter::add_generated(const std::string& name, uint64_t size,
-                              const std::function<uint64_t(uint8_t*, uint64_t)>& next) {
+void ZipWriter::add_filled(const std::string& name, uint64_t size, uint64_t grain,
+                           const FillFn& fill) {
   begin_record(name, size);
-  std::vector<uint8_t> buffer(std::min<uint64_t>(size, 1 << 20));
-  uint32_t crc = 0;
-  for (uint64_t left = size; left > 0;) {
-    uint64_t n = next(buffer.data(), std::min<uint64_t>(left, buffer.size()));
-    if (n == 0 || n > left) {
-      fail("record " + name + " came out short", 0);
+  flush();
+  // Halves are written in place (pwrite), which needs a file; anything else
+  // (a pipe) is written in one go, in order.
+  off_t start = ::lseek(m_fd, 0, SEEK_CUR);
+  const uint64_t chunk = std::max<uint64_t>(grain, k_buffer_size / grain * grain);
+  uint32_t sums[2] = {0, 0};
+  auto make = [&](uint64_t begin, uint64_t end) {
+    std::vector<uint8_t> buffer(std::min(end - begin, chunk));
+    std::vector<uint8_t> scratch;
+    uint32_t crc = 0;
+    for (uint64_t at = begin; at < end;) {
+      uint64_t n = std::min(chunk, end - at);
+      fill(at, buffer.data(), n, scratch);
+      crc = crc32_update(crc, buffer.data(), n);
+      if (start < 0) {
+        write_through(buffer.data(), n);
+      } else {
+        write_at(static_cast<uint64_t>(start) + at, buffer.data(), n);
+      }
+      at += n;
     }
-    crc = crc32_update(crc, buffer.data(), n);
-    write(buffer.data(), n);
-    left -= n;
+    sums[begin == 0 ? 0 : 1] = crc;
+  };
+  uint64_t half = size;
+  if (start < 0) {
+    make(0, size);
+  } else {
+    half = in_two_halves(size, make, grain);
+  }
+  uint32_t crc = sums[0];
+  if (half < size) {
+    crc = static_cast<uint32_t>(::crc32_combine(sums[0], sums[1], static_cast<z_off_t>(size - half)));
+  }
+  m_offset += size;
+  if (start >= 0 && ::lseek(m_fd, start + static_cast<off_t>(size), SEEK_SET) < 0) {
+    fail("", errno);
   }
   end_record(crc);
 }
@@ -290,37 +330,30 @@ namespace {
 // the mapped pages, as TensorBytes finds), or from the map when in memory.
 void add_cast(ZipWriter& zip, const std::string& name, const Storage& storage, Dtype from) {
   ByteSpan source = storage_bytes(storage).bytes;
-  size_t in_size = static_cast<size_t>(element_size(from));
-  size_t out_size = static_cast<size_t>(element_size(storage.dtype));
+  uint64_t in_size = static_cast<uint64_t>(element_size(from));
+  uint64_t out_size = static_cast<uint64_t>(element_size(storage.dtype));
   bool read = has_pieces(storage) || storage.file != nullptr;
-  std::vector<uint8_t> pieced;  // a buffer for the bytes read
-  uint64_t done = 0;  // elements
-  zip.add_generated(name, static_cast<uint64_t>(storage.numel) * out_size,
-                    [&](uint8_t* to, uint64_t capacity) {
-                      uint64_t count = std::min<uint64_t>(capacity / out_size,
-                                                          static_cast<uint64_t>(storage.numel) - done);
-                      const uint8_t* elements = source.data + done * in_size;
-                      if (read) {
-                        pieced.resize(count * in_size);
-                        read_storage_range(storage, done * in_size, pieced.data(), count * in_size);
-                        elements = pieced.data();
-                      }
-                      cast_elements(from, storage.dtype, elements, to, count);
-                      done += count;
-                      return count * out_size;
-                    });
+  zip.add_filled(name, static_cast<uint64_t>(storage.numel) * out_size, out_size,
+                 [&](uint64_t at, uint8_t* to, uint64_t n, std::vector<uint8_t>& read_buffer) {
+                   uint64_t first = at / out_size;
+                   uint64_t count = n / out_size;
+                   const uint8_t* elements = source.data + first * in_size;
+                   if (read) {
+                     read_buffer.resize(count * in_size);
+                     read_storage_range(storage, first * in_size, read_buffer.data(),
+                                        count * in_size);
+                     elements = read_buffer.data();
+                   }
+                   cast_elements(from, storage.dtype, elements, to, count);
+                 });
 }
 
-// Writes the bytes of `storage`, made of pieces of several files, read a
-// buffer at a time (their CRC-32 is summed on the way).
+// Writes the bytes of `storage`, made of pieces of several files.
 void add_pieces(ZipWriter& zip, const std::string& name, const Storage& storage) {
-  uint64_t done = 0;
-  zip.add_generated(name, storage.bytes.size, [&](uint8_t* to, uint64_t capacity) {
-    uint64_t n = std::min(capacity, storage.bytes.size - done);
-    read_storage_range(storage, done, to, n);
-    done += n;
-    return n;
-  });
+  zip.add_filled(name, storage.bytes.size, 1,
+                 [&](uint64_t at, uint8_t* to, uint64_t n, std::vector<uint8_t>&) {
+                   read_storage_range(storage, at, to, n);
+                 });
 }
 
 }  // namespace

@@ -13,9 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 
 #include <zlib.h>
@@ -29,6 +27,7 @@
 #include "ckpt/tensor.h"
 #include "ckpt/torch_plugin.h"
 #include "reference_cast.h"
+#include "util/two_halves.h"
 
 namespace ckpt {
 namespace {
@@ -63,48 +62,13 @@ private:
 // CPU's cache: summing or comparing mapped page-cache pages in place costs
 // twice as much, since the kernel must map every page first. Storages under
 // 64 KiB are read in place: a syscall each would cost more than their few
-// page faults (50,000 small tensors). One core reads about 4 GB/s of page
-// cache, so a storage of 4 MiB or more is split in two halves done on two
-// threads (1.3 GB: 0.31 -> 0.18 s); a thread costs tens of microseconds,
-// 4 MiB about one millisecond. (Compared in place, storages go a chunk at a
-// time, whose pages are let go after.)
+// page faults (50,000 small tensors). A storage of 4 MiB or more is read in
+// two halves on two threads (util/two_halves.h; 1.3 GB: 0.31 -> 0.18 s).
+// (Compared in place, storages go a chunk at a time, whose pages are let go
+// after.)
 constexpr uint64_t k_read_from = 64 << 10;
 constexpr uint64_t k_buffer = 1 << 20;
-constexpr uint64_t k_split_from = 4 << 20;
 constexpr uint64_t k_chunk = 32ull << 20;
-
-// Calls `scan(begin, end)` for [0, half) here and [half, size) on a second
-// thread, where half is size / 2 from 4 MiB on and size below; returns half.
-// What either throws is rethrown once both are done.
-template <typename Scan>
-uint64_t in_two_halves(uint64_t size, const Scan& scan) {
-  uint64_t half = size;
-  std::exception_ptr helper_failed;
-  std::thread helper;
-  if (size >= k_split_from && std::thread::hardware_concurrency() >= 2) {
-    half = size / 2;
-    helper = std::thread([&] {
-      try {
-        scan(half, size);
-      } catch (...) {
-        helper_failed = std::current_exception();
-      }
-    });
-  }
-  std::exception_ptr failed;
-  try {
-    scan(0, half);
-  } catch (...) {
-    failed = std::current_exception();
-  }
-  if (helper.joinable()) {
-    helper.join();
-  }
-  if (failed || helper_failed) {
-    std::rethrow_exception(failed ? failed : helper_failed);
-  }
-  return half;
-}
 
 // Where a storage's bytes are read from: `fd` at `offset` (for a source, -1
 // when it is only in memory), or the pieces of `pieced` (a source
