@@ -6,11 +6,13 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <chrono>
+#include <cstring>
+#include <optional>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/error.h"
@@ -67,11 +69,33 @@ std::string output_path(const ConvertOptions& options) {
   return folder + (folder.back() == '/' ? "" : "/") + name;
 }
 
-void make_folder(const std::string& folder) {
-  if (::mkdir(folder.c_str(), 0777) != 0 && errno != EEXIST) {
-    throw Error(folder + ": cannot make the output folder: " + std::strerror(errno));
+// The output folder of a sink that writes one (`--max-shard-size`), made
+// when it is not there yet; removed again when the conversion fails before
+// its files are committed (the temporary files are gone by then, so it is
+// empty), so that a failed run leaves nothing behind.
+class OutputFolder {
+public:
+  explicit OutputFolder(const std::string& folder) : m_folder(folder) {
+    if (::mkdir(folder.c_str(), 0777) == 0) {
+      m_made = true;
+    } else if (errno != EEXIST) {
+      throw Error(folder + ": cannot make the output folder: " + std::strerror(errno));
+    }
   }
-}
+  ~OutputFolder() {
+    if (m_made && !m_kept) {
+      ::rmdir(m_folder.c_str());
+    }
+  }
+  OutputFolder(const OutputFolder&) = delete;
+  OutputFolder& operator=(const OutputFolder&) = delete;
+  void keep() { m_kept = true; }
+
+private:
+  std::string m_folder;
+  bool m_made = false;
+  bool m_kept = false;
+};
 
 // OUT is a file that is not IN and, without --force, not there yet; for a
 // sink that writes a folder (`--max-shard-size`), a folder or nothing yet
@@ -253,8 +277,9 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     }
 
     stage = Clock::now();
+    std::optional<OutputFolder> folder;
     if (format.writes_folder) {
-      make_folder(output);
+      folder.emplace(output);
     }
     OutputFiles files;
     Written written;
@@ -294,6 +319,9 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
       throw truncated_while_read(options.input);
     }
     files.commit();
+    if (folder) {
+      folder->keep();
+    }
     sink->after_commit(request);
     report.written = true;
     report.seconds.total = seconds_since(start);
