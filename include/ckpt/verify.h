@@ -35,6 +35,11 @@ struct VerifySource {
   std::string records;  // its storage records' prefix: `in.pth:archive/data/`
 };
 
+// Throws the `Error` for an input record whose bytes (as read while
+// verifying) do not match the CRC-32 it carries: the input was damaged after
+// it was saved, and the output would carry the damage on.
+[[noreturn]] void input_record_damaged(const VerifySource& input, const Storage& source);
+
 // Checks the archive at `path` against `sources` (the tensors of the root
 // that was encoded into it, in pickle order): our reader decodes it to a
 // graph that encodes to the same pickle bytes; the tensors match in dtype,

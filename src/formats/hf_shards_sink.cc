@@ -146,7 +146,8 @@ public:
       const std::string& path = out.files()[k].path();
       VerifyReport shard = m_format == ShardFormat::k_pt
                                ? m_archives[k].verify(path, shown_as, device, request, m_casts)
-                               : m_shards[k].verify(path, shown_as, device);
+                               : m_shards[k].verify(path, shown_as, device,
+                                                    {request.input, request.input_records});
       report.tensors += shard.tensors;
       report.storages += shard.storages;
       report.bytes += shard.bytes;

@@ -55,15 +55,16 @@ public:
   // Rereads the file at `path` through the reader table: the header must be
   // the one laid out, every name there (an alias as a view of its kept
   // name's storage), every tensor's bytes its source's, cast as written.
-  // Throws `Error` (verification failed) naming `shown_as`.
+  // Throws `Error` (verification failed) naming `shown_as`, or naming the
+  // record of `input` whose bytes fail their CRC-32.
   VerifyReport verify(const std::string& path, const std::string& shown_as,
-                      const std::string& device) const;
+                      const std::string& device, const VerifySource& input) const;
 
 private:
   // Compares every entry with its tensor read back (`outputs[i]` for
   // `m_entries[i]`), two at a time; returns the bytes of the written ones.
   uint64_t compare_all(const std::vector<const TensorRef*>& outputs,
-                       const std::string& shown_as) const;
+                       const std::string& shown_as, const VerifySource& input) const;
 
   std::vector<NamedTensor> m_entries;
   std::vector<size_t> m_header_entry;  // header index -> m_entries index

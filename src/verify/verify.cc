@@ -231,8 +231,7 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
   }
   if (same_crc_as_input) {
     // The bytes equal the input's, which fail the CRC-32 of the input record.
-    throw Error(input.records + source.key + ": CRC-32 mismatch: the tensor data is corrupt "
-                "(the file was damaged after it was saved)");
+    input_record_damaged(input, source);
   }
   if (!written.has_crc32 || compared.written_crc32 != written.crc32) {
     mismatch(shown_as, name + ": the CRC-32 in the archive does not match its bytes");
@@ -241,7 +240,8 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
 
 // Checks that `written` holds `source`'s elements (in dtype `from`) cast to
 // its dtype, compared with the reference cast, and the CRC-32 its record
-// carries.
+// carries; and that the source's bytes, read whole, match the CRC-32 of their
+// input record when it has one (else a damaged input would be cast on).
 void check_cast_storage(const std::string& shown_as, const VerifySource& input, Dtype from,
                         const Storage& source, const Storage& written, Progress& progress) {
   StorageBytes in = storage_bytes(source);
@@ -261,6 +261,7 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
   const uint64_t step = k_buffer / std::max(in_size, out_size);
   uint64_t first[2] = {UINT64_MAX, UINT64_MAX};
   uint32_t sums[2] = {0, 0};
+  uint32_t source_sums[2] = {0, 0};
   uint64_t half = in_two_halves(count, [&](uint64_t begin, uint64_t end) {
     int which = begin == 0 ? 0 : 1;
     std::vector<uint8_t> a(step * in_size);
@@ -279,6 +280,9 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
         return;
       }
       sums[which] = crc32_update(sums[which], b.data(), n * out_size);
+      if (source.has_crc32) {
+        source_sums[which] = crc32_update(source_sums[which], from_bytes, n * in_size);
+      }
     }
   });
   if (std::min(first[0], first[1]) != UINT64_MAX) {
@@ -286,11 +290,15 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
                            std::string(dtype_name(written.dtype)) + " at element " +
                            std::to_string(std::min(first[0], first[1])));
   }
-  uint32_t crc = sums[0];
-  if (half < count) {
-    crc = static_cast<uint32_t>(
-        ::crc32_combine(sums[0], sums[1], static_cast<z_off_t>((count - half) * out_size)));
+  auto whole = [&](const uint32_t* halves, uint64_t element_size) {
+    return half < count ? static_cast<uint32_t>(::crc32_combine(
+                              halves[0], halves[1], static_cast<z_off_t>((count - half) * element_size)))
+                        : halves[0];
+  };
+  if (source.has_crc32 && whole(source_sums, in_size) != source.crc32) {
+    input_record_damaged(input, source);
   }
+  uint32_t crc = whole(sums, out_size);
   progress.done(count * out_size);
   if (!written.has_crc32 || crc != written.crc32) {
     mismatch(shown_as, name + ": the CRC-32 in the archive does not match its bytes");
@@ -301,6 +309,11 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
 
 void verification_failed(const std::string& path, const std::string& what) {
   throw Error(path + ": verification failed: " + what, ExitStatus::k_verify_failed);
+}
+
+void input_record_damaged(const VerifySource& input, const Storage& source) {
+  throw Error(input.records + source.key + ": CRC-32 mismatch: the tensor data is corrupt "
+              "(the file was damaged after it was saved)");
 }
 
 VerifyReport verify_output(const std::vector<TensorRef>& sources, const std::string& pickle,

@@ -372,3 +372,35 @@ def safetensors_round_trip_of_a_tensor_named_pt_adds_no_key(ctx):
     convert_ok(ctx, ctx.out_dir / 'pt.safetensors', ctx.out_dir / 'back.pth')
     back = torch.load(ctx.out_dir / 'back.pth', weights_only=True)
     j.check(sorted(back) == ['pt', 'w'], f'keys after the round trip: {sorted(back)}')
+
+
+@case
+def deployment_outputs_refuse_a_damaged_input_record(ctx):
+    """A flipped byte in a .pth's tensor record (its CRC-32 no longer holds): every
+    deployment output (.safetensors, --dtype bf16 to both formats, shards of both formats)
+    fails verification naming the input record, exit 1, nothing written and no shard folder
+    left; the damage is never carried on into a file that reads fine."""
+    import shutil
+    import zipfile
+    j = J()
+    damaged = ctx.in_dir / 'damaged.pth'
+    shutil.copy(ctx.data / 'dp_tiny_cnn.pth', damaged)
+    raw = bytearray(damaged.read_bytes())
+    with zipfile.ZipFile(damaged) as z:
+        [info] = [i for i in z.infolist() if i.filename.endswith('/data/0')]
+    name_length = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], 'little')
+    extra_length = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], 'little')
+    raw[info.header_offset + 30 + name_length + extra_length + 3] ^= 0x01
+    damaged.write_bytes(bytes(raw))
+    record = f'{damaged}:dp_tiny_cnn/data/0: CRC-32 mismatch'
+    for out, *options in (('out.safetensors',),
+                          ('out.safetensors', '--dtype', 'bf16'),
+                          ('out.pth', '--dtype', 'bf16'),
+                          ('shards', '--max-shard-size', '1KB'),
+                          ('shards', '--max-shard-size', '1KB', '--format', 'pt')):
+        r = ctx.run(damaged, ctx.out_dir / out, *options)
+        what = ' '.join([out, *options])
+        j.check_clean_exit(r)
+        j.check(r.rc == 1, f'{what}: exit code {r.rc}, expected 1')
+        j.check_one_error_line(r, must_contain=(record,))
+        j.check(j.listdir(ctx.out_dir) == [], f'{what}: output dir holds {j.listdir(ctx.out_dir)}')
