@@ -322,7 +322,9 @@ class Running:
 
     def wait_for_output(self, at_least=1, below=None, timeout=120):
         """Polls (every ms) until the temporary output holds AT_LEAST bytes, and fewer than
-        BELOW when given (the write is under way). Returns its size."""
+        BELOW when given (the write is under way). Returns how many it holds. Counted in
+        allocated blocks, not by its size: a large record is written in two halves at once
+        (pwrite), so the size jumps to past the middle as soon as the second half begins."""
         j = J()
         prefix = f'.{self.out.name}.tmp-'
         deadline = time.monotonic() + timeout
@@ -334,7 +336,7 @@ class Running:
             for name in os.listdir(self.out.parent):
                 if name.startswith(prefix):
                     try:
-                        size = os.stat(self.out.parent / name).st_size
+                        size = os.stat(self.out.parent / name).st_blocks * 512
                     except FileNotFoundError:
                         continue
                     if size >= at_least and (below is None or size < below):

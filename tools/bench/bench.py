@@ -191,7 +191,9 @@ def measure(commands, runs, clean=lambda: None, after=lambda label: None):
     """{label: Stats} of COMMANDS ({label: argv}): medians of wall and CPU seconds over RUNS
     rounds, each round in its own shuffled order, and the highest peaks seen. One untimed
     round first warms the page cache for every command alike. CLEAN() runs before every
-    command, AFTER(label) after every timed one."""
+    command, then sync(): the kernel's writeback of an earlier output (a few GB written in a
+    row cross its dirty-page threshold) would otherwise slow whichever command comes next.
+    AFTER(label) runs after every timed one."""
     seen = {k: [] for k in commands}
     for cmd in commands.values():
         clean()
@@ -199,6 +201,7 @@ def measure(commands, runs, clean=lambda: None, after=lambda label: None):
     for round_ in range(runs):
         for label, cmd in shuffled(commands, round_):
             clean()
+            os.sync()
             seen[label].append(run(cmd))
             after(label)
     return {k: Stats(statistics.median(r.wall for r in v), max(r.rss for r in v),
