@@ -30,16 +30,13 @@
 // 00, `layer_*` files), MoE expert files, NVMe offload (`offloaded_tensors`),
 // the stage-1 layout of DeepSpeed before 0.5.10, sizes that do not add up,
 // and any global in any pickle that is no data class DeepSpeed saves.
-#include <re2/re2.h>
-#include <sys/stat.h>
+// Which tag folder is read and what its files are, by name, is
+// deepspeed_folder.h's business; this file decodes them.
 
 #include <algorithm>
 #include <deque>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -55,6 +52,7 @@
 #include "ckpt/storage_pieces.h"
 #include "ckpt/tensor.h"
 #include "ckpt/zip.h"
+#include "formats/deepspeed_folder.h"
 
 namespace ckpt {
 
@@ -62,223 +60,7 @@ extern const SourceFormat k_torch_zip;  // torch_zip.cc
 
 namespace {
 
-namespace fs = std::filesystem;
-
-[[noreturn]] void fail(const std::string& where, const std::string& what) {
-  throw Error(where + ": " + what);
-}
-
-std::string join(const std::string& folder, const std::string& name) {
-  return folder.empty() || folder.back() == '/' ? folder + name : folder + "/" + name;
-}
-
-bool is_dir(const std::string& path) {
-  struct stat info {};
-  return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
-}
-
-bool is_file(const std::string& path) {
-  struct stat info {};
-  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
-}
-
-// The names in `folder`, sorted; none when it cannot be listed.
-std::vector<std::string> names_in(const std::string& folder) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (fs::directory_iterator it(folder, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec)) {
-    names.push_back(it->path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() &&
-         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-bool holds_model_states(const std::string& folder) {
-  for (const std::string& name : names_in(folder)) {
-    if (ends_with(name, "_model_states.pt")) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// The tag folders under `run` (subfolders holding model states), for messages.
-std::string tags_in(const std::string& run) {
-  std::string tags;
-  for (const std::string& name : names_in(run)) {
-    if (is_dir(join(run, name)) && holds_model_states(join(run, name))) {
-      tags += (tags.empty() ? "" : ", ") + name;
-    }
-  }
-  return tags.empty() ? "none" : tags;
-}
-
-// A run folder holds `latest`; a tag folder, model states. A folder whose
-// subfolders hold model states is not claimed: it could as well be a zoo of
-// tag folders (`batch`) as a run saved without `latest` (give its tag folder).
-bool claims_deepspeed(const std::string& folder) {
-  return holds_model_states(folder) || is_file(join(folder, "latest"));
-}
-
-void check_tag_name(const std::string& where, const std::string& tag) {
-  if (tag.empty() || tag == "." || tag == ".." || tag.find('/') != std::string::npos ||
-      tag.find('\0') != std::string::npos) {
-    fail(where, "tag " + quoted_name(tag) + " is no folder name inside the run folder");
-  }
-}
-
-// The tag folder to read and its tag: `--tag`, IN itself when it holds
-// model states, else what `latest` names.
-std::pair<std::string, std::string> tag_folder(const std::string& run, const std::string& tag) {
-  if (!tag.empty()) {
-    check_tag_name(run + ": --tag", tag);
-    std::string folder = join(run, tag);
-    if (!is_dir(folder)) {
-      fail(run, "--tag " + tag + ": no such tag folder (tags here: " + tags_in(run) + ")");
-    }
-    return {folder, tag};
-  }
-  if (holds_model_states(run)) {
-    std::string name = fs::path(run).lexically_normal().filename().string();
-    if (name.empty()) {
-      name = fs::path(run).lexically_normal().parent_path().filename().string();
-    }
-    return {run, name};
-  }
-  std::string latest = join(run, "latest");
-  std::ifstream in(latest);
-  if (!in) {
-    fail(run, "a DeepSpeed run folder with no `latest` file naming the tag to read: give --tag "
-              "(tags here: " + tags_in(run) + ")");
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string named = text.str().substr(0, 4096);
-  named.erase(named.find_last_not_of(" \t\r\n") + 1);  // npos + 1 == 0
-  named.erase(0, named.find_first_not_of(" \t\r\n") == std::string::npos
-                     ? named.size()
-                     : named.find_first_not_of(" \t\r\n"));
-  if (named.empty()) {
-    fail(latest, "is empty: give --tag (tags here: " + tags_in(run) + ")");
-  }
-  check_tag_name(latest, named);
-  std::string folder = join(run, named);
-  if (!is_dir(folder)) {
-    fail(latest, "names tag " + quoted_name(named) + ", but " + folder +
-                     " is no folder (tags here: " + tags_in(run) + ")");
-  }
-  return {folder, named};
-}
-
-// ---- the files of a tag folder --------------------------------------------
-
-struct RankFile {
-  int64_t rank = 0;
-  std::string name;
-};
-
-struct TagFiles {
-  std::vector<RankFile> optim;     // sorted by rank, as numbers (v0.6.2+: natural sort)
-  std::vector<RankFile> models3;   // stage 3: zero_pp_rank_R_mp_rank_00_model_states.pt
-  bool model12 = false;            // mp_rank_00_model_states.pt
-  bool bf16_prefix = false;        // BF16_Optimizer files (v0.6.2+)
-};
-
-int64_t rank_number(const std::string& where, const std::string& digits) {
-  if (digits.size() > 9) {
-    fail(where, "rank " + digits + " is past any world size");
-  }
-  return std::stoll(digits);
-}
-
-TagFiles classify(const std::string& folder) {
-  // RE2, as the rest of the tool: std::regex trips GCC 12's
-  // maybe-uninitialized warning in sanitizer builds.
-  static const RE2 optim(R"((bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt)");
-  static const RE2 model3(R"(zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt)");
-  static const RE2 model12(R"(mp_rank_(\d+)_model_states\.pt)");
-  static const RE2 expert(
-      R"((expp_rank_\d+_mp_rank_\d+_optim_states|layer_\d+_expert_\d+_mp_rank_\d+_model_states)\.pt)");
-  static const RE2 layer(R"(layer_\d+.*_model_states\.pt)");
-  TagFiles files;
-  bool plain_prefix = false;
-  for (const std::string& name : names_in(folder)) {
-    std::string where = join(folder, name);
-    if (name == "offloaded_tensors") {
-      fail(where, "NVMe-offloaded optimizer partitions (ZeRO-3 offload_optimizer to nvme) are "
-                  "not supported yet: their fp32 masters are not in the rank files");
-    }
-    if (RE2::FullMatch(name, expert)) {
-      fail(where, "MoE expert files are not supported yet");
-    }
-    if (RE2::FullMatch(name, layer)) {
-      fail(where, "pipeline parallelism (layer files) is not supported yet");
-    }
-    std::string bf16;
-    std::string rank;
-    std::string mp;
-    if (RE2::FullMatch(name, optim, &bf16, &rank, &mp)) {
-      (bf16.empty() ? plain_prefix : files.bf16_prefix) = true;
-      files.optim.push_back({rank_number(where, rank), name});
-    } else if (RE2::FullMatch(name, model3, &rank, &mp)) {
-      files.models3.push_back({rank_number(where, rank), name});
-    } else if (RE2::FullMatch(name, model12, &mp)) {
-      files.model12 = files.model12 || mp == "00";
-    } else {
-      continue;
-    }
-    if (mp != "00") {
-      fail(where, "tensor or pipeline parallelism (mp_rank " + mp +
-                      ") is not supported yet: only mp_rank 00 is read");
-    }
-  }
-  if (files.bf16_prefix && plain_prefix) {
-    fail(folder, "both bf16_zero_pp_rank_* and zero_pp_rank_* optimizer files: files of two "
-                 "runs in one tag folder");
-  }
-  auto by_rank = [](const RankFile& a, const RankFile& b) { return a.rank < b.rank; };
-  std::sort(files.optim.begin(), files.optim.end(), by_rank);
-  std::sort(files.models3.begin(), files.models3.end(), by_rank);
-  if (files.optim.empty() && is_dir(join(folder, "zero"))) {
-    fail(join(folder, "zero"), "a universal checkpoint (ds_to_universal.py: one folder per "
-                               "parameter) is not supported yet: convert the tag it was made from");
-  }
-  if (files.optim.empty()) {
-    fail(folder, "no *_optim_states.pt files: the fp32 masters of a ZeRO or BF16_Optimizer run "
-                 "are there (a run without a ZeRO optimizer has them in mp_rank_00_model_states.pt: "
-                 "give that file)");
-  }
-  return files;
-}
-
-// Ranks 0 … `world` - 1, each once: else names the missing or extra one.
-void check_ranks(const std::string& folder, const std::vector<RankFile>& files, int64_t world,
-                 const std::string& expected_name, const std::string& said_by) {
-  std::vector<bool> seen(static_cast<size_t>(world), false);
-  for (const RankFile& file : files) {
-    if (file.rank >= world) {
-      fail(join(folder, file.name), "an extra rank: " + said_by + " says " +
-                                        std::to_string(world) + " ranks (0 to " +
-                                        std::to_string(world - 1) +
-                                        "); a stale file from another run?");
-    }
-    seen[static_cast<size_t>(file.rank)] = true;
-  }
-  for (int64_t rank = 0; rank < world; ++rank) {
-    if (!seen[static_cast<size_t>(rank)]) {
-      std::string name = expected_name;
-      name.replace(name.find("RANK"), 4, std::to_string(rank));
-      fail(folder, "rank " + std::to_string(rank) + " is missing: no " + name + ", and " +
-                       said_by + " says " + std::to_string(world) + " ranks");
-    }
-  }
-}
+using namespace deepspeed;  // the run folder's files: deepspeed_folder.h
 
 // ---- reading one file ------------------------------------------------------
 
@@ -1014,6 +796,6 @@ void read_deepspeed(const std::string& run, Checkpoint& ckpt) { RunReader(run, c
 
 extern const SourceFormat k_deepspeed{"deepspeed", "deepspeed", nullptr,
                                       [](const std::string&, ByteSpan) { return false; },
-                                      read_deepspeed, claims_deepspeed};
+                                      read_deepspeed, deepspeed::claims_deepspeed};
 
 }  // namespace ckpt
