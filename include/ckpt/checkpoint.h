@@ -10,6 +10,7 @@
 
 #include "ckpt/graph.h"
 #include "ckpt/mapped_file.h"
+#include "ckpt/storage_pieces.h"
 #include "ckpt/tensor.h"
 
 namespace ckpt {
@@ -42,6 +43,10 @@ struct Checkpoint {
   // the file tells).
   std::vector<std::pair<std::string, std::string>> facts;
   std::vector<TensorRef> tensors;    // every tensor in the graph, in pickle order
+  // The records of other files that storages take pieces of (a ZeRO run's
+  // partitions), each to be checked whole against its CRC-32
+  // (`check_piece_sources`): a piece carries none of its own.
+  std::vector<PieceSource> piece_sources;
   // What the reader found odd but read (an HF index's unlisted shards or
   // tensors): `convert` reports them as its warnings, `inspect` and `check`
   // log them.

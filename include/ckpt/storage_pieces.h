@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "ckpt/graph.h"
 
@@ -34,6 +36,26 @@ void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, ui
 // many were copied: fewer when the kernel cannot copy between these files
 // (the caller writes the rest through a buffer).
 uint64_t copy_storage_range(const Storage& storage, uint64_t offset, uint64_t size, int fd);
+
+// A record that storages take pieces of (a ZeRO rank's fp32 partition, a
+// frozen fragment), with the CRC-32 its file carries for the whole of it. A
+// piece has no CRC-32 of its own, and the output's is computed from the
+// bytes read: only the whole record proves that they are what was saved.
+struct PieceSource {
+  const MappedFile* file = nullptr;
+  std::string record;  // how messages name it: `<file>:<archive>/data/<key>`
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  uint32_t crc32 = 0;
+};
+
+// True when `source`'s bytes (read in two halves at once from 4 MiB) match
+// its CRC-32. Throws `Error` naming the file when it cannot be read.
+bool piece_source_intact(const PieceSource& source);
+
+// Checks every one of `sources` (piece_source_intact); throws `Error`
+// naming the file and record of the first whose bytes do not match.
+void check_piece_sources(const std::vector<PieceSource>& sources);
 
 // True when `storage`'s bytes must be read through `read_storage_range`
 // (it has pieces), false when `storage_bytes` holds them.

@@ -244,6 +244,15 @@ public:
                 ": its bytes do not match the CRC-32 in the archive (the file is damaged)");
       }
     }
+    // A run folder's records that the state dict is consolidated from.
+    for (const PieceSource& source : checkpoint.piece_sources) {
+      ++m_report.storages_crc_checked;
+      if (!piece_source_intact(source)) {
+        add(CheckProblemKind::k_corrupt, "",
+            "record " + source.record +
+                ": its bytes do not match the CRC-32 in the archive (the file is damaged)");
+      }
+    }
   }
 
   void check_globals(const Node* root) {

@@ -309,6 +309,9 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     if (options.verify) {
       stage = Clock::now();
       report.verified = sink->verify(request, files, options.device);
+      // Consolidated storages (a ZeRO run) were compared with their pieces;
+      // the records those come from are proven whole by their CRC-32s.
+      check_piece_sources(input.piece_sources);
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
                     options.device, report.seconds.verify);

@@ -285,17 +285,35 @@ TensorRef file_tensor(const std::string& where, const Node* node) {
   return *tensor;
 }
 
+// The rank-file records that pieces are taken of, each once, with their
+// CRC-32s (Checkpoint::piece_sources): the consolidated tensors carry none.
+class SourceRecords {
+public:
+  explicit SourceRecords(std::vector<PieceSource>& out) : m_out(out) {}
+  void note(const Storage& storage) {
+    if (storage.has_crc32 && storage.file != nullptr && m_seen.insert(&storage).second) {
+      m_out.push_back({storage.file, storage.key, storage.file_offset,
+                       storage.bytes.size, storage.crc32});
+    }
+  }
+
+private:
+  std::vector<PieceSource>& m_out;
+  std::unordered_set<const Storage*> m_seen;
+};
+
 // Tensors laid end to end (a group's ranks, a rank's sub-groups): takes
-// ranges of elements as pieces of their files.
+// ranges of elements as pieces of their files, whose records `sources` notes.
 class Flat {
 public:
-  explicit Flat(Dtype dtype) : m_dtype(dtype) {}
+  Flat(Dtype dtype, SourceRecords& sources) : m_dtype(dtype), m_sources(&sources) {}
 
   void add(const std::string& where, const TensorRef& tensor) {
     if (tensor.dtype != m_dtype) {
       fail(where, "a " + std::string(dtype_name(tensor.dtype)) + " tensor where " +
                       std::string(dtype_name(m_dtype)) + " was expected");
     }
+    m_sources->note(*tensor.storage);
     m_starts.push_back(m_total);
     m_runs.push_back(tensor);
     m_total += tensor.numel();
@@ -326,6 +344,7 @@ public:
 
 private:
   Dtype m_dtype;
+  SourceRecords* m_sources;
   std::vector<TensorRef> m_runs;
   std::vector<int64_t> m_starts;
   int64_t m_total = 0;
@@ -515,7 +534,7 @@ private:
     int64_t align = 2 * m_world;
     auto aligned = [&](int64_t n) { return (n / align + (n % align != 0 ? 1 : 0)) * align; };
     for (size_t g = 0; g < m_groups.size(); ++g) {
-      Flat flat(Dtype::k_float32);
+      Flat flat(Dtype::k_float32, m_sources);
       for (size_t r = 0; r < parts.size(); ++r) {
         std::string where =
             m_optim_path[r] + ": single_partition_of_fp32_groups[" + std::to_string(g) + "]";
@@ -545,7 +564,7 @@ private:
   // offset of each rank's sub-groups end to end (v0.16 walks them so; older
   // versions concatenated them first: the same), the padding dropped.
   void sliced_masters() {
-    std::vector<Flat> flats(static_cast<size_t>(m_world), Flat(Dtype::k_float32));
+    std::vector<Flat> flats(static_cast<size_t>(m_world), Flat(Dtype::k_float32, m_sources));
     int64_t needed = 0;
     for (const Shapes& group : m_groups) {
       for (const auto& [name, shape] : group) {
@@ -622,7 +641,7 @@ private:
           fail(where, "sizes do not add up: " + std::to_string(fragment.numel()) +
                           " elements, where " + std::to_string(slice) + " were expected");
         }
-        fragments.emplace_back(fragments.empty() ? fragment.dtype : fragments[0].dtype());
+        fragments.emplace_back(fragments.empty() ? fragment.dtype : fragments[0].dtype(), m_sources);
         fragments.back().add(where, fragment);
       }
       add(name, m_out.tensor(key_of(name, "frozen"), fragments[0].dtype(), shape,
@@ -698,7 +717,7 @@ private:
                     "param_shapes and no frozen fragment");
       } else {
         TensorRef tensor = file_tensor(where, entry.second);
-        Flat whole(tensor.dtype);
+        Flat whole(tensor.dtype, m_sources);
         whole.add(where, tensor);
         node = m_out.tensor(key_of(name, buffer_names.count(name) != 0 ? "buffer" : "module"),
                             tensor.dtype, tensor.sizes,
@@ -773,6 +792,7 @@ private:
 
   Checkpoint& m_ckpt;
   Output m_out;
+  SourceRecords m_sources{m_ckpt.piece_sources};
   std::string m_folder;
   std::string m_tag;
   TagFiles m_files;

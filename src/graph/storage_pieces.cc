@@ -1,11 +1,16 @@
 #include "ckpt/storage_pieces.h"
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
+#include "ckpt/crc32.h"
 #include "ckpt/error.h"
 #include "ckpt/mapped_file.h"
+#include "util/two_halves.h"
 
 namespace ckpt {
 namespace {
@@ -125,6 +130,36 @@ void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, ui
   size -= done;
   if (size != 0) {
     throw Error("'" + storage.key + "': read past the end of its bytes");
+  }
+}
+
+bool piece_source_intact(const PieceSource& source) {
+  uint32_t sums[2] = {0, 0};
+  uint64_t half = in_two_halves(source.size, [&](uint64_t begin, uint64_t end) {
+    std::vector<uint8_t> buffer(std::min<uint64_t>(end - begin, 1 << 20));
+    uint32_t crc = 0;
+    for (uint64_t at = begin; at < end;) {
+      uint64_t n = std::min<uint64_t>(buffer.size(), end - at);
+      read_file_at(*source.file, source.offset + at, buffer.data(), n);
+      crc = crc32_update(crc, buffer.data(), n);
+      at += n;
+    }
+    sums[begin == 0 ? 0 : 1] = crc;
+  });
+  uint32_t crc = sums[0];
+  if (half < source.size) {
+    crc = static_cast<uint32_t>(
+        ::crc32_combine(sums[0], sums[1], static_cast<z_off_t>(source.size - half)));
+  }
+  return crc == source.crc32;
+}
+
+void check_piece_sources(const std::vector<PieceSource>& sources) {
+  for (const PieceSource& source : sources) {
+    if (!piece_source_intact(source)) {
+      throw Error(source.record + ": CRC-32 mismatch: the tensor data is corrupt (the file was "
+                  "damaged after it was saved)");
+    }
   }
 }
 

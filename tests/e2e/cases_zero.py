@@ -216,3 +216,38 @@ def zero_check_passes_on_a_run_saved_from_gpus(ctx):
     j.check_clean_exit(r)
     j.check(r.rc == 0, f'exit {r.rc}, expected 0')
     j.check('check passed' in r.stderr + r.stdout, 'check did not pass')
+
+
+@case
+def zero_damaged_rank_file_refused_not_consolidated(ctx):
+    """A flipped byte in every tensor record of rank 0's optimizer file (its fp32 partition
+    among them): the pieces carry no CRC-32 of their own, so the records they come from are
+    checked whole. convert exits 1 naming a record of that file and the CRC-32 mismatch,
+    nothing written; `check RUN` fails naming it. Before, the damage was consolidated into
+    a file that loads fine (as zero_to_fp32.py would: torch.load does not check the CRCs)."""
+    import shutil
+    import zipfile
+    j = J()
+    folder, _ = fixture_dir(ctx, 'stage2_tiny_cnn')
+    run = ctx.in_dir / 'run'
+    shutil.copytree(folder / 'run', run)
+    [rank0] = run.glob('*/zero_pp_rank_0_mp_rank_00_optim_states.pt')
+    raw = bytearray(rank0.read_bytes())
+    with zipfile.ZipFile(rank0) as z:
+        for info in z.infolist():
+            if '/data/' in info.filename and info.file_size >= 8:
+                at = info.header_offset
+                start = at + 30 + int.from_bytes(raw[at + 26:at + 28], 'little') \
+                    + int.from_bytes(raw[at + 28:at + 30], 'little')
+                raw[start + info.file_size // 2] ^= 0x40
+    rank0.write_bytes(bytes(raw))
+    r = ctx.run(run, ctx.out_dir / 'out.pth')
+    j.check_clean_exit(r)
+    j.check(r.rc == 1, f'exit {r.rc}, expected 1')
+    j.check_one_error_line(r, must_contain=(f'{rank0}:', 'CRC-32 mismatch'))
+    j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
+    r = ctx.run('check', run)
+    j.check_clean_exit(r)
+    j.check(r.rc == 3, f'check: exit {r.rc}, expected 3')
+    j.check(f'record {rank0}:' in r.stderr + r.stdout and 'do not match the CRC-32' in r.stderr + r.stdout,
+            'check does not name the damaged record')
