@@ -253,6 +253,26 @@ def fault_file_size_limit_leaves_nothing(ctx):
                   inp, before)
 
 
+@case
+def fault_file_size_limit_while_writing_two_halves_leaves_nothing(ctx):
+    """RLIMIT_FSIZE of 6 MiB and a 16 MiB legacy checkpoint, whose record (no CRC-32 to
+    reuse) two threads write half each at once: the thread past the limit fails with EFBIG,
+    the other is joined, 'File too large', nothing left, no sanitizer report."""
+    import resource
+    j = J()
+    inp = checkpoint_of(ctx.in_dir / 'legacy_16mib.pth', 16, legacy=True)
+    before = j.sha256(inp)
+    out = ctx.out_dir / 'out.pth'
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6 * 2**20, 6 * 2**20))
+
+    r = run_with(ctx, [inp, out], preexec_fn=limit)
+    check_faulted(ctx, r, ctx.out_dir, f'ckpt-convert: error: {out}: cannot write: File too large',
+                  inp, before)
+
+
 def _drop_dac_capabilities():
     """In the child, as root: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
     set, so the program exec'd next is held to file modes like any user."""
