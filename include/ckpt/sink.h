@@ -60,6 +60,9 @@ struct WriteRequest {
   SinkOptions options;
   ProgressFn progress;
   Graph* graph = nullptr;      // the graph of `root`, where a sink may add nodes (retyped storages)
+  // When set, verification notes the CRC-32s of the input bytes it reads
+  // (storage_pieces.h): check_piece_sources then need not read them again.
+  ReadLog* source_reads = nullptr;
 };
 
 // Two or more names of one state dict whose bytes overlap, and what the sink

@@ -26,10 +26,23 @@ void append_piece(Storage& storage, const MappedFile& file, uint64_t file_offset
 // `bytes` {nullptr, total}.
 void finish_pieces(Storage& storage);
 
+// The CRC-32 of bytes [offset, offset + size) of the open file `fd`, as
+// read: what a reader of pieces saw, so that the records they come from can
+// be proven without reading those bytes again (check_piece_sources).
+struct ReadPart {
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  uint32_t crc32 = 0;
+};
+using ReadLog = std::vector<ReadPart>;
+
 // Copies bytes [`offset`, `offset` + `size`) of `storage` (one range or
 // pieces) into `to`: pread from the files, memcpy for bytes only in memory.
-// Throws `Error` naming the file when one cannot be read or was truncated.
-void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, uint64_t size);
+// With `log`, appends a ReadPart for each run read from a file. Throws
+// `Error` naming the file when one cannot be read or was truncated.
+void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, uint64_t size,
+                        ReadLog* log = nullptr);
 
 // Copies bytes [`offset`, `offset` + `size`) of `storage` to the file `fd` at
 // its position, inside the kernel (`copy_at`), piece by piece. Returns how
@@ -49,13 +62,16 @@ struct PieceSource {
   uint32_t crc32 = 0;
 };
 
-// True when `source`'s bytes (read in two halves at once from 4 MiB) match
-// its CRC-32. Throws `Error` naming the file when it cannot be read.
-bool piece_source_intact(const PieceSource& source);
+// True when `source`'s bytes match its CRC-32: the CRC-32s of `read` (parts
+// of its file already read, sorted by fd and offset) joined with those of
+// the bytes between them, read now (in two halves at once from 4 MiB).
+// Throws `Error` naming the file when it cannot be read.
+bool piece_source_intact(const PieceSource& source, const ReadLog& read = {});
 
-// Checks every one of `sources` (piece_source_intact); throws `Error`
-// naming the file and record of the first whose bytes do not match.
-void check_piece_sources(const std::vector<PieceSource>& sources);
+// Checks every one of `sources` (piece_source_intact, given `read` in any
+// order); throws `Error` naming the file and record of the first whose bytes
+// do not match.
+void check_piece_sources(const std::vector<PieceSource>& sources, ReadLog read = {});
 
 // True when `storage`'s bytes must be read through `read_storage_range`
 // (it has pieces), false when `storage_bytes` holds them.

@@ -11,6 +11,7 @@
 
 #include "ckpt/bytes.h"
 #include "ckpt/graph.h"
+#include "ckpt/storage_pieces.h"
 #include "ckpt/tensor.h"
 #include "ckpt/writer.h"
 
@@ -33,6 +34,9 @@ struct VerifyReport {
 struct VerifySource {
   std::string path;     // the input file
   std::string records;  // its storage records' prefix: `in.pth:archive/data/`
+  // When set, the CRC-32s of the input bytes that verification reads beside
+  // the output are noted here (WriteRequest::source_reads).
+  ReadLog* reads = nullptr;
 };
 
 // Throws the `Error` for an input record whose bytes (as read while

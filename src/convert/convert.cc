@@ -269,6 +269,12 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
                          options.input, input.storage_records, options.sink, options.progress};
     request.options.replace = options.force;
     request.graph = &input.graph;
+    // What verification reads of the records a consolidated state dict is
+    // made of (a ZeRO run) proves them without reading them again.
+    ReadLog source_reads;
+    if (!input.piece_sources.empty()) {
+      request.source_reads = &source_reads;
+    }
     sink->prepare(request);
     if (options.dry_run) {
       report.shards = sink->planned();
@@ -311,7 +317,7 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
       report.verified = sink->verify(request, files, options.device);
       // Consolidated storages (a ZeRO run) were compared with their pieces;
       // the records those come from are proven whole by their CRC-32s.
-      check_piece_sources(input.piece_sources);
+      check_piece_sources(input.piece_sources, std::move(source_reads));
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,
                     options.device, report.seconds.verify);

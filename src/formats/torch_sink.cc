@@ -81,7 +81,7 @@ uint64_t TorchArchive::write(int fd, const std::string& shown_as, const Progress
 VerifyReport TorchArchive::verify(const std::string& path, const std::string& shown_as,
                                   const std::string& device, const WriteRequest& request,
                                   const StorageCasts& casts) const {
-  VerifySource source{request.input, request.input_records};
+  VerifySource source{request.input, request.input_records, request.source_reads};
   return verify_output(*m_tensors, m_encoded.bytes, path, shown_as, device, source,
                        request.progress, casts);
 }

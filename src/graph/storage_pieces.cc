@@ -112,10 +112,15 @@ uint64_t copy_storage_range(const Storage& storage, uint64_t offset, uint64_t si
   return copied;
 }
 
-void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, uint64_t size) {
+void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, uint64_t size,
+                        ReadLog* log) {
   if (storage.pieces.empty()) {
     if (storage.file != nullptr && size >= (64 << 10)) {
       read_file_at(*storage.file, storage.file_offset + offset, to, size);
+      if (log != nullptr) {
+        log->push_back({storage.file->fd(), storage.file_offset + offset, size,
+                        crc32_update(0, to, size)});
+      }
     } else if (size > 0) {
       std::memcpy(to, storage.bytes.data + offset, size);
     }
@@ -124,6 +129,10 @@ void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, ui
   uint64_t done = for_pieces_in(storage, offset, size,
                                 [&](const BytePiece& piece, uint64_t within, uint64_t n) {
                                   read_file_at(*piece.file, piece.file_offset + within, to, n);
+                                  if (log != nullptr) {
+                                    log->push_back({piece.file->fd(), piece.file_offset + within,
+                                                    n, crc32_update(0, to, n)});
+                                  }
                                   to += n;
                                   return true;
                                 });
@@ -133,30 +142,67 @@ void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, ui
   }
 }
 
-bool piece_source_intact(const PieceSource& source) {
+namespace {
+
+// The CRC-32 of bytes [`offset`, `offset` + `size`) of `file`, read in two
+// halves at once from 4 MiB.
+uint32_t crc32_of_file(const MappedFile& file, uint64_t offset, uint64_t size) {
   uint32_t sums[2] = {0, 0};
-  uint64_t half = in_two_halves(source.size, [&](uint64_t begin, uint64_t end) {
+  uint64_t half = in_two_halves(size, [&](uint64_t begin, uint64_t end) {
     std::vector<uint8_t> buffer(std::min<uint64_t>(end - begin, 1 << 20));
     uint32_t crc = 0;
     for (uint64_t at = begin; at < end;) {
       uint64_t n = std::min<uint64_t>(buffer.size(), end - at);
-      read_file_at(*source.file, source.offset + at, buffer.data(), n);
+      read_file_at(file, offset + at, buffer.data(), n);
       crc = crc32_update(crc, buffer.data(), n);
       at += n;
     }
     sums[begin == 0 ? 0 : 1] = crc;
   });
-  uint32_t crc = sums[0];
-  if (half < source.size) {
-    crc = static_cast<uint32_t>(
-        ::crc32_combine(sums[0], sums[1], static_cast<z_off_t>(source.size - half)));
+  return half < size ? static_cast<uint32_t>(::crc32_combine(sums[0], sums[1],
+                                                             static_cast<z_off_t>(size - half)))
+                     : sums[0];
+}
+
+uint32_t joined(uint32_t crc, uint32_t next, uint64_t next_size) {
+  return static_cast<uint32_t>(::crc32_combine(crc, next, static_cast<z_off_t>(next_size)));
+}
+
+bool before(const ReadPart& a, const ReadPart& b) {
+  return a.fd != b.fd ? a.fd < b.fd : a.offset < b.offset;
+}
+
+}  // namespace
+
+bool piece_source_intact(const PieceSource& source, const ReadLog& read) {
+  const uint64_t end = source.offset + source.size;
+  const int fd = source.file->fd();
+  auto part = std::lower_bound(read.begin(), read.end(), ReadPart{fd, source.offset, 0, 0}, before);
+  uint32_t crc = 0;
+  uint64_t covered = source.offset;
+  // Parts wholly inside the record, taken in order; one that overlaps what
+  // is covered already (a piece read twice) is passed over.
+  for (; part != read.end() && part->fd == fd && part->offset < end; ++part) {
+    if (part->offset < covered || part->offset + part->size > end) {
+      continue;
+    }
+    if (part->offset > covered) {
+      crc = joined(crc, crc32_of_file(*source.file, covered, part->offset - covered),
+                   part->offset - covered);
+    }
+    crc = joined(crc, part->crc32, part->size);
+    covered = part->offset + part->size;
+  }
+  if (covered < end) {
+    crc = joined(crc, crc32_of_file(*source.file, covered, end - covered), end - covered);
   }
   return crc == source.crc32;
 }
 
-void check_piece_sources(const std::vector<PieceSource>& sources) {
+void check_piece_sources(const std::vector<PieceSource>& sources, ReadLog read) {
+  std::sort(read.begin(), read.end(), before);
   for (const PieceSource& source : sources) {
-    if (!piece_source_intact(source)) {
+    if (!piece_source_intact(source, read)) {
       throw Error(source.record + ": CRC-32 mismatch: the tensor data is corrupt (the file was "
                   "damaged after it was saved)");
     }

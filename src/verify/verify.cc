@@ -79,23 +79,31 @@ struct StorageFile {
   const std::string& name;
   bool is_output;
   const Storage* pieced = nullptr;
+  ReadLog* reads = nullptr;  // a source's: where what is read of it is logged
+
 
   bool readable() const { return fd >= 0 || pieced != nullptr; }
 };
 
 // The StorageFile of an input storage.
 StorageFile source_file_of(const Storage& source, const StorageBytes& where,
-                           const std::string& name) {
-  return {where.file != nullptr ? where.file->fd() : -1, where.file_offset, name, false,
-          has_pieces(source) ? &source : nullptr};
+                           const VerifySource& input) {
+  return {where.file != nullptr ? where.file->fd() : -1, where.file_offset, input.path, false,
+          has_pieces(source) ? &source : nullptr, input.reads};
 }
 
-void read_chunk(const StorageFile& file, uint8_t* to, uint64_t n, uint64_t at) {
+// Reads bytes [`at`, `at` + `n`) of `file` into `to`; with `log`, notes the
+// CRC-32 of each run read from a file (storage_pieces.h's ReadPart).
+void read_chunk(const StorageFile& file, uint8_t* to, uint64_t n, uint64_t at,
+                ReadLog* log = nullptr) {
   if (file.pieced != nullptr) {
-    read_storage_range(*file.pieced, at, to, n);
+    read_storage_range(*file.pieced, at, to, n, log);
     return;
   }
   if (read_at(file.fd, to, n, file.offset + at) == n) {
+    if (log != nullptr) {
+      log->push_back({file.fd, file.offset + at, n, crc32_update(0, to, n)});
+    }
     return;
   }
   int cause = errno;  // 0: the file ended early
@@ -118,9 +126,12 @@ struct Comparison {
 // Reads `size` bytes of `written` (and, when given, the same of `source`
 // beside them, compared chunk by chunk) through cached buffers, in two
 // halves from 4 MiB (see above), summing the written bytes' CRC-32.
+// The source's reads are logged when it has a log (StorageFile::reads).
 Comparison read_storage(const StorageFile& written, uint64_t size, const StorageFile* source) {
   uint64_t differs[2] = {UINT64_MAX, UINT64_MAX};
   uint32_t sums[2] = {0, 0};
+  ReadLog logs[2];
+  bool logged = source != nullptr && source->reads != nullptr;
   uint64_t half = in_two_halves(size, [&](uint64_t begin, uint64_t end) {
     std::vector<uint8_t> b(std::min(end - begin, k_buffer));
     std::vector<uint8_t> a(source != nullptr ? b.size() : 0);
@@ -128,7 +139,7 @@ Comparison read_storage(const StorageFile& written, uint64_t size, const Storage
     for (uint64_t at = begin; at < end; at += b.size()) {
       uint64_t n = std::min<uint64_t>(b.size(), end - at);
       if (source != nullptr) {
-        read_chunk(*source, a.data(), n, at);
+        read_chunk(*source, a.data(), n, at, logged ? &logs[which] : nullptr);
       }
       read_chunk(written, b.data(), n, at);
       if (source != nullptr && std::memcmp(a.data(), b.data(), n) != 0) {
@@ -138,6 +149,11 @@ Comparison read_storage(const StorageFile& written, uint64_t size, const Storage
       sums[which] = crc32_update(sums[which], b.data(), n);
     }
   });
+  for (ReadLog& log : logs) {
+    if (logged) {
+      source->reads->insert(source->reads->end(), log.begin(), log.end());
+    }
+  }
   Comparison result;
   if (std::min(differs[0], differs[1]) != UINT64_MAX) {
     result.first_difference = std::min(differs[0], differs[1]);
@@ -220,7 +236,7 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
   if (same_crc_as_input && crc32_streamed(to, shown_as, progress) == written.crc32) {
     return;
   }
-  StorageFile source_file = source_file_of(source, from, input.path);
+  StorageFile source_file = source_file_of(source, from, input);
   StorageFile written_file{to.file->fd(), to.file_offset, shown_as, true};
   // After a failed CRC-32 the bytes were counted already.
   Comparison compared = compare_with_source(source_file, a, written_file, b,
@@ -254,7 +270,7 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
     mismatch(shown_as, name + " holds " + std::to_string(out.bytes.size) +
                            " bytes, its source cast " + std::to_string(count * out_size));
   }
-  StorageFile source_file = source_file_of(source, in, input.path);
+  StorageFile source_file = source_file_of(source, in, input);
   StorageFile written_file{out.file->fd(), out.file_offset, shown_as, true};
   // Read into buffers (pread; in place when the source is only in memory), in
   // two halves on two threads from 4 MiB elements, as read_storage reads.
@@ -262,6 +278,7 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
   uint64_t first[2] = {UINT64_MAX, UINT64_MAX};
   uint32_t sums[2] = {0, 0};
   uint32_t source_sums[2] = {0, 0};
+  ReadLog logs[2];
   uint64_t half = in_two_halves(count, [&](uint64_t begin, uint64_t end) {
     int which = begin == 0 ? 0 : 1;
     std::vector<uint8_t> a(step * in_size);
@@ -270,7 +287,8 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
       uint64_t n = std::min(step, end - at);
       const uint8_t* from_bytes = in.bytes.data + at * in_size;
       if (source_file.readable()) {
-        read_chunk(source_file, a.data(), n * in_size, at * in_size);
+        read_chunk(source_file, a.data(), n * in_size, at * in_size,
+                   source_file.reads != nullptr ? &logs[which] : nullptr);
         from_bytes = a.data();
       }
       read_chunk(written_file, b.data(), n * out_size, at * out_size);
@@ -289,6 +307,11 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
     mismatch(shown_as, name + " is not its source cast to " +
                            std::string(dtype_name(written.dtype)) + " at element " +
                            std::to_string(std::min(first[0], first[1])));
+  }
+  for (ReadLog& log : logs) {
+    if (source_file.reads != nullptr) {
+      source_file.reads->insert(source_file.reads->end(), log.begin(), log.end());
+    }
   }
   auto whole = [&](const uint32_t* halves, uint64_t element_size) {
     return half < count ? static_cast<uint32_t>(::crc32_combine(

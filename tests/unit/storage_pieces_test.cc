@@ -19,6 +19,7 @@
 #include "ckpt/tensor_bytes.h"
 #include "ckpt/verify.h"
 #include "ckpt/writer.h"
+#include "ckpt/zip.h"
 #include "test_util.h"
 
 namespace ckpt::test {
@@ -160,6 +161,48 @@ TEST_F(PiecesTest, WrittenByTheWriterAndProvedByVerification) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("differs from its source"), std::string::npos)
         << e.what();
+  }
+}
+
+TEST_F(PiecesTest, ReadLogNotesWhatIsReadWithItsCrc) {
+  ReadLog log;
+  std::string got(64, '\0');
+  read_storage_range(*m_storage, 0, reinterpret_cast<uint8_t*>(got.data()), 64, &log);
+  ASSERT_EQ(log.size(), 2u);  // one part per piece
+  EXPECT_EQ(log[0].fd, m_files[0].fd());
+  EXPECT_EQ(log[0].offset, 8u);
+  EXPECT_EQ(log[0].size, 24u);
+  EXPECT_EQ(log[0].crc32, crc32_of(span_of(m_expected.substr(0, 24))));
+  EXPECT_EQ(log[1].fd, m_files[1].fd());
+  EXPECT_EQ(log[1].offset, 100u);
+  EXPECT_EQ(log[1].crc32, crc32_of(span_of(m_expected.substr(24, 40))));
+}
+
+// A record is proven from the parts already read (any order, overlapping,
+// some outside it) and the gaps between them, read now; a part whose CRC-32
+// is wrong, or damage in a gap, makes it fail.
+TEST_F(PiecesTest, RecordsProvenFromPartsReadAndTheGapsBetween) {
+  // Bytes [8, 158) of file a as one record, as a ZeRO partition is to its pieces.
+  std::string a = slurp(m_scratch / "a.bin");
+  PieceSource record{&m_files[0], "a.bin:archive/data/0", 8, 150, crc32_of(span_of(a.substr(8, 150)))};
+  int fd = m_files[0].fd();
+  auto part = [&](uint64_t offset, uint64_t size) {
+    return ReadPart{fd, offset, size, crc32_of(span_of(a.substr(offset, size)))};
+  };
+  EXPECT_TRUE(piece_source_intact(record));  // nothing read: all of it now
+  ReadLog read = {part(120, 30), part(8, 40), part(30, 20), part(60, 10), part(150, 30),
+                  ReadPart{m_files[1].fd(), 8, 40, 0}};
+  EXPECT_NO_THROW(check_piece_sources({record}, read));
+  ReadLog wrong = read;
+  wrong[1].crc32 ^= 1;  // the part at 8
+  EXPECT_THROW(check_piece_sources({record}, wrong), Error);
+  record.crc32 ^= 1;  // damage anywhere, gaps included
+  try {
+    check_piece_sources({record}, read);
+    ADD_FAILURE() << "a record whose bytes do not match its CRC-32 passed";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "a.bin:archive/data/0: CRC-32 mismatch: the tensor data is "
+                                     "corrupt (the file was damaged after it was saved)");
   }
 }
 
