@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "ckpt/storage_pieces.h"
 #include "ckpt/tensor.h"
 
 namespace ckpt {
@@ -30,6 +31,11 @@ public:
   // or was truncated meanwhile.
   uint64_t read(uint8_t* to, uint64_t capacity);
 
+  // From now on, notes each run read from a file in `log` with its CRC-32
+  // (storage_pieces.h's ReadPart), for check_piece_sources; a strided walk
+  // notes nothing.
+  void log_reads(ReadLog* log) { m_log = log; }
+
 private:
   const TensorRef& m_tensor;
   uint64_t m_size = 0;
@@ -42,6 +48,7 @@ private:
   Dims m_index;
   uint64_t m_position = 0;
   uint64_t m_run = 1;
+  ReadLog* m_log = nullptr;
 };
 
 }  // namespace ckpt

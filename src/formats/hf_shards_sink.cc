@@ -147,7 +147,8 @@ public:
       VerifyReport shard = m_format == ShardFormat::k_pt
                                ? m_archives[k].verify(path, shown_as, device, request, m_casts)
                                : m_shards[k].verify(path, shown_as, device,
-                                                    {request.input, request.input_records});
+                                                    {request.input, request.input_records,
+                                                     request.source_reads});
       report.tensors += shard.tensors;
       report.storages += shard.storages;
       report.bytes += shard.bytes;

@@ -32,7 +32,7 @@ public:
   VerifyReport verify(const WriteRequest& request, const OutputFiles& out,
                       const std::string& device) override {
     return m_file->verify(out.files().front().path(), request.shown_as, device,
-                          {request.input, request.input_records});
+                          {request.input, request.input_records, request.source_reads});
   }
 
 private:

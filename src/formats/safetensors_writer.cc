@@ -301,8 +301,10 @@ uint32_t crc32_of_rest(TensorBytes& bytes, std::vector<uint8_t>& buffer, uint64_
 // writer cast it; returns the bytes compared. See the top of the file for
 // sources that are a whole zip record (their CRC-32 known).
 uint64_t compare(const NamedTensor& e, const TensorRef& out, std::vector<uint8_t>& a,
-                 std::vector<uint8_t>& b, const std::string& shown_as, const VerifySource& input) {
+                 std::vector<uint8_t>& b, const std::string& shown_as, const VerifySource& input,
+                 ReadLog* reads) {
   TensorBytes source(e.tensor);
+  source.log_reads(reads);
   Dtype from = e.tensor.dtype;
   Dtype to = e.written_dtype;
   const Storage& storage = *e.tensor.storage;
@@ -406,11 +408,14 @@ uint64_t SafetensorsFile::compare_all(const std::vector<const TensorRef*>& outpu
   // each with its buffers: one core reads about 4 GB/s of page cache.
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> bytes{0};
-  auto work = [&] {
+  // Each thread notes what it reads of the input apart (VerifySource::reads).
+  ReadLog reads[2];
+  auto work = [&](ReadLog& read) {
     std::vector<uint8_t> a(k_chunk);
     std::vector<uint8_t> b(k_chunk);
     for (size_t i = next++; i < m_entries.size(); i = next++) {
-      uint64_t compared = compare(m_entries[i], *outputs[i], a, b, shown_as, input);
+      uint64_t compared = compare(m_entries[i], *outputs[i], a, b, shown_as, input,
+                                  input.reads != nullptr ? &read : nullptr);
       if (m_entries[i].written) {
         bytes += compared;
       }
@@ -421,7 +426,7 @@ uint64_t SafetensorsFile::compare_all(const std::vector<const TensorRef*>& outpu
   if (std::thread::hardware_concurrency() >= 2 && m_entries.size() >= 2) {
     helper = std::thread([&] {
       try {
-        work();
+        work(reads[1]);
       } catch (...) {
         helper_failed = std::current_exception();
         next = m_entries.size();  // the other stops at its next tensor
@@ -430,7 +435,7 @@ uint64_t SafetensorsFile::compare_all(const std::vector<const TensorRef*>& outpu
   }
   std::exception_ptr failed;
   try {
-    work();
+    work(reads[0]);
   } catch (...) {
     failed = std::current_exception();
     next = m_entries.size();
@@ -440,6 +445,11 @@ uint64_t SafetensorsFile::compare_all(const std::vector<const TensorRef*>& outpu
   }
   if (failed || helper_failed) {
     std::rethrow_exception(failed ? failed : helper_failed);
+  }
+  for (const ReadLog& read : reads) {
+    if (input.reads != nullptr) {
+      input.reads->insert(input.reads->end(), read.begin(), read.end());
+    }
   }
   return bytes;
 }

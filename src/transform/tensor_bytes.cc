@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "ckpt/crc32.h"
 #include "ckpt/error.h"
 #include "ckpt/mapped_file.h"
 #include "ckpt/storage_pieces.h"
@@ -52,7 +53,7 @@ uint64_t TensorBytes::read(uint8_t* to, uint64_t capacity) {
     uint64_t n = std::min(left, capacity - capacity % m_element);
     const MappedFile* file = m_tensor.storage->file;
     if (has_pieces(*m_tensor.storage)) {
-      read_storage_range(*m_tensor.storage, m_start + m_done, to, n);
+      read_storage_range(*m_tensor.storage, m_start + m_done, to, n, m_log);
     } else if (file != nullptr && n >= k_read_from) {
       // pread into the caller's buffer: about twice as fast as touching the
       // mapped pages, which the kernel must map first (see verify.cc).
@@ -62,6 +63,9 @@ uint64_t TensorBytes::read(uint8_t* to, uint64_t capacity) {
           throw truncated_while_read(file->path());
         }
         throw Error(file->path() + ": cannot read: " + std::strerror(errno));
+      }
+      if (m_log != nullptr) {
+        m_log->push_back({file->fd(), offset, n, crc32_update(0, to, n)});
       }
     } else {
       std::memcpy(to, storage + m_start + m_done, n);

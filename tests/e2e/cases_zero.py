@@ -222,8 +222,8 @@ def zero_check_passes_on_a_run_saved_from_gpus(ctx):
 def zero_damaged_rank_file_refused_not_consolidated(ctx):
     """A flipped byte in every tensor record of rank 0's optimizer file (its fp32 partition
     among them): the pieces carry no CRC-32 of their own, so the records they come from are
-    checked whole. convert exits 1 naming a record of that file and the CRC-32 mismatch,
-    nothing written; `check RUN` fails naming it. Before, the damage was consolidated into
+    checked whole. convert (to .pth and to .safetensors) exits 1 naming a record of that
+    file and the CRC-32 mismatch, nothing written; `check RUN` fails naming it. Before, the damage was consolidated into
     a file that loads fine (as zero_to_fp32.py would: torch.load does not check the CRCs)."""
     import shutil
     import zipfile
@@ -241,11 +241,12 @@ def zero_damaged_rank_file_refused_not_consolidated(ctx):
                     + int.from_bytes(raw[at + 28:at + 30], 'little')
                 raw[start + info.file_size // 2] ^= 0x40
     rank0.write_bytes(bytes(raw))
-    r = ctx.run(run, ctx.out_dir / 'out.pth')
-    j.check_clean_exit(r)
-    j.check(r.rc == 1, f'exit {r.rc}, expected 1')
-    j.check_one_error_line(r, must_contain=(f'{rank0}:', 'CRC-32 mismatch'))
-    j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
+    for out in ('out.pth', 'out.safetensors'):
+        r = ctx.run(run, ctx.out_dir / out)
+        j.check_clean_exit(r)
+        j.check(r.rc == 1, f'{out}: exit {r.rc}, expected 1')
+        j.check_one_error_line(r, must_contain=(f'{rank0}:', 'CRC-32 mismatch'))
+        j.check(j.listdir(ctx.out_dir) == [], f'output dir holds {j.listdir(ctx.out_dir)}')
     r = ctx.run('check', run)
     j.check_clean_exit(r)
     j.check(r.rc == 3, f'check: exit {r.rc}, expected 3')

@@ -206,5 +206,23 @@ TEST_F(PiecesTest, RecordsProvenFromPartsReadAndTheGapsBetween) {
   }
 }
 
+TEST_F(PiecesTest, TensorBytesNotesItsReadsAsReadStorageRangeDoes) {
+  TensorRef tensor = *as_tensor(make_tensor(m_graph, m_storage, Dtype::k_float32, {16}));
+  TensorBytes bytes(tensor);
+  ReadLog log;
+  bytes.log_reads(&log);
+  std::string got(64, '\0');
+  ASSERT_EQ(bytes.read(reinterpret_cast<uint8_t*>(got.data()), 64), 64u);
+  ReadLog direct;
+  read_storage_range(*m_storage, 0, reinterpret_cast<uint8_t*>(got.data()), 64, &direct);
+  ASSERT_EQ(log.size(), direct.size());
+  for (size_t i = 0; i < log.size(); ++i) {
+    EXPECT_EQ(log[i].fd, direct[i].fd);
+    EXPECT_EQ(log[i].offset, direct[i].offset);
+    EXPECT_EQ(log[i].size, direct[i].size);
+    EXPECT_EQ(log[i].crc32, direct[i].crc32);
+  }
+}
+
 }  // namespace
 }  // namespace ckpt::test
