@@ -3,21 +3,11 @@
 #include "ckpt/tensor_bytes.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 
-#include "ckpt/crc32.h"
-#include "ckpt/error.h"
-#include "ckpt/mapped_file.h"
 #include "ckpt/storage_pieces.h"
 
 namespace ckpt {
-namespace {
-
-// Reads of this size and more go through pread, smaller ones through the map.
-constexpr uint64_t k_read_from = 64 << 10;
-
-}  // namespace
 
 TensorBytes::TensorBytes(const TensorRef& tensor) : m_tensor(tensor) {
   m_element = static_cast<uint64_t>(element_size(tensor.dtype));
@@ -50,26 +40,12 @@ uint64_t TensorBytes::read(uint8_t* to, uint64_t capacity) {
     return 0;  // done, or an empty tensor (whose storage may have no bytes at all)
   }
   if (m_one_range) {
+    // Pieces, or a range of 64 KiB and more of a file, are read with pread
+    // into the caller's buffer: about twice as fast as touching the mapped
+    // pages, which the kernel must map first (see verify.cc); less is copied
+    // from the map.
     uint64_t n = std::min(left, capacity - capacity % m_element);
-    const MappedFile* file = m_tensor.storage->file;
-    if (has_pieces(*m_tensor.storage)) {
-      read_storage_range(*m_tensor.storage, m_start + m_done, to, n, m_log);
-    } else if (file != nullptr && n >= k_read_from) {
-      // pread into the caller's buffer: about twice as fast as touching the
-      // mapped pages, which the kernel must map first (see verify.cc).
-      uint64_t offset = m_tensor.storage->file_offset + m_start + m_done;
-      if (read_at(file->fd(), to, n, offset) != n) {
-        if (errno == 0) {
-          throw truncated_while_read(file->path());
-        }
-        throw Error(file->path() + ": cannot read: " + std::strerror(errno));
-      }
-      if (m_log != nullptr) {
-        m_log->push_back({file->fd(), offset, n, crc32_update(0, to, n)});
-      }
-    } else {
-      std::memcpy(to, storage + m_start + m_done, n);
-    }
+    read_storage_range(*m_tensor.storage, m_start + m_done, to, n, m_log);
     m_done += n;
     return n;
   }
