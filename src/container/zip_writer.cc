@@ -26,7 +26,6 @@
 
 #include <sys/types.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -245,10 +244,7 @@ void ZipWriter::add_filled(const std::string& name, uint64_t size, uint64_t grai
   } else {
     half = in_two_halves(size, make, grain);
   }
-  uint32_t crc = sums[0];
-  if (half < size) {
-    crc = static_cast<uint32_t>(::crc32_combine(sums[0], sums[1], static_cast<z_off_t>(size - half)));
-  }
+  uint32_t crc = crc32_combine(sums[0], sums[1], size - half);
   m_offset += size;
   if (start >= 0 && ::lseek(m_fd, start + static_cast<off_t>(size), SEEK_SET) < 0) {
     fail("", errno);

@@ -446,8 +446,8 @@ uint64_t SafetensorsFile::compare_all(const std::vector<const TensorRef*>& outpu
   if (failed || helper_failed) {
     std::rethrow_exception(failed ? failed : helper_failed);
   }
-  for (const ReadLog& read : reads) {
-    if (input.reads != nullptr) {
+  if (input.reads != nullptr) {
+    for (const ReadLog& read : reads) {
       input.reads->insert(input.reads->end(), read.begin(), read.end());
     }
   }

@@ -1,7 +1,5 @@
 #include "ckpt/storage_pieces.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -159,13 +157,7 @@ uint32_t crc32_of_file(const MappedFile& file, uint64_t offset, uint64_t size) {
     }
     sums[begin == 0 ? 0 : 1] = crc;
   });
-  return half < size ? static_cast<uint32_t>(::crc32_combine(sums[0], sums[1],
-                                                             static_cast<z_off_t>(size - half)))
-                     : sums[0];
-}
-
-uint32_t joined(uint32_t crc, uint32_t next, uint64_t next_size) {
-  return static_cast<uint32_t>(::crc32_combine(crc, next, static_cast<z_off_t>(next_size)));
+  return crc32_combine(sums[0], sums[1], size - half);
 }
 
 bool before(const ReadPart& a, const ReadPart& b) {
@@ -187,14 +179,14 @@ bool piece_source_intact(const PieceSource& source, const ReadLog& read) {
       continue;
     }
     if (part->offset > covered) {
-      crc = joined(crc, crc32_of_file(*source.file, covered, part->offset - covered),
-                   part->offset - covered);
+      crc = crc32_combine(crc, crc32_of_file(*source.file, covered, part->offset - covered),
+                          part->offset - covered);
     }
-    crc = joined(crc, part->crc32, part->size);
+    crc = crc32_combine(crc, part->crc32, part->size);
     covered = part->offset + part->size;
   }
   if (covered < end) {
-    crc = joined(crc, crc32_of_file(*source.file, covered, end - covered), end - covered);
+    crc = crc32_combine(crc, crc32_of_file(*source.file, covered, end - covered), end - covered);
   }
   return crc == source.crc32;
 }

@@ -112,4 +112,11 @@ uint32_t crc32_update(uint32_t crc, const void* data, size_t size) {
   return crc32_zlib(crc, p, size);
 }
 
+uint32_t crc32_combine(uint32_t first, uint32_t second, uint64_t second_size) {
+  if (second_size == 0) {
+    return first;
+  }
+  return static_cast<uint32_t>(::crc32_combine(first, second, static_cast<z_off_t>(second_size)));
+}
+
 }  // namespace ckpt

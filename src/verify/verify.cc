@@ -16,8 +16,6 @@
 #include <optional>
 #include <unordered_map>
 
-#include <zlib.h>
-
 #include "ckpt/checkpoint.h"
 #include "ckpt/crc32.h"
 #include "ckpt/error.h"
@@ -80,7 +78,6 @@ struct StorageFile {
   bool is_output;
   const Storage* pieced = nullptr;
   ReadLog* reads = nullptr;  // a source's: where what is read of it is logged
-
 
   bool readable() const { return fd >= 0 || pieced != nullptr; }
 };
@@ -149,8 +146,8 @@ Comparison read_storage(const StorageFile& written, uint64_t size, const Storage
       sums[which] = crc32_update(sums[which], b.data(), n);
     }
   });
-  for (ReadLog& log : logs) {
-    if (logged) {
+  if (logged) {
+    for (const ReadLog& log : logs) {
       source->reads->insert(source->reads->end(), log.begin(), log.end());
     }
   }
@@ -159,11 +156,7 @@ Comparison read_storage(const StorageFile& written, uint64_t size, const Storage
     result.first_difference = std::min(differs[0], differs[1]);
     return result;
   }
-  result.written_crc32 = sums[0];
-  if (half < size) {
-    result.written_crc32 = static_cast<uint32_t>(
-        ::crc32_combine(sums[0], sums[1], static_cast<z_off_t>(size - half)));
-  }
+  result.written_crc32 = crc32_combine(sums[0], sums[1], size - half);
   return result;
 }
 
@@ -308,20 +301,16 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
                            std::string(dtype_name(written.dtype)) + " at element " +
                            std::to_string(std::min(first[0], first[1])));
   }
-  for (ReadLog& log : logs) {
-    if (source_file.reads != nullptr) {
+  if (source_file.reads != nullptr) {
+    for (const ReadLog& log : logs) {
       source_file.reads->insert(source_file.reads->end(), log.begin(), log.end());
     }
   }
-  auto whole = [&](const uint32_t* halves, uint64_t element_size) {
-    return half < count ? static_cast<uint32_t>(::crc32_combine(
-                              halves[0], halves[1], static_cast<z_off_t>((count - half) * element_size)))
-                        : halves[0];
-  };
-  if (source.has_crc32 && whole(source_sums, in_size) != source.crc32) {
+  if (source.has_crc32 &&
+      crc32_combine(source_sums[0], source_sums[1], (count - half) * in_size) != source.crc32) {
     input_record_damaged(input, source);
   }
-  uint32_t crc = whole(sums, out_size);
+  uint32_t crc = crc32_combine(sums[0], sums[1], (count - half) * out_size);
   progress.done(count * out_size);
   if (!written.has_crc32 || crc != written.crc32) {
     mismatch(shown_as, name + ": the CRC-32 in the archive does not match its bytes");

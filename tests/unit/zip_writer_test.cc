@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "ckpt/crc32.h"
 #include "ckpt/zip.h"
 #include "ckpt/zip_writer.h"
 #include "test_util.h"
@@ -50,6 +51,18 @@ void write_archive(int fd, const std::string& out_name, int source_fd, uint64_t 
   zip.add_from_file("big", source_fd, 0, size, std::nullopt);
   zip.add("after", span_of(std::string("tail")));
   zip.finish();
+}
+
+// What joins the two halves' sums: the CRC-32 of the bytes end to end.
+TEST(ZipWriter, Crc32CombineJoinsTwoRunsAndKeepsTheFirstAfterAnEmptyOne) {
+  std::string bytes = pattern_bytes().substr(0, 100000);
+  uint32_t whole = crc32_update(0, bytes.data(), bytes.size());
+  for (size_t cut : {size_t{0}, size_t{1}, size_t{4095}, size_t{50000}, bytes.size()}) {
+    uint32_t first = crc32_update(0, bytes.data(), cut);
+    uint32_t second = crc32_update(0, bytes.data() + cut, bytes.size() - cut);
+    EXPECT_EQ(crc32_combine(first, second, bytes.size() - cut), whole) << cut;
+  }
+  EXPECT_EQ(crc32_combine(0x12345678u, 0, 0), 0x12345678u);
 }
 
 TEST(ZipWriter, ARecordWrittenInTwoHalvesHoldsItsBytesAndTheirCrc) {
