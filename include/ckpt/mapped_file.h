@@ -63,4 +63,8 @@ uint64_t copy_at(int source, uint64_t offset, int fd, uint64_t size);
 // Throws `Error` `<shown_as>: cannot write: <cause>` (a disk full as ENOSPC).
 void write_all(int fd, const void* data, uint64_t size, const std::string& shown_as);
 
+// The same at `position` of `fd` (pwrite), leaving its file position alone.
+void write_all_at(int fd, const void* data, uint64_t size, uint64_t position,
+                  const std::string& shown_as);
+
 }  // namespace ckpt

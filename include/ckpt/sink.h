@@ -60,10 +60,19 @@ struct WriteRequest {
   SinkOptions options;
   ProgressFn progress;
   Graph* graph = nullptr;      // the graph of `root`, where a sink may add nodes (retyped storages)
-  // When set, verification notes the CRC-32s of the input bytes it reads
+  // When set, the writer and verification note the CRC-32s of the input
+  // bytes they read of storages without a CRC-32 of their own
   // (storage_pieces.h): check_piece_sources then need not read them again.
   ReadLog* source_reads = nullptr;
+  bool verified = false;  // the output will be verified: a sink may check as it writes
+  // Set after writing: the writer's reads that lie inside records
+  // check_piece_sources proves (reads_inside), for verification.
+  const ReadLog* proven_reads = nullptr;
 };
+
+// The CastCheck a sink writes `request` with (reference_cast_check): none
+// when the output is not verified or `--dtype` casts nothing.
+std::optional<CastCheck> cast_check_for(const WriteRequest& request);
 
 // Two or more names of one state dict whose bytes overlap, and what the sink
 // did with them.

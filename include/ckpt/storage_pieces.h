@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,8 +40,9 @@ using ReadLog = std::vector<ReadPart>;
 
 // Copies bytes [`offset`, `offset` + `size`) of `storage` (one range or
 // pieces) into `to`: pread from the files, memcpy for bytes only in memory.
-// With `log`, appends a ReadPart for each run read from a file. Throws
-// `Error` naming the file when one cannot be read or was truncated.
+// With `log`, appends a ReadPart for each run read from a file (or from its
+// mapped pages). Throws `Error` naming the file when one cannot be read or
+// was truncated.
 void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, uint64_t size,
                         ReadLog* log = nullptr);
 
@@ -72,6 +74,16 @@ bool piece_source_intact(const PieceSource& source, const ReadLog& read = {});
 // order); throws `Error` naming the file and record of the first whose bytes
 // do not match.
 void check_piece_sources(const std::vector<PieceSource>& sources, ReadLog read = {});
+
+// The parts of `read` that lie wholly inside one of `sources`, sorted by fd
+// and offset: reads that check_piece_sources proves against the CRC-32s of
+// those records.
+ReadLog reads_inside(ReadLog read, const std::vector<PieceSource>& sources);
+
+// The CRC-32 of `storage`'s bytes joined from the CRC-32s of parts of `read`
+// (sorted by fd and offset) that cover its file range or pieces exactly, in
+// order; nullopt when some byte of it was not read, or is only in memory.
+std::optional<uint32_t> crc32_from_reads(const Storage& storage, const ReadLog& read);
 
 // True when `storage`'s bytes must be read through `read_storage_range`
 // (it has pieces), false when `storage_bytes` holds them.

@@ -37,6 +37,12 @@ struct VerifySource {
   // When set, the CRC-32s of the input bytes that verification reads beside
   // the output are noted here (WriteRequest::source_reads).
   ReadLog* reads = nullptr;
+  // When set, what the writer read of the input, sorted, inside records
+  // whose CRC-32s are checked after verification (WriteRequest::proven_reads):
+  // a storage read from them needs only its output reread.
+  const ReadLog* proven = nullptr;
+  // When set, the casts the writer checked as it wrote them (CastCheck).
+  const CastCheck* checked = nullptr;
 };
 
 // Throws the `Error` for an input record whose bytes (as read while
@@ -61,10 +67,17 @@ struct VerifySource {
 // `pickle` is the data.pkl that was written (the encoding of the root).
 // A source storage in `casts` was written cast (writer.h): its tensors must
 // read back with its new dtype, and its bytes equal its source's cast again
-// by a second implementation (src/verify/reference_cast.h).
+// by a second implementation (src/verify/reference_cast.h): read again
+// beside the output, unless the writer checked it as it cast
+// (VerifySource::checked) and the source bytes it read are proven by the CRC-32 of their
+// record (VerifySource::proven for pieces); then the output alone is reread.
 VerifyReport verify_output(
     const std::vector<TensorRef>& sources, const std::string& pickle, const std::string& path,
     const std::string& shown_as, const std::string& device, const VerifySource& input,
     const ProgressFn& progress = {}, const StorageCasts& casts = {});
+
+// The CastCheck a verified write with `--dtype` is made with: verification's
+// reference cast (src/verify/reference_cast.h), not the writer's code.
+CastCheck reference_cast_check();
 
 }  // namespace ckpt

@@ -26,9 +26,10 @@ public:
   void add_from_file(const std::string& name, int source_fd, uint64_t offset, uint64_t size,
                      std::optional<uint32_t> crc32);
   // Makes bytes [at, at + n) of a record into `to`; `scratch` is a buffer
-  // of its own for each thread that calls it.
-  using FillFn = std::function<void(uint64_t at, uint8_t* to, uint64_t n,
-                                    std::vector<uint8_t>& scratch)>;
+  // of its own for each thread that calls it. Returns their CRC-32 when it
+  // summed them on the way, else nullopt (then add_filled sums them).
+  using FillFn = std::function<std::optional<uint32_t>(uint64_t at, uint8_t* to, uint64_t n,
+                                                       std::vector<uint8_t>& scratch)>;
   // A record of `size` bytes made by `fill`, a buffer at a time, with `at`
   // and `n` multiples of `grain` (the element size of a cast). From 4 MiB on
   // the two halves are made and written at once on two threads.

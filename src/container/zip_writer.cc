@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "ckpt/cast.h"
@@ -37,6 +38,7 @@
 #include "ckpt/error.h"
 #include "ckpt/mapped_file.h"
 #include "ckpt/storage_pieces.h"
+#include "ckpt/verify.h"
 #include "ckpt/writer.h"
 #include "util/two_halves.h"
 
@@ -191,9 +193,12 @@ void ZipWriter::add(const std::string& name, ByteSpan data, std::optional<uint32
 void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t offset,
                               uint64_t size, std::optional<uint32_t> crc32) {
   if (!crc32) {
-    add_filled(name, size, 1, [&](uint64_t at, uint8_t* to, uint64_t n, std::vector<uint8_t>&) {
-      read_input(source_fd, reinterpret_cast<char*>(to), n, offset + at);
-    });
+    add_filled(name, size, 1,
+               [&](uint64_t at, uint8_t* to, uint64_t n,
+                   std::vector<uint8_t>&) -> std::optional<uint32_t> {
+                 read_input(source_fd, reinterpret_cast<char*>(to), n, offset + at);
+                 return std::nullopt;
+               });
     return;
   }
   begin_record(name, size);
@@ -227,8 +232,8 @@ void ZipWriter::add_filled(const std::string& name, uint64_t size, uint64_t grai
     uint32_t crc = 0;
     for (uint64_t at = begin; at < end;) {
       uint64_t n = std::min(chunk, end - at);
-      fill(at, buffer.data(), n, scratch);
-      crc = crc32_update(crc, buffer.data(), n);
+      std::optional<uint32_t> made = fill(at, buffer.data(), n, scratch);
+      crc = made ? crc32_combine(crc, *made, n) : crc32_update(crc, buffer.data(), n);
       if (start < 0) {
         write_through(buffer.data(), n);
       } else {
@@ -324,31 +329,86 @@ namespace {
 // Writes `storage`'s bytes (in dtype `from`) cast to its dtype, a buffer at a
 // time: read from its file or pieces (pread: about twice as fast as touching
 // the mapped pages, as TensorBytes finds), or from the map when in memory.
-void add_cast(ZipWriter& zip, const std::string& name, const Storage& storage, Dtype from) {
+// With `check`, each buffer is checked as it is cast and the source's CRC-32
+// noted (CastCheck); with `reads`, what it reads of a source without a
+// CRC-32 of its own (a ZeRO run's) is noted there.
+void add_cast(ZipWriter& zip, const std::string& path, const std::string& name,
+              const Storage& storage, Dtype from, ReadLog* reads, CastCheck* check) {
   ByteSpan source = storage_bytes(storage).bytes;
   uint64_t in_size = static_cast<uint64_t>(element_size(from));
   uint64_t out_size = static_cast<uint64_t>(element_size(storage.dtype));
   bool read = has_pieces(storage) || storage.file != nullptr;
-  zip.add_filled(name, static_cast<uint64_t>(storage.numel) * out_size, out_size,
-                 [&](uint64_t at, uint8_t* to, uint64_t n, std::vector<uint8_t>& read_buffer) {
-                   uint64_t first = at / out_size;
-                   uint64_t count = n / out_size;
-                   const uint8_t* elements = source.data + first * in_size;
-                   if (read) {
-                     read_buffer.resize(count * in_size);
-                     read_storage_range(storage, first * in_size, read_buffer.data(),
-                                        count * in_size);
-                     elements = read_buffer.data();
-                   }
-                   cast_elements(from, storage.dtype, elements, to, count);
-                 });
+  std::mutex noting;
+  ReadLog source_sums;  // the source's CRC-32 by buffer, `offset` in the storage
+  zip.add_filled(
+      name, static_cast<uint64_t>(storage.numel) * out_size, out_size,
+      [&](uint64_t at, uint8_t* to, uint64_t n,
+          std::vector<uint8_t>& read_buffer) -> std::optional<uint32_t> {
+        uint64_t first = at / out_size;
+        uint64_t count = n / out_size;
+        const uint8_t* elements = source.data + first * in_size;
+        ReadLog read_now;
+        bool logged = reads != nullptr && !storage.has_crc32;
+        if (read) {
+          read_buffer.resize(count * in_size);
+          read_storage_range(storage, first * in_size, read_buffer.data(), count * in_size,
+                             logged ? &read_now : nullptr);
+          elements = read_buffer.data();
+        }
+        cast_elements(from, storage.dtype, elements, to, count);
+        if (check == nullptr) {
+          return std::nullopt;
+        }
+        size_t differs = check->differs(from, storage.dtype, elements, to, count);
+        if (differs < count) {
+          verification_failed(path, name + " is not its source cast to " +
+                                        std::string(dtype_name(storage.dtype)) + " at element " +
+                                        std::to_string(first + differs));
+        }
+        ReadPart sum{-1, first * in_size, count * in_size,
+                     crc32_update(0, elements, count * in_size)};
+        std::lock_guard<std::mutex> lock(noting);
+        source_sums.push_back(sum);
+        if (logged) {
+          reads->insert(reads->end(), read_now.begin(), read_now.end());
+        }
+        return std::nullopt;
+      });
+  if (check != nullptr) {
+    std::sort(source_sums.begin(), source_sums.end(),
+              [](const ReadPart& a, const ReadPart& b) { return a.offset < b.offset; });
+    uint32_t crc = 0;
+    for (const ReadPart& sum : source_sums) {
+      crc = crc32_combine(crc, sum.crc32, sum.size);
+    }
+    check->source_crc32s[&storage] = crc;
+  }
 }
 
-// Writes the bytes of `storage`, made of pieces of several files.
-void add_pieces(ZipWriter& zip, const std::string& name, const Storage& storage) {
+// Writes the bytes of `storage` (pieces of several files, or a range of one
+// that has no CRC-32 of its own), read a buffer at a time; with `reads`,
+// noting the CRC-32 of every run read (two threads append, one at a time);
+// the buffer's CRC-32 is then joined from those, not summed again.
+void add_read(ZipWriter& zip, const std::string& name, const Storage& storage, ReadLog* reads) {
+  std::mutex appending;
   zip.add_filled(name, storage.bytes.size, 1,
-                 [&](uint64_t at, uint8_t* to, uint64_t n, std::vector<uint8_t>&) {
-                   read_storage_range(storage, at, to, n);
+                 [&](uint64_t at, uint8_t* to, uint64_t n,
+                     std::vector<uint8_t>&) -> std::optional<uint32_t> {
+                   if (reads == nullptr) {
+                     read_storage_range(storage, at, to, n);
+                     return std::nullopt;
+                   }
+                   ReadLog read;
+                   read_storage_range(storage, at, to, n, &read);
+                   uint32_t crc = 0;
+                   uint64_t logged = 0;
+                   for (const ReadPart& part : read) {
+                     crc = crc32_combine(crc, part.crc32, part.size);
+                     logged += part.size;
+                   }
+                   std::lock_guard<std::mutex> lock(appending);
+                   reads->insert(reads->end(), read.begin(), read.end());
+                   return logged == n ? std::optional<uint32_t>(crc) : std::nullopt;
                  });
 }
 
@@ -356,7 +416,8 @@ void add_pieces(ZipWriter& zip, const std::string& name, const Storage& storage)
 
 uint64_t write_checkpoint(const EncodedPickle& pickle, int fd,
                           const std::string& path,
-                          const ProgressFn& progress, const StorageCasts& casts) {
+                          const ProgressFn& progress, const StorageCasts& casts,
+                          ReadLog* reads, CastCheck* check) {
   uint64_t total = pickle.bytes.size();
   for (const Storage* storage : pickle.storages) {
     total += static_cast<uint64_t>(storage->numel) * element_size(storage->dtype);
@@ -374,9 +435,11 @@ uint64_t write_checkpoint(const EncodedPickle& pickle, int fd,
     StorageBytes where = storage_bytes(*storage);
     auto cast = casts.find(storage);
     if (cast != casts.end()) {
-      add_cast(zip, name, *storage, cast->second);
-    } else if (has_pieces(*storage)) {
-      add_pieces(zip, name, *storage);
+      add_cast(zip, path, name, *storage, cast->second, reads, check);
+    } else if (has_pieces(*storage) ||
+               (reads != nullptr && !crc32 && where.file != nullptr &&
+                where.bytes.size > k_small_record)) {
+      add_read(zip, name, *storage, reads);
     } else if (where.file != nullptr && where.bytes.size > k_small_record) {
       zip.add_from_file(name, where.file->fd(), where.file_offset, where.bytes.size, crc32);
     } else {

@@ -268,11 +268,12 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     WriteRequest request{root,   &tensors,      input.pickle_bytes, output,
                          options.input, input.storage_records, options.sink, options.progress};
     request.options.replace = options.force;
+    request.verified = options.verify;
     request.graph = &input.graph;
     // What verification reads of the records a consolidated state dict is
     // made of (a ZeRO run) proves them without reading them again.
     ReadLog source_reads;
-    if (!input.piece_sources.empty()) {
+    if (!input.piece_sources.empty() && options.verify) {
       request.source_reads = &source_reads;
     }
     sink->prepare(request);
@@ -304,6 +305,13 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     report.tied = written.tied;
     report.shards = written.shards;
     report.seconds.write = seconds_since(stage);
+    // What the writer read of a ZeRO run's records, proven by their CRC-32s
+    // after verification, lets it reread only the output (VerifySource::proven).
+    ReadLog proven_reads;
+    if (request.source_reads != nullptr) {
+      proven_reads = reads_inside(source_reads, input.piece_sources);
+      request.proven_reads = &proven_reads;
+    }
     // Written: the input's object graph is no longer needed, only its
     // storages' bytes (a sink's verification reads no node). Freed now, its
     // memory serves the verification's graph of the output (50,000 small
@@ -315,8 +323,8 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     if (options.verify) {
       stage = Clock::now();
       report.verified = sink->verify(request, files, options.device);
-      // Consolidated storages (a ZeRO run) were compared with their pieces;
-      // the records those come from are proven whole by their CRC-32s.
+      // Consolidated storages (a ZeRO run) hold what was read of their
+      // pieces; the records those come from are proven whole by their CRC-32s.
       check_piece_sources(input.piece_sources, std::move(source_reads));
       report.seconds.verify = seconds_since(stage);
       spdlog::debug("verified {} tensors on {}, {:.3f} s", report.verified->tensors,

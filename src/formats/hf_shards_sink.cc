@@ -74,6 +74,7 @@ public:
   explicit ShardsSink(ShardFormat format) : m_format(format) {}
 
   void prepare(const WriteRequest& request) override {
+    m_check = cast_check_for(request);
     if (m_format == ShardFormat::k_pt) {
       plan_archives(request);
     } else {
@@ -105,7 +106,8 @@ public:
             request.progress(stage, done + n, total);
           };
         }
-        shard.bytes = archive.write(fd, path, progress, m_casts);
+        shard.bytes = archive.write(fd, path, progress, m_casts, request.source_reads,
+                                    m_check ? &*m_check : nullptr);
         shard.tensors = archive.tensors();
         written.tensors += archive.tensors();
         written.storages += archive.storages();
@@ -113,7 +115,7 @@ public:
         done += archive.storage_bytes();
       } else {
         const SafetensorsFile& file = m_shards[k];
-        file.write(fd, path, request.progress, done, total);
+        file.write(fd, path, request.progress, done, total, m_check ? &*m_check : nullptr);
         shard.bytes = file.size();
         shard.tensors = file.entries().size();
         written.tensors += file.tensors();
@@ -145,10 +147,12 @@ public:
       std::string shown_as = in_folder(folder, m_files[k]);
       const std::string& path = out.files()[k].path();
       VerifyReport shard = m_format == ShardFormat::k_pt
-                               ? m_archives[k].verify(path, shown_as, device, request, m_casts)
+                               ? m_archives[k].verify(path, shown_as, device, request, m_casts,
+                                                      m_check ? &*m_check : nullptr)
                                : m_shards[k].verify(path, shown_as, device,
                                                     {request.input, request.input_records,
-                                                     request.source_reads});
+                                                     request.source_reads, request.proven_reads,
+                                                     m_check ? &*m_check : nullptr});
       report.tensors += shard.tensors;
       report.storages += shard.storages;
       report.bytes += shard.bytes;
@@ -318,6 +322,7 @@ private:
   std::vector<SafetensorsFile> m_shards;  // safetensors: one per shard
   std::deque<TorchArchive> m_archives;    // pt: one per shard
   StorageCasts m_casts;                   // pt with --dtype: storages written cast
+  std::optional<CastCheck> m_check;       // --dtype, verified: casts checked as written
   std::vector<std::string> m_files;       // the shards' names in OUT
   std::vector<std::pair<std::string, std::string>> m_weight_map;
   std::string m_index;               // the index's text; empty for one shard

@@ -46,6 +46,13 @@ const std::vector<SinkFormat>& sink_formats() {
   return formats;
 }
 
+std::optional<CastCheck> cast_check_for(const WriteRequest& request) {
+  if (!request.verified || !request.options.dtype) {
+    return std::nullopt;
+  }
+  return reference_cast_check();
+}
+
 Dtype written_dtype(const SinkOptions& options, const std::string& name, Dtype dtype) {
   if (!options.dtype || !is_floating_dtype(dtype) || !castable(dtype, *options.dtype)) {
     return dtype;

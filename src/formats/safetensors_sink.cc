@@ -15,11 +15,12 @@ public:
     StateDictPlan plan = plan_state_dict(request);
     m_tied = std::move(plan.tied);
     m_file.emplace(std::move(plan.entries));
+    m_check = cast_check_for(request);
   }
 
   Written write(const WriteRequest& request, OutputFiles& out) override {
     m_file->write(out.create(request.shown_as).fd(), request.shown_as, request.progress, 0,
-                  m_file->size());
+                  m_file->size(), m_check ? &*m_check : nullptr);
     Written written;
     written.tensors = m_file->tensors();
     written.storages = m_file->tensors();
@@ -32,12 +33,14 @@ public:
   VerifyReport verify(const WriteRequest& request, const OutputFiles& out,
                       const std::string& device) override {
     return m_file->verify(out.files().front().path(), request.shown_as, device,
-                          {request.input, request.input_records, request.source_reads});
+                          {request.input, request.input_records, request.source_reads,
+                           request.proven_reads, m_check ? &*m_check : nullptr});
   }
 
 private:
   std::optional<SafetensorsFile> m_file;
   std::vector<TiedNames> m_tied;
+  std::optional<CastCheck> m_check;  // with --dtype, when verified
 };
 
 bool claims_safetensors(const std::string& output) {

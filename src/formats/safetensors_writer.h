@@ -49,9 +49,10 @@ public:
   const std::vector<NamedTensor>& entries() const { return m_entries; }
 
   // Writes the file to `fd`; `progress` hears ("write", `done` + bytes
-  // written so far, `total`). Throws `Error` naming `shown_as`.
+  // written so far, `total`). With `check`, casts of whole records are
+  // checked as they are written (CastCheck). Throws `Error` naming `shown_as`.
   void write(int fd, const std::string& shown_as, const ProgressFn& progress, uint64_t done,
-             uint64_t total) const;
+             uint64_t total, CastCheck* check = nullptr) const;
   // Rereads the file at `path` through the reader table: the header must be
   // the one laid out, every name there (an alias as a view of its kept
   // name's storage), every tensor's bytes its source's, cast as written.

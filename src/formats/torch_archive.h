@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,13 +40,16 @@ public:
   uint64_t storage_bytes() const;
   size_t storages() const { return m_encoded.storages.size(); }
   size_t tensors() const { return m_tensors->size(); }
-  // Writes it to `fd`; returns its size.
+  // Writes it to `fd`, noting in `reads` (when set) what it reads of
+  // storages without a CRC-32 (write_checkpoint); returns its size.
+  // With `check`, casts are checked as they are written (CastCheck).
   uint64_t write(int fd, const std::string& shown_as, const ProgressFn& progress,
-                 const StorageCasts& casts) const;
-  // verify_output against the tensors it was made of.
+                 const StorageCasts& casts, ReadLog* reads, CastCheck* check) const;
+  // verify_output against the tensors it was made of; `checked`: the
+  // CastCheck it was written with, if any.
   VerifyReport verify(const std::string& path, const std::string& shown_as,
                       const std::string& device, const WriteRequest& request,
-                      const StorageCasts& casts) const;
+                      const StorageCasts& casts, const CastCheck* checked) const;
 
 private:
   EncodedPickle m_encoded;

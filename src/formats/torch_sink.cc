@@ -74,14 +74,16 @@ uint64_t TorchArchive::storage_bytes() const {
 }
 
 uint64_t TorchArchive::write(int fd, const std::string& shown_as, const ProgressFn& progress,
-                             const StorageCasts& casts) const {
-  return write_checkpoint(m_encoded, fd, shown_as, progress, casts);
+                             const StorageCasts& casts, ReadLog* reads,
+                             CastCheck* check) const {
+  return write_checkpoint(m_encoded, fd, shown_as, progress, casts, reads, check);
 }
 
 VerifyReport TorchArchive::verify(const std::string& path, const std::string& shown_as,
                                   const std::string& device, const WriteRequest& request,
-                                  const StorageCasts& casts) const {
-  VerifySource source{request.input, request.input_records, request.source_reads};
+                                  const StorageCasts& casts, const CastCheck* checked) const {
+  VerifySource source{request.input, request.input_records, request.source_reads,
+                      request.proven_reads, checked};
   return verify_output(*m_tensors, m_encoded.bytes, path, shown_as, device, source,
                        request.progress, casts);
 }
@@ -90,7 +92,10 @@ namespace {
 
 class TorchSink final : public Sink {
 public:
-  void prepare(const WriteRequest& request) override { m_casts = retype_for_dtype(request); }
+  void prepare(const WriteRequest& request) override {
+    m_casts = retype_for_dtype(request);
+    m_check = cast_check_for(request);
+  }
 
   Written write(const WriteRequest& request, OutputFiles& out) override {
     int fd = out.create(request.shown_as).fd();
@@ -99,19 +104,21 @@ public:
     written.tensors = m_archive->tensors();
     written.storages = m_archive->storages();
     written.storage_bytes = m_archive->storage_bytes();
-    written.bytes = m_archive->write(fd, request.shown_as, request.progress, m_casts);
+    written.bytes = m_archive->write(fd, request.shown_as, request.progress, m_casts,
+                                     request.source_reads, m_check ? &*m_check : nullptr);
     return written;
   }
 
   VerifyReport verify(const WriteRequest& request, const OutputFiles& out,
                       const std::string& device) override {
     return m_archive->verify(out.files().front().path(), request.shown_as, device, request,
-                             m_casts);
+                             m_casts, m_check ? &*m_check : nullptr);
   }
 
 private:
   std::optional<TorchArchive> m_archive;
   StorageCasts m_casts;  // storages written cast, with their bytes' dtype
+  std::optional<CastCheck> m_check;
 };
 
 bool claims_torch(const std::string& /*output*/) { return false; }

@@ -121,6 +121,10 @@ void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, ui
       }
     } else if (size > 0) {
       std::memcpy(to, storage.bytes.data + offset, size);
+      if (log != nullptr && storage.file != nullptr) {
+        log->push_back({storage.file->fd(), storage.file_offset + offset, size,
+                        crc32_update(0, to, size)});
+      }
     }
     return;
   }
@@ -199,6 +203,78 @@ void check_piece_sources(const std::vector<PieceSource>& sources, ReadLog read) 
                   "damaged after it was saved)");
     }
   }
+}
+
+ReadLog reads_inside(ReadLog read, const std::vector<PieceSource>& sources) {
+  std::vector<const PieceSource*> records;
+  records.reserve(sources.size());
+  for (const PieceSource& source : sources) {
+    records.push_back(&source);
+  }
+  auto by_start = [](const PieceSource* a, const PieceSource* b) {
+    int fa = a->file->fd();
+    int fb = b->file->fd();
+    return fa != fb ? fa < fb : a->offset < b->offset;
+  };
+  std::sort(records.begin(), records.end(), by_start);
+  std::sort(read.begin(), read.end(), before);
+  // Both sorted: a part is inside the last record that starts at or before it.
+  auto inside = [&](const ReadPart& part) {
+    auto next = std::upper_bound(records.begin(), records.end(), part,
+                                 [](const ReadPart& p, const PieceSource* r) {
+                                   int fd = r->file->fd();
+                                   return p.fd != fd ? p.fd < fd : p.offset < r->offset;
+                                 });
+    if (next == records.begin()) {
+      return false;
+    }
+    const PieceSource& record = **(next - 1);
+    return record.file->fd() == part.fd && part.offset + part.size <= record.offset + record.size;
+  };
+  read.erase(std::remove_if(read.begin(), read.end(), [&](const ReadPart& p) { return !inside(p); }),
+             read.end());
+  return read;
+}
+
+std::optional<uint32_t> crc32_from_reads(const Storage& storage, const ReadLog& read) {
+  uint32_t crc = 0;
+  // Joins the parts that cover [offset, offset + size) of `fd` end to end.
+  auto join = [&](int fd, uint64_t offset, uint64_t size) {
+    const uint64_t end = offset + size;
+    auto part = std::lower_bound(read.begin(), read.end(), ReadPart{fd, offset, 0, 0}, before);
+    while (offset < end) {
+      // Of the parts that start here (a range read twice), the longest that fits.
+      const ReadPart* best = nullptr;
+      for (; part != read.end() && part->fd == fd && part->offset == offset; ++part) {
+        if (part->size > 0 && offset + part->size <= end &&
+            (best == nullptr || part->size > best->size)) {
+          best = &*part;
+        }
+      }
+      if (best == nullptr) {
+        return false;
+      }
+      crc = crc32_combine(crc, best->crc32, best->size);
+      offset += best->size;
+      part = std::lower_bound(part, read.end(), ReadPart{fd, offset, 0, 0}, before);
+    }
+    return true;
+  };
+  if (storage.pieces.empty()) {
+    if (storage.file == nullptr) {
+      return std::nullopt;
+    }
+    if (!join(storage.file->fd(), storage.file_offset, storage.bytes.size)) {
+      return std::nullopt;
+    }
+    return crc;
+  }
+  for (const BytePiece& piece : storage.pieces) {
+    if (!join(piece.file->fd(), piece.file_offset, piece.size)) {
+      return std::nullopt;
+    }
+  }
+  return crc;
 }
 
 }  // namespace ckpt

@@ -209,6 +209,23 @@ void write_all(int fd, const void* data, uint64_t size, const std::string& shown
   }
 }
 
+void write_all_at(int fd, const void* data, uint64_t size, uint64_t position,
+                  const std::string& shown_as) {
+  const auto* at = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, at, std::min<uint64_t>(size, 1 << 30), static_cast<off_t>(position));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw Error(shown_as + ": cannot write: " + std::strerror(n < 0 ? errno : ENOSPC));
+    }
+    at += n;
+    position += static_cast<uint64_t>(n);
+    size -= static_cast<uint64_t>(n);
+  }
+}
+
 void release_pages(ByteSpan range) {
   static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   auto start = reinterpret_cast<uintptr_t>(range.data);

@@ -211,8 +211,11 @@ Comparison compare_with_source(const StorageFile& source_file, ByteSpan source,
 // carries. A zip input's record carries the CRC-32 torch computed when it
 // saved them, and the written record the same one: then reading the output
 // once proves both (a CRC-32 catches every burst of up to 32 flipped bits,
-// and all but one in four billion other damage). Only when that fails, or
-// the input has no CRC-32 (legacy format), are the bytes compared with the
+// and all but one in four billion other damage). So does a source the
+// writer read from records whose CRC-32s are checked after (a ZeRO rank's
+// partitions, VerifySource::proven): what it read has the CRC-32 its reads
+// join to, which the output must have. Only when that fails, or the input
+// has no CRC-32 (legacy format, DCP), are the bytes compared with the
 // source, which also tells whose bytes are damaged.
 void check_storage(const std::string& shown_as, const VerifySource& input,
                    const Storage& source, const Storage& written, Progress& progress) {
@@ -226,14 +229,19 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
                            std::to_string(a.size));
   }
   bool same_crc_as_input = source.has_crc32 && written.has_crc32 && written.crc32 == source.crc32;
-  if (same_crc_as_input && crc32_streamed(to, shown_as, progress) == written.crc32) {
+  std::optional<uint32_t> as_read;
+  if (!source.has_crc32 && input.proven != nullptr && written.has_crc32) {
+    as_read = crc32_from_reads(source, *input.proven);
+  }
+  bool by_crc = same_crc_as_input || as_read == written.crc32;
+  if (by_crc && crc32_streamed(to, shown_as, progress) == written.crc32) {
     return;
   }
   StorageFile source_file = source_file_of(source, from, input);
   StorageFile written_file{to.file->fd(), to.file_offset, shown_as, true};
   // After a failed CRC-32 the bytes were counted already.
-  Comparison compared = compare_with_source(source_file, a, written_file, b,
-                                            same_crc_as_input ? nullptr : &progress);
+  Comparison compared =
+      compare_with_source(source_file, a, written_file, b, by_crc ? nullptr : &progress);
   if (compared.first_difference) {
     mismatch(shown_as, name + " differs from its source near byte " +
                            std::to_string(*compared.first_difference));
@@ -247,10 +255,34 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
   }
 }
 
+// True when the writer compared `source`'s cast with the reference as it
+// wrote it (CastCheck) from bytes proven to be the input's: its record's
+// CRC-32 (a mismatch throws: the input is damaged), or runs of records
+// checked after verification (VerifySource::proven: a ZeRO run's).
+bool cast_checked_as_written(const VerifySource& input, const Storage& source) {
+  const CastCheck* checked = input.checked;
+  if (checked == nullptr) {
+    return false;
+  }
+  auto noted = checked->source_crc32s.find(&source);
+  if (noted == checked->source_crc32s.end()) {
+    return false;
+  }
+  if (source.has_crc32) {
+    if (noted->second != source.crc32) {
+      input_record_damaged(input, source);
+    }
+    return true;
+  }
+  return input.proven != nullptr && crc32_from_reads(source, *input.proven) == noted->second;
+}
+
 // Checks that `written` holds `source`'s elements (in dtype `from`) cast to
 // its dtype, compared with the reference cast, and the CRC-32 its record
 // carries; and that the source's bytes, read whole, match the CRC-32 of their
-// input record when it has one (else a damaged input would be cast on).
+// input record when it has one (else a damaged input would be cast on). A
+// cast the writer checked (cast_checked_as_written) needs only the CRC-32 of
+// its output, reread.
 void check_cast_storage(const std::string& shown_as, const VerifySource& input, Dtype from,
                         const Storage& source, const Storage& written, Progress& progress) {
   StorageBytes in = storage_bytes(source);
@@ -262,6 +294,12 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
   if (out.bytes.size != count * out_size) {
     mismatch(shown_as, name + " holds " + std::to_string(out.bytes.size) +
                            " bytes, its source cast " + std::to_string(count * out_size));
+  }
+  if (cast_checked_as_written(input, source) && written.has_crc32) {
+    if (crc32_streamed(out, shown_as, progress) == written.crc32) {
+      return;
+    }
+    // Compared with the source below, to say where they differ.
   }
   StorageFile source_file = source_file_of(source, in, input);
   StorageFile written_file{out.file->fd(), out.file_offset, shown_as, true};
@@ -321,6 +359,12 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
 
 void verification_failed(const std::string& path, const std::string& what) {
   throw Error(path + ": verification failed: " + what, ExitStatus::k_verify_failed);
+}
+
+CastCheck reference_cast_check() {
+  CastCheck check;
+  check.differs = first_cast_difference;
+  return check;
 }
 
 void input_record_damaged(const VerifySource& input, const Storage& source) {

@@ -219,10 +219,50 @@ def zero_check_passes_on_a_run_saved_from_gpus(ctx):
 
 
 @case
+def zero_cast_to_bf16_is_the_masters_cast_by_torch(ctx):
+    """ZeRO-2 and ZeRO-3 runs (one with tied and frozen parameters) with --dtype bf16, verified (the cast checked as it is
+    written, the output reread, the rank-file records proven by what was read): to .pth and
+    to .safetensors, every floating tensor equals torch's own `.to(torch.bfloat16)` of the
+    expected fp32 master bit for bit, integer buffers keep their dtype and values."""
+    import torch
+    j = J()
+    for name in ('stage2_tiny_cnn', 'stage3_tiny_cnn_5_ranks', 'stage2_tiny_lm_tied_frozen'):
+        folder, spec = fixture_dir(ctx, name)
+        expected = torch.load(folder / 'expected.pt')
+        for out in (ctx.out_dir / f'{name}.pth', ctx.out_dir / f'{name}.safetensors'):
+            r = ctx.run(folder / 'run', out, '--dtype', 'bf16', *spec['options'])
+            j.check_clean_exit(r)
+            j.check(r.rc == 0, f'{out.name}: exit {r.rc}: {r.stderr}')
+            if r.rc != 0:
+                continue
+            if out.suffix == '.pth':
+                got = j.load_weights_only(out)
+            else:
+                got = sharded_safetensors_load(out)
+                j.check(set(got) == set(expected), f'{out.name}: names {sorted(got)}')
+            for key, want in expected.items():
+                cast = want.to(torch.bfloat16) if want.is_floating_point() else want
+                have = got[key]
+                j.check(have.dtype == cast.dtype, f'{out.name}: {key} is {have.dtype}, expected {cast.dtype}')
+                same = have.shape == cast.shape and torch.equal(
+                    have.reshape(-1).view(torch.uint8) if have.numel() else have,
+                    cast.reshape(-1).view(torch.uint8) if cast.numel() else cast)
+                j.check(same, f'{out.name}: {key} is not torch\'s bf16 cast of the master')
+
+
+def sharded_safetensors_load(path):
+    """The tensors of a .safetensors file, read by the tests' own strict reader (which also
+    checks the layout the reference writer gives)."""
+    import st_reader
+    _, tensors = st_reader.check_writer_layout(path)
+    return tensors
+
+
+@case
 def zero_damaged_rank_file_refused_not_consolidated(ctx):
     """A flipped byte in every tensor record of rank 0's optimizer file (its fp32 partition
     among them): the pieces carry no CRC-32 of their own, so the records they come from are
-    checked whole. convert (to .pth and to .safetensors) exits 1 naming a record of that
+    checked whole. convert (to .pth and to .safetensors, as they are or cast to bf16) exits 1 naming a record of that
     file and the CRC-32 mismatch, nothing written; `check RUN` fails naming it. Before, the damage was consolidated into
     a file that loads fine (as zero_to_fp32.py would: torch.load does not check the CRCs)."""
     import shutil
@@ -241,8 +281,9 @@ def zero_damaged_rank_file_refused_not_consolidated(ctx):
                     + int.from_bytes(raw[at + 28:at + 30], 'little')
                 raw[start + info.file_size // 2] ^= 0x40
     rank0.write_bytes(bytes(raw))
-    for out in ('out.pth', 'out.safetensors'):
-        r = ctx.run(run, ctx.out_dir / out)
+    for out, options in (('out.pth', []), ('out.safetensors', []), ('bf16.pth', ['--dtype', 'bf16']),
+                         ('bf16.safetensors', ['--dtype', 'bf16'])):
+        r = ctx.run(run, ctx.out_dir / out, *options)
         j.check_clean_exit(r)
         j.check(r.rc == 1, f'{out}: exit {r.rc}, expected 1')
         j.check_one_error_line(r, must_contain=(f'{rank0}:', 'CRC-32 mismatch'))

@@ -1,9 +1,11 @@
 // Storages made of pieces of several files (storage_pieces.h): built, read
 // across piece boundaries, copied in the kernel, written into a torch zip by
-// the writer and proved by verification, which blames a damaged piece.
+// the writer and proved by verification, which blames a damaged piece, or,
+// given what the writer read (ReadLog), by rereading the output alone.
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -54,6 +56,24 @@ protected:
     append_piece(*m_storage, m_files[1], 100, 40);
     finish_pieces(*m_storage);
     m_expected = slurp(m_scratch / "a.bin").substr(8, 24) + slurp(m_scratch / "b.bin").substr(100, 40);
+  }
+
+  // A state dict of layer.weight (4 × 4) over the storage, written by the
+  // writer to out.pth (noting its reads in `read` when given).
+  struct Written {
+    std::vector<TensorRef> tensors;
+    EncodedPickle encoded;
+    std::string path;
+  };
+  Written write_state_dict(ReadLog* read = nullptr) {
+    Node* root = make_state_dict(
+        m_graph, {{"layer.weight", make_tensor(m_graph, m_storage, Dtype::k_float32, {4, 4})}});
+    Written written{tensors_reachable(root), encode_pickle(root), m_scratch / "out.pth"};
+    int fd = ::open(written.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    EXPECT_GE(fd, 0);
+    write_checkpoint(written.encoded, fd, written.path, {}, {}, read);
+    ::close(fd);
+    return written;
   }
 
   Scratch m_scratch;
@@ -132,15 +152,7 @@ TEST_F(PiecesTest, TensorBytesStreamsAViewOfPieces) {
 }
 
 TEST_F(PiecesTest, WrittenByTheWriterAndProvedByVerification) {
-  Node* root = make_state_dict(m_graph, {{"layer.weight", make_tensor(m_graph, m_storage,
-                                                                     Dtype::k_float32, {4, 4})}});
-  std::vector<TensorRef> tensors = tensors_reachable(root);
-  EncodedPickle encoded = encode_pickle(root);
-  std::string out = m_scratch / "out.pth";
-  int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  ASSERT_GE(fd, 0);
-  write_checkpoint(encoded, fd, out);
-  ::close(fd);
+  auto [tensors, encoded, out] = write_state_dict();
 
   Checkpoint back = read_checkpoint(out);
   ASSERT_EQ(back.tensors.size(), 1u);
@@ -203,6 +215,82 @@ TEST_F(PiecesTest, RecordsProvenFromPartsReadAndTheGapsBetween) {
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), "a.bin:archive/data/0: CRC-32 mismatch: the tensor data is "
                                      "corrupt (the file was damaged after it was saved)");
+  }
+}
+
+TEST_F(PiecesTest, ReadsInsideKeepsThePartsWithinARecordSorted) {
+  PieceSource record{&m_files[0], "a.bin:archive/data/0", 8, 150, 0};
+  int a = m_files[0].fd();
+  int b = m_files[1].fd();
+  ReadLog read = {{a, 100, 58, 1}, {a, 8, 10, 2},  {a, 150, 10, 3},  // the last runs past it
+                  {a, 0, 8, 4},    {b, 8, 10, 5}};                   // before it; another file
+  ReadLog inside = reads_inside(read, {record});
+  ASSERT_EQ(inside.size(), 2u);
+  EXPECT_EQ(inside[0].crc32, 2u);
+  EXPECT_EQ(inside[1].crc32, 1u);
+}
+
+// The CRC-32 of a storage's bytes joined from what was read of its pieces,
+// in any cut and order, a run read twice included; none when a byte is missing.
+TEST_F(PiecesTest, Crc32FromReadsJoinsThePartsThatCoverEveryPiece) {
+  uint32_t whole = crc32_of(span_of(m_expected));
+  std::string got(64, '\0');
+  auto* to = reinterpret_cast<uint8_t*>(got.data());
+  ReadLog read;
+  read_storage_range(*m_storage, 30, to, 34, &read);
+  read_storage_range(*m_storage, 0, to, 30, &read);
+  read_storage_range(*m_storage, 0, to, 10, &read);  // the start read again, cut otherwise
+  std::sort(read.begin(), read.end(), [](const ReadPart& x, const ReadPart& y) {
+    return x.fd != y.fd ? x.fd < y.fd : x.offset < y.offset;
+  });
+  EXPECT_EQ(crc32_from_reads(*m_storage, read), whole);
+  ReadLog gap;
+  for (const ReadPart& part : read) {
+    if (part.offset != 100) {  // the first bytes of file b's piece
+      gap.push_back(part);
+    }
+  }
+  EXPECT_EQ(crc32_from_reads(*m_storage, gap), std::nullopt);
+}
+
+// Written with its reads noted, a storage of pieces is proven by rereading
+// the output alone: the pieces are not read again (one changed after it was
+// read passes: the output holds what its record held), the records are
+// proven by the CRC-32s of those reads and of the gaps between them, read
+// now (damage there is caught), and a damaged output is still caught.
+TEST_F(PiecesTest, WrittenWithItsReadsNotedItIsProvedByTheOutputAlone) {
+  ReadLog read;
+  auto [tensors, encoded, out] = write_state_dict(&read);
+  std::string a = slurp(m_scratch / "a.bin");
+  std::string b = slurp(m_scratch / "b.bin");
+  std::vector<PieceSource> records = {
+      {&m_files[0], "a.bin:archive/data/0", 0, 200, crc32_of(span_of(a))},
+      {&m_files[1], "b.bin:archive/data/0", 0, 300, crc32_of(span_of(b))}};
+  ReadLog proven = reads_inside(read, records);
+  EXPECT_EQ(crc32_from_reads(*m_storage, proven), crc32_of(span_of(m_expected)));
+  VerifySource source{m_scratch / "a.bin", ""};
+  source.proven = &proven;
+
+  auto damage_b = [&](size_t at) {
+    b[at] = static_cast<char>(b[at] ^ 0x40);
+    std::fstream(m_scratch / "b.bin", std::ios::in | std::ios::out | std::ios::binary) << b;
+  };
+  damage_b(120);  // inside the piece [100, 140), after it was read
+  EXPECT_NO_THROW(verify_output(tensors, encoded.bytes, out, out, "cpu", source));
+  EXPECT_NO_THROW(check_piece_sources(records, proven));
+  damage_b(200);  // outside it: read only by the record's check
+  EXPECT_THROW(check_piece_sources(records, proven), Error);
+
+  std::string written = slurp(out);
+  size_t at = written.find(m_expected.substr(0, 24));
+  ASSERT_NE(at, std::string::npos);
+  written[at + 5] = static_cast<char>(written[at + 5] ^ 0x01);
+  std::ofstream(out, std::ios::binary | std::ios::trunc) << written;
+  try {
+    verify_output(tensors, encoded.bytes, out, out, "cpu", source);
+    FAIL() << "verification missed a damaged output";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), ExitStatus::k_verify_failed) << e.what();
   }
 }
 

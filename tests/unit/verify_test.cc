@@ -2,7 +2,8 @@
 // damaged byte is blamed on the right file (the output: exit 3; the input,
 // whose record CRC-32 no longer matches: exit 1), for zip and legacy inputs,
 // for small storages (compared in place) and large ones (read from the files,
-// from 4 MiB in two halves on two threads).
+// from 4 MiB in two halves on two threads); and casts checked as they were
+// written (CastCheck), which verification proves by the output alone.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "ckpt/checkpoint.h"
+#include "ckpt/dtype.h"
 #include "ckpt/pickle.h"
 #include "ckpt/verify.h"
 #include "ckpt/writer.h"
@@ -195,6 +197,102 @@ TEST(Verify, ADamagedZipInputIsBlamedOnTheInputRecord) {
     EXPECT_NE(message.find(damaged.path() + ":archive/data/"), std::string::npos) << message;
     EXPECT_NE(message.find("CRC-32 mismatch"), std::string::npos) << message;
   }
+}
+
+// `input` (a zip) read back with its float32 storages retyped to bfloat16,
+// as `--dtype bf16` retypes them, and the casts that makes.
+struct CastInput {
+  Checkpoint checkpoint;
+  StorageCasts casts;
+};
+
+CastInput read_for_bf16(const std::string& input) {
+  CastInput in{read_checkpoint(input), {}};
+  for (Storage& storage : in.checkpoint.graph.storages()) {
+    if (storage.dtype == Dtype::k_float32) {
+      in.casts.emplace(&storage, storage.dtype);
+      storage.dtype = Dtype::k_bfloat16;
+      storage.type = in.checkpoint.graph.make_global(
+          "torch", std::string(storage_class_name(Dtype::k_bfloat16)));
+    }
+  }
+  return in;
+}
+
+void write_cast(const CastInput& in, const std::string& output, CastCheck* check) {
+  int fd = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  write_checkpoint(encode_pickle(in.checkpoint.graph.root), fd, output, {}, in.casts, nullptr,
+                   check);
+  ::close(fd);
+}
+
+std::pair<ExitStatus, std::string> cast_failure_of(const CastInput& in, const std::string& output,
+                                                   const CastCheck* checked) {
+  VerifySource source{in.checkpoint.path, in.checkpoint.path + ":archive/data/"};
+  source.checked = checked;
+  try {
+    verify_output(in.checkpoint.tensors, encode_pickle(in.checkpoint.graph.root).bytes, output,
+                  output, "cpu", source, {}, in.casts);
+  } catch (const Error& e) {
+    return {e.status(), e.what()};
+  }
+  return {ExitStatus::k_ok, ""};
+}
+
+// A cast checked by the reference as it was written (CastCheck), from a
+// source whose CRC-32 the writer summed: verification rereads the output
+// alone, and still finds a damaged byte of it. Big enough for two halves.
+TEST(Verify, ACastCheckedAsWrittenIsProvedByItsOutputAndStillCaughtDamaged) {
+  ScratchFile big("big.pth");
+  write_with_big_storage(big.path(), k_big);
+  CastInput in = read_for_bf16(big.path());
+  ASSERT_FALSE(in.casts.empty());
+  ScratchFile out("out.pth");
+  CastCheck check = reference_cast_check();
+  write_cast(in, out.path(), &check);
+  ASSERT_EQ(check.source_crc32s.size(), in.casts.size());
+  for (const auto& [storage, crc] : check.source_crc32s) {
+    EXPECT_EQ(crc, storage->crc32) << storage->key;  // the source as read: its record's CRC-32
+  }
+  EXPECT_EQ(cast_failure_of(in, out.path(), &check).first, ExitStatus::k_ok);
+  flip_byte(out.path(), first_storage_offset(out.path()) + k_damage_at / 2);
+  auto [status, message] = cast_failure_of(in, out.path(), &check);
+  EXPECT_EQ(status, ExitStatus::k_verify_failed) << message;
+  EXPECT_NE(message.find("data/0 is not its source cast to bfloat16"), std::string::npos)
+      << message;
+}
+
+size_t always_differs(Dtype, Dtype, const uint8_t*, const uint8_t*, size_t) { return 0; }
+
+TEST(Verify, AWriterWhoseCastTheReferenceRefusesStopsAsAFailedVerification) {
+  CastInput in = read_for_bf16(k_data + "/dp_tiny_cnn.pth");
+  ScratchFile out("out.pth");
+  CastCheck check;
+  check.differs = always_differs;
+  try {
+    write_cast(in, out.path(), &check);
+    FAIL() << "a cast the reference disagrees with was written";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), ExitStatus::k_verify_failed) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is not its source cast to bfloat16 at element 0"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Verify, ADamagedSourceOfACheckedCastIsBlamedOnTheInputRecord) {
+  ScratchFile damaged("damaged.pth");
+  spit(damaged.path(), slurp(k_data + "/dp_tiny_cnn.pth"));
+  flip_byte(damaged.path(), first_storage_offset(damaged.path()) + 3);
+  CastInput in = read_for_bf16(damaged.path());
+  ScratchFile out("out.pth");
+  CastCheck check = reference_cast_check();
+  write_cast(in, out.path(), &check);
+  auto [status, message] = cast_failure_of(in, out.path(), &check);
+  EXPECT_EQ(status, ExitStatus::k_bad_input) << message;
+  EXPECT_NE(message.find(damaged.path() + ":archive/data/"), std::string::npos) << message;
+  EXPECT_NE(message.find("CRC-32 mismatch"), std::string::npos) << message;
 }
 
 TEST(Verify, AnInputTruncatedBeforeTheComparisonIsBlamedOnTheInput) {

@@ -116,12 +116,14 @@ TEST(ZipWriter, FilledRecordsAskForWholeElementsCoveringEveryByteOnce) {
   {
     ZipWriter zip(out, dir / "out.zip");
     zip.add_filled("cast", size, grain,
-                   [&](uint64_t at, uint8_t* to, uint64_t n, std::vector<uint8_t>&) {
+                   [&](uint64_t at, uint8_t* to, uint64_t n,
+                       std::vector<uint8_t>&) -> std::optional<uint32_t> {
                      for (uint64_t i = 0; i < n; ++i) {
                        to[i] = static_cast<uint8_t>((at + i) % 251);
                      }
                      std::lock_guard<std::mutex> hold(asked_lock);
                      asked.emplace_back(at, n);
+                     return std::nullopt;
                    });
     zip.finish();
   }
