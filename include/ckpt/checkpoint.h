@@ -47,6 +47,11 @@ struct Checkpoint {
   // partitions), each to be checked whole against its CRC-32
   // (`check_piece_sources`): a piece carries none of its own.
   std::vector<PieceSource> piece_sources;
+  // Files that storages take pieces of and that carry no checksum at all (a
+  // DCP run's `.distcp` files): nothing can prove their bytes but reading
+  // them, so verification takes what the writer read of them as read (the
+  // output must have its CRC-32) rather than reading them again the same way.
+  std::vector<const MappedFile*> unchecked_sources;
   // What the reader found odd but read (an HF index's unlisted shards or
   // tensors): `convert` reports them as its warnings, `inspect` and `check`
   // log them.

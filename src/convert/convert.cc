@@ -270,10 +270,10 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     request.options.replace = options.force;
     request.verified = options.verify;
     request.graph = &input.graph;
-    // What verification reads of the records a consolidated state dict is
-    // made of (a ZeRO run) proves them without reading them again.
+    // What the writer and verification read of the files a consolidated
+    // state dict is made of (a ZeRO or DCP run): see proven_reads below.
     ReadLog source_reads;
-    if (!input.piece_sources.empty() && options.verify) {
+    if ((!input.piece_sources.empty() || !input.unchecked_sources.empty()) && options.verify) {
       request.source_reads = &source_reads;
     }
     sink->prepare(request);
@@ -305,11 +305,16 @@ void convert_into(const ConvertOptions& options, const std::string& output, Conv
     report.tied = written.tied;
     report.shards = written.shards;
     report.seconds.write = seconds_since(stage);
-    // What the writer read of a ZeRO run's records, proven by their CRC-32s
-    // after verification, lets it reread only the output (VerifySource::proven).
+    // What the writer read of a ZeRO run's records (proven by their CRC-32s
+    // after verification) or of a DCP run's files (which carry none) lets
+    // verification reread only the output (VerifySource::proven).
     ReadLog proven_reads;
     if (request.source_reads != nullptr) {
-      proven_reads = reads_inside(source_reads, input.piece_sources);
+      std::vector<PieceSource> sources = input.piece_sources;
+      for (const MappedFile* file : input.unchecked_sources) {
+        sources.push_back({file, file->path(), 0, file->bytes().size, 0});
+      }
+      proven_reads = reads_inside(source_reads, sources);
       request.proven_reads = &proven_reads;
     }
     // Written: the input's object graph is no longer needed, only its

@@ -141,6 +141,7 @@ private:
       }
       m_ckpt.files.push_back(MappedFile::open(path));
       m_files[file] = &m_ckpt.files.back();
+      m_ckpt.unchecked_sources.push_back(&m_ckpt.files.back());
     }
     find_unread();
   }
