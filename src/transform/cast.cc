@@ -13,7 +13,8 @@
 // float32 → float16 has a second implementation with F16C's `vcvtps2ph`,
 // chosen at run time; it replaces NaN lanes with the canonical quiet NaN
 // before converting, because the instruction keeps the payload's top bits
-// (0x7FD8C09A → 0x7EC6) where torch gives 0x7E00.
+// (0x7FD8C09A → 0x7EC6) where torch gives 0x7E00. float32 → bfloat16 runs
+// the portable loop built for AVX2 or AVX-512 where the CPU has them.
 #include "ckpt/cast.h"
 
 #include <cstdint>
@@ -110,8 +111,11 @@ float float_of(uint32_t u) {
 
 using Loop = void (*)(const unsigned char* in, unsigned char* out, size_t count);
 
+// (Always inlined, so that the loops built for AVX2 and AVX-512 below get
+// vector code of their width from it.)
 template <typename In, typename Out, Out (*convert)(In)>
-void cast_loop(const unsigned char* in, unsigned char* out, size_t count) {
+[[gnu::always_inline]] inline void cast_loop(const unsigned char* in, unsigned char* out,
+                                             size_t count) {
   size_t i = 0;
   for (; i + k_block <= count; i += k_block) {
     In x[k_block];
@@ -148,6 +152,33 @@ __attribute__((target("f16c,avx2"))) void f32_to_f16_f16c(const unsigned char* i
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * 2), h);
   }
   cast_loop<uint32_t, uint16_t, f32_to_f16>(in + i * 4, out + i * 2, count - i);
+}
+
+// float32 → bfloat16: the portable loop built for AVX-512 (sixteen lanes) or
+// AVX2 (eight), chosen at run time. The same integer arithmetic, so the same
+// bits; about twice the portable loop's speed (SSE2), and a verified cast
+// runs the check beside it (reference_cast.cc, built the same ways).
+__attribute__((target("avx2"))) void f32_to_bf16_avx2(const unsigned char* in,
+                                                      unsigned char* out, size_t count) {
+  cast_loop<uint32_t, uint16_t, f32_to_bf16>(in, out, count);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void f32_to_bf16_avx512(
+    const unsigned char* in, unsigned char* out, size_t count) {
+  cast_loop<uint32_t, uint16_t, f32_to_bf16>(in, out, count);
+}
+
+// The wider of the two the CPU has, or null.
+Loop f32_to_bf16_wide() {
+  static const Loop loop = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl")) {
+      return &f32_to_bf16_avx512;
+    }
+    return __builtin_cpu_supports("avx2") ? &f32_to_bf16_avx2 : nullptr;
+  }();
+  return loop;
 }
 
 bool cpu_has_f16c() {
@@ -217,6 +248,9 @@ size_t cast_output_bytes(Dtype to, size_t count) {
 
 bool cast_has_fast_path(Dtype from, Dtype to) {
 #ifdef CKPT_CAST_F16C
+  if (from == Dtype::k_float32 && to == Dtype::k_bfloat16) {
+    return f32_to_bf16_wide() != nullptr;
+  }
   return from == Dtype::k_float32 && to == Dtype::k_float16 && cpu_has_f16c();
 #else
   return false;
@@ -237,7 +271,11 @@ void cast_elements(Dtype from, Dtype to, const void* in, void* out, size_t count
   }
 #ifdef CKPT_CAST_F16C
   if (path == CastPath::k_best && cast_has_fast_path(from, to)) {
-    f32_to_f16_f16c(src, dst, count);
+    if (to == Dtype::k_bfloat16) {
+      f32_to_bf16_wide()(src, dst, count);
+    } else {
+      f32_to_f16_f16c(src, dst, count);
+    }
     return;
   }
 #endif

@@ -97,8 +97,10 @@ def main():
             if dst == src:
                 continue
             want = torch_cast(values, src, dst)
-            # float32 -> float16 has an F16C path where the CPU has one: judge both.
-            for path in ['best', 'portable'] if (src, dst) == ('float32', 'float16') else ['best']:
+            # float32 -> float16 has an F16C path and float32 -> bfloat16 an AVX2/AVX-512
+            # build where the CPU has them: judge both paths.
+            wide = (src, dst) in (('float32', 'float16'), ('float32', 'bfloat16'))
+            for path in ['best', 'portable'] if wide else ['best']:
                 failed |= compare(src, dst, path, values, want,
                                   tool_cast(args.tool, args.work, values, src, dst, path))
     return 1 if failed else 0

@@ -317,6 +317,13 @@ TEST(CastSweep, Float32ToFloat16MatchesTheReference) {
   EXPECT_EQ(sweep(Dtype::k_float16, CastPath::k_portable, k_stride, ref_f16), 0u);
 }
 
+TEST(CastSweep, Float32ToBfloat16FastPathMatchesTheReference) {
+  if (!cast_has_fast_path(Dtype::k_float32, Dtype::k_bfloat16)) {
+    GTEST_SKIP() << "neither AVX2 nor AVX-512 on this CPU";
+  }
+  EXPECT_EQ(sweep(Dtype::k_bfloat16, CastPath::k_best, k_stride, ref_bf16), 0u);
+}
+
 TEST(CastSweep, Float32ToFloat16FastPathMatchesTheReference) {
   if (!cast_has_fast_path(Dtype::k_float32, Dtype::k_float16)) {
     GTEST_SKIP() << "no F16C on this CPU";
