@@ -37,7 +37,7 @@ size_t cast_output_bytes(Dtype to, size_t count);
 
 // Which implementation `cast_elements` may use. `k_best` takes a CPU-specific
 // one where the CPU has it (float32 → float16 with F16C and AVX2, float32 →
-// bfloat16 built for AVX2 or AVX-512), whose output is identical; `k_portable` always takes the plain C++ loop (for tests and
+// bfloat16 built for AVX-512), whose output is identical; `k_portable` always takes the plain C++ loop (for tests and
 // benchmarks that compare the two).
 enum class CastPath : unsigned char { k_best, k_portable };
 

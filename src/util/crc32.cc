@@ -13,6 +13,8 @@
 
 #include <zlib.h>
 
+#include "util/simd.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -153,8 +155,7 @@ bool has_pclmul() {
 }
 
 bool has_vpclmul() {
-  static const bool supported = has_pclmul() && __builtin_cpu_supports("avx512f") &&
-                                __builtin_cpu_supports("avx512vl") &&
+  static const bool supported = has_pclmul() && simd_level() == SimdLevel::k_avx512 &&
                                 __builtin_cpu_supports("vpclmulqdq");
   return supported;
 }

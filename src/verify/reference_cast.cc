@@ -11,6 +11,8 @@
 #include <cstring>
 #include <vector>
 
+#include "util/simd.h"
+
 namespace ckpt {
 namespace {
 
@@ -208,15 +210,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) size_t first_difference_avx
 
 template <uint16_t (*by_value)(uint32_t)>
 size_t first_difference_dispatched(const uint8_t* source, const uint8_t* written, size_t count) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f") &&
-                             __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512vl");
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx512) {
-    return first_difference_avx512<by_value>(source, written, count);
+  switch (simd_level()) {
+    case SimdLevel::k_avx512: return first_difference_avx512<by_value>(source, written, count);
+    case SimdLevel::k_avx2: return first_difference_avx2<by_value>(source, written, count);
+    default: return first_difference_from_float32<by_value>(source, written, count);
   }
-  return avx2 ? first_difference_avx2<by_value>(source, written, count)
-              : first_difference_from_float32<by_value>(source, written, count);
 }
 
 }  // namespace

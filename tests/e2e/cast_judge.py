@@ -97,7 +97,7 @@ def main():
             if dst == src:
                 continue
             want = torch_cast(values, src, dst)
-            # float32 -> float16 has an F16C path and float32 -> bfloat16 an AVX2/AVX-512
+            # float32 -> float16 has an F16C path and float32 -> bfloat16 an AVX-512
             # build where the CPU has them: judge both paths.
             wide = (src, dst) in (('float32', 'float16'), ('float32', 'bfloat16'))
             for path in ['best', 'portable'] if wide else ['best']:
