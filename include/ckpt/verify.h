@@ -50,6 +50,13 @@ struct VerifySource {
 // it was saved, and the output would carry the damage on.
 [[noreturn]] void input_record_damaged(const VerifySource& input, const Storage& source);
 
+// True when the writer compared `source`'s cast with the reference as it
+// wrote it (VerifySource::checked) from bytes proven to be the input's: its
+// record's CRC-32 (a mismatch throws input_record_damaged), or runs of
+// records checked after verification (VerifySource::proven: a ZeRO run's).
+// Then the output alone needs rereading.
+bool cast_checked_as_written(const VerifySource& input, const Storage& source);
+
 // Checks the archive at `path` against `sources` (the tensors of the root
 // that was encoded into it, in pickle order): our reader decodes it to a
 // graph that encodes to the same pickle bytes; the tensors match in dtype,

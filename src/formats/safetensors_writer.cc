@@ -310,24 +310,23 @@ uint64_t write_cast_in_halves(const NamedTensor& e, const TensorBytes& source, i
 // Writes `e`'s elements, cast to its written dtype; returns the bytes written.
 // With `check`, a cast of a whole zip record is checked as it is written and
 // the CRC-32s of its source and of what was written are noted (CastCheck):
-// verification then rereads only the output.
+// verification then rereads only the output. (A sink writes into a temporary
+// file; were `fd` a pipe, casts would go in order below, unchecked, and
+// verification would compare them with their source instead.)
 uint64_t write_tensor(const NamedTensor& e, int fd, std::vector<uint8_t>& in,
                       std::vector<uint8_t>& out, const std::string& shown_as,
                       CastCheck* check) {
   TensorBytes source(e.tensor);
   const Storage& storage = *e.tensor.storage;
   bool cast = e.written_dtype != e.tensor.dtype;
-  bool checking = cast && check != nullptr && storage.has_crc32 && covers_storage(e.tensor) &&
-                  source.is_one_range();
   if (cast && source.is_one_range()) {
     off_t start = ::lseek(fd, 0, SEEK_CUR);
-    if (start >= 0) {  // else a pipe: written in order below
+    if (start >= 0) {
+      bool checking = check != nullptr && storage.has_crc32 && covers_storage(e.tensor);
       return write_cast_in_halves(e, source, fd, static_cast<uint64_t>(start), shown_as, check,
                                   checking);
     }
   }
-  uint32_t source_crc = 0;
-  uint32_t written_crc = 0;
   uint64_t copied = 0;
   if (!cast && source.is_one_range() && (storage.file != nullptr || has_pieces(storage)) &&
       source.size() > k_chunk) {
@@ -347,28 +346,13 @@ uint64_t write_tensor(const NamedTensor& e, int fd, std::vector<uint8_t>& in,
   out.resize(in.size() / from * to);
   while (uint64_t n = source.read(in.data(), in.size())) {
     if (cast) {
-      size_t count = n / from;
-      cast_elements(e.tensor.dtype, e.written_dtype, in.data(), out.data(), count);
-      if (checking) {
-        size_t differs = check->differs(e.tensor.dtype, e.written_dtype, in.data(), out.data(),
-                                        count);
-        if (differs < count) {
-          verification_failed(shown_as, "'" + e.name + "' differs from its source near byte " +
-                                            std::to_string(written + differs * to));
-        }
-        source_crc = crc32_update(source_crc, in.data(), n);
-        written_crc = crc32_update(written_crc, out.data(), count * to);
-      }
-      write_all(fd, out.data(), count * to, shown_as);
-      written += count * to;
+      cast_elements(e.tensor.dtype, e.written_dtype, in.data(), out.data(), n / from);
+      write_all(fd, out.data(), n / from * to, shown_as);
+      written += n / from * to;
     } else {
       write_all(fd, in.data(), n, shown_as);
       written += n;
     }
-  }
-  if (checking) {
-    check->source_crc32s[&storage] = source_crc;
-    check->written_crc32s[&storage] = written_crc;
   }
   return written;
 }
@@ -395,17 +379,11 @@ uint64_t compare(const NamedTensor& e, const TensorRef& out, std::vector<uint8_t
   Dtype to = e.written_dtype;
   const Storage& storage = *e.tensor.storage;
   bool whole_record = storage.has_crc32 && covers_storage(e.tensor) && source.is_one_range();
-  const CastCheck* checked = input.checked;
-  if (whole_record && from != to && checked != nullptr) {
-    auto source_sum = checked->source_crc32s.find(&storage);
-    auto written_sum = checked->written_crc32s.find(&storage);
-    if (source_sum != checked->source_crc32s.end() &&
-        written_sum != checked->written_crc32s.end()) {
-      // Cast and checked as written (write_tensor): its source's CRC-32 must
-      // be its record's, and what was written must read back.
-      if (source_sum->second != storage.crc32) {
-        input_record_damaged(input, storage);
-      }
+  if (whole_record && from != to && cast_checked_as_written(input, storage)) {
+    // Cast and checked as written (write_cast_in_halves), from its record's
+    // bytes: what was written must read back.
+    auto written_sum = input.checked->written_crc32s.find(&storage);
+    if (written_sum != input.checked->written_crc32s.end()) {
       TensorBytes copy(out);
       uint64_t size = 0;
       uint64_t expected = source.size() / element_size(from) * element_size(to);

@@ -260,14 +260,10 @@ std::optional<uint32_t> crc32_from_reads(const Storage& storage, const ReadLog& 
     }
     return true;
   };
-  if (storage.pieces.empty()) {
-    if (storage.file == nullptr) {
-      return std::nullopt;
-    }
-    if (!join(storage.file->fd(), storage.file_offset, storage.bytes.size)) {
-      return std::nullopt;
-    }
-    return crc;
+  if (storage.pieces.empty()) {  // one range of one file, or only in memory
+    bool read_whole = storage.file != nullptr &&
+                      join(storage.file->fd(), storage.file_offset, storage.bytes.size);
+    return read_whole ? std::optional<uint32_t>(crc) : std::nullopt;
   }
   for (const BytePiece& piece : storage.pieces) {
     if (!join(piece.file->fd(), piece.file_offset, piece.size)) {

@@ -255,28 +255,6 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
   }
 }
 
-// True when the writer compared `source`'s cast with the reference as it
-// wrote it (CastCheck) from bytes proven to be the input's: its record's
-// CRC-32 (a mismatch throws: the input is damaged), or runs of records
-// checked after verification (VerifySource::proven: a ZeRO run's).
-bool cast_checked_as_written(const VerifySource& input, const Storage& source) {
-  const CastCheck* checked = input.checked;
-  if (checked == nullptr) {
-    return false;
-  }
-  auto noted = checked->source_crc32s.find(&source);
-  if (noted == checked->source_crc32s.end()) {
-    return false;
-  }
-  if (source.has_crc32) {
-    if (noted->second != source.crc32) {
-      input_record_damaged(input, source);
-    }
-    return true;
-  }
-  return input.proven != nullptr && crc32_from_reads(source, *input.proven) == noted->second;
-}
-
 // Checks that `written` holds `source`'s elements (in dtype `from`) cast to
 // its dtype, compared with the reference cast, and the CRC-32 its record
 // carries; and that the source's bytes, read whole, match the CRC-32 of their
@@ -365,6 +343,24 @@ CastCheck reference_cast_check() {
   CastCheck check;
   check.differs = first_cast_difference;
   return check;
+}
+
+bool cast_checked_as_written(const VerifySource& input, const Storage& source) {
+  const CastCheck* checked = input.checked;
+  if (checked == nullptr) {
+    return false;
+  }
+  auto noted = checked->source_crc32s.find(&source);
+  if (noted == checked->source_crc32s.end()) {
+    return false;
+  }
+  if (source.has_crc32) {
+    if (noted->second != source.crc32) {
+      input_record_damaged(input, source);
+    }
+    return true;
+  }
+  return input.proven != nullptr && crc32_from_reads(source, *input.proven) == noted->second;
 }
 
 void input_record_damaged(const VerifySource& input, const Storage& source) {
