@@ -1,8 +1,9 @@
 // The LibTorch plugin: the only code of ckpt-convert that includes LibTorch
 // (see plugin_abi.h for why it is a plugin). Every entry point catches
 // everything: no exception may cross the C boundary.
-#include <torch/script.h>
-#include <torch/torch.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/serialization/import.h>
+#include <torch/cuda.h>
 
 #include <cstdio>
 #include <cstring>
