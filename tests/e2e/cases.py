@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The ckpt-convert e2e cases: one small named function per behaviour.
 
-    /usr/bin/python3 tests/e2e/cases.py --list      # one case name per line (read by CMake)
+    /usr/bin/python3 tests/e2e/cases.py --list      # one case name per line
+    /usr/bin/python3 tests/e2e/cases.py --groups    # one group of cases per line (read by CMake)
     /usr/bin/python3 tests/e2e/run_case.py NAME --bin ckpt-convert --data tests/data \
         --large-data BUILD/fixtures --work FRESH_DIR
 
@@ -644,11 +645,37 @@ import cases_dcp  # noqa: E402,F401  torch DCP folders in (issue 14 item 2): reg
 import cases_batch_runs  # noqa: E402,F401  batch over DeepSpeed and DCP run folders (issue 14 item 4): registers here
 
 
+# Cases per CTest entry. Each entry is one Python that imports torch once (1-3 s here) and
+# forks a child per case (tests/e2e/run_cases.py); small enough that two or more entries keep
+# every core busy to the end, and that a failing entry names few cases.
+GROUP_SIZE = 10
+
+
+def groups():
+    """The CTest entries: each module's cases in their order, cut into nearly equal runs of at
+    most GROUP_SIZE, named MODULE.K (`core` for this file, `zero` for cases_zero.py, ...)."""
+    by_module = collections.OrderedDict()
+    for name, fn in CASES.items():
+        module = fn.__module__
+        short = 'core' if module in ('cases', '__main__') else module.removeprefix('cases_')
+        by_module.setdefault(short, []).append(name)
+    found = collections.OrderedDict()
+    for short, names in by_module.items():
+        count = -(-len(names) // GROUP_SIZE)
+        for k in range(count):
+            found[f'{short}.{k + 1}'] = names[k * len(names) // count:(k + 1) * len(names) // count]
+    return found
+
+
 def main(argv):
     if argv[1:] == ['--list']:
         print('\n'.join(CASES))
         return 0
-    print(f'usage: {argv[0]} --list   (run a case with run_case.py)', file=sys.stderr)
+    if argv[1:] == ['--groups']:
+        print('\n'.join(groups()))
+        return 0
+    print(f'usage: {argv[0]} --list | --groups   (run cases with run_case.py or run_cases.py)',
+          file=sys.stderr)
     return 2
 
 

@@ -41,49 +41,62 @@ def prepare_work(work):
     (work / 'out').mkdir()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description='Run one ckpt-convert e2e case.')
-    ap.add_argument('name', help='case name (see cases.py --list)')
-    ap.add_argument('--bin', required=True, help='the ckpt-convert executable')
-    ap.add_argument('--data', required=True, help='dir of the small fixtures (tests/data)')
-    ap.add_argument('--large-data', default=None, help='dir of the --large fixtures')
-    ap.add_argument('--work', required=True, help='fresh scratch dir for this case')
-    args = ap.parse_args(argv)
-
+def run_case(name, bin_path, data, large_data, work):
+    """Run case NAME in the fresh work dir WORK; print PASS, SKIP or FAIL (with the reason, the
+    command, its exit code and output) and return the exit code: 0, judge.SKIP_EXIT or 1."""
     import cases
-    fn = cases.CASES.get(args.name)
+    fn = cases.CASES.get(name)
     if fn is None:
-        print(f'FAIL {args.name}: no such case (see cases.py --list)', file=sys.stderr)
+        print(f'FAIL {name}: no such case (see cases.py --list)', file=sys.stderr)
         return 1
-    if not (os.path.isfile(args.bin) and os.access(args.bin, os.X_OK)):
-        print(f'FAIL {args.name}: --bin {args.bin} is not an executable file', file=sys.stderr)
+    if not (os.path.isfile(bin_path) and os.access(bin_path, os.X_OK)):
+        print(f'FAIL {name}: --bin {bin_path} is not an executable file', file=sys.stderr)
         return 1
-    prepare_work(args.work)
+    prepare_work(work)
 
-    # One thread per torch in a case, however many cases ctest runs at once; set before
-    # torch is imported, which only the cases that load checkpoints do.
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
     import judge
-    ctx = judge.Ctx(args.bin, args.data, args.large_data, args.work)
+    ctx = judge.Ctx(bin_path, data, large_data, work)
     try:
         fn(ctx)
     except judge.CaseSkipped as e:
-        print(f'SKIP {args.name}: {e}', file=sys.stderr)
+        print(f'SKIP {name}: {e}', file=sys.stderr)
         return judge.SKIP_EXIT
     except judge.CaseFailure as e:
-        msg = f'FAIL {args.name}: {e}'
+        msg = f'FAIL {name}: {e}'
         if ctx.last is not None:
             msg += '\n' + ctx.last.describe()
         print(msg, file=sys.stderr)
         return 1
     except Exception:  # noqa: BLE001 - an error in the judge or an unreadable output
-        msg = f'FAIL {args.name}: unexpected error while judging:\n{traceback.format_exc()}'
+        msg = f'FAIL {name}: unexpected error while judging:\n{traceback.format_exc()}'
         if ctx.last is not None:
             msg += ctx.last.describe()
         print(msg, file=sys.stderr)
         return 1
-    print(f'PASS {args.name}')
+    print(f'PASS {name}')
     return 0
+
+
+def one_thread_per_torch():
+    """One thread per torch in a case, however many cases ctest runs at once; must run before
+    torch is imported."""
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+
+def add_tool_and_data_options(ap, work_help):
+    ap.add_argument('--bin', required=True, help='the ckpt-convert executable')
+    ap.add_argument('--data', required=True, help='dir of the small fixtures (tests/data)')
+    ap.add_argument('--large-data', default=None, help='dir of the --large fixtures')
+    ap.add_argument('--work', required=True, help=work_help)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description='Run one ckpt-convert e2e case.')
+    ap.add_argument('name', help='case name (see cases.py --list)')
+    add_tool_and_data_options(ap, work_help='fresh scratch dir for this case')
+    args = ap.parse_args(argv)
+    one_thread_per_torch()
+    return run_case(args.name, args.bin, args.data, args.large_data, args.work)
 
 
 if __name__ == '__main__':
