@@ -1,0 +1,94 @@
+// copy_at: file to file inside the kernel when the two positions share their
+// offset within a page, through a buffer when they do not; the same bytes
+// either way, and a short count when the source ends or the write fails.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "ckpt/mapped_file.h"
+#include "test_util.h"
+
+namespace ckpt::test {
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// 3.5 MiB of bytes that differ from their neighbours and from a shifted copy.
+std::string pattern() {
+  std::string out((7u << 20) / 2, '\0');
+  uint32_t x = 12345;
+  for (char& c : out) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return out;
+}
+
+class CopyAtTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    put(m_scratch / "in.bin", m_source);
+    m_in = ::open((m_scratch / "in.bin").c_str(), O_RDONLY);
+    ASSERT_GE(m_in, 0);
+  }
+  void TearDown() override { ::close(m_in); }
+
+  // Writes `lead` bytes, then copies `size` bytes from `offset` of the source;
+  // returns what copy_at returned and leaves the file in out.bin.
+  uint64_t copy_after(uint64_t lead, uint64_t offset, uint64_t size) {
+    int out = ::open((m_scratch / "out.bin").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    EXPECT_GE(out, 0);
+    write_all(out, std::string(lead, 'x').data(), lead, "out.bin");
+    uint64_t copied = copy_at(m_in, offset, out, size);
+    ::close(out);
+    return copied;
+  }
+
+  Scratch m_scratch;
+  std::string m_source = pattern();
+  int m_in = -1;
+};
+
+TEST_F(CopyAtTest, CopiesTheSameBytesAlignedOrNot) {
+  // (lead, offset): the same offset within a page (the kernel copies), and
+  // several that differ (the buffer copies, across its 1 MiB boundaries).
+  const std::pair<uint64_t, uint64_t> cases[] = {
+      {0, 0}, {4096, 8192}, {100, 4196}, {0, 64}, {100, 0}, {4095, 1}, {17, 3 << 20}};
+  for (auto [lead, offset] : cases) {
+    uint64_t size = m_source.size() - offset;
+    EXPECT_EQ(copy_after(lead, offset, size), size) << lead << " " << offset;
+    std::string written = slurp(m_scratch / "out.bin");
+    ASSERT_EQ(written.size(), lead + size) << lead << " " << offset;
+    // A boolean: a failing EXPECT_EQ would print megabytes.
+    EXPECT_TRUE(written.substr(lead) == m_source.substr(offset)) << lead << " " << offset;
+  }
+}
+
+TEST_F(CopyAtTest, StopsWhereTheSourceEnds) {
+  for (uint64_t lead : {0u, 100u}) {
+    uint64_t offset = m_source.size() - (200 << 10);
+    EXPECT_EQ(copy_after(lead, offset, 1 << 20), 200u << 10) << lead;
+    EXPECT_TRUE(slurp(m_scratch / "out.bin").substr(lead) == m_source.substr(offset)) << lead;
+  }
+}
+
+TEST_F(CopyAtTest, CopiesNothingToAFileItCannotWrite) {
+  put(m_scratch / "read_only.bin", std::string(100, 'x'));
+  int out = ::open((m_scratch / "read_only.bin").c_str(), O_RDONLY);
+  ASSERT_GE(out, 0);
+  for (off_t position : {0, 100}) {
+    ASSERT_EQ(::lseek(out, position, SEEK_SET), position);
+    EXPECT_EQ(copy_at(m_in, 0, out, 1 << 20), 0u) << position;
+  }
+  ::close(out);
+}
+
+}  // namespace
+}  // namespace ckpt::test
