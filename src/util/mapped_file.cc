@@ -93,6 +93,25 @@ void unwatch(const uint8_t* data) {
   }
 }
 
+// Calls `step(done)`, a read, write or copy of up to the `size` - `done`
+// bytes left, until all are done, through EINTR; stops at the first that does
+// nothing or fails. Returns the bytes done.
+template <typename Step>
+uint64_t repeat_io(uint64_t size, const Step& step) {
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = step(done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  return done;
+}
+
 }  // namespace
 
 MappedFile MappedFile::open(const std::string& path) {
@@ -162,43 +181,14 @@ MappedFile::~MappedFile() {
 
 uint64_t read_at(int fd, void* to, uint64_t size, uint64_t offset) {
   auto* at = static_cast<char*>(to);
-  uint64_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(fd, at + done, size - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      if (n == 0) {
-        errno = 0;
-      }
-      break;
-    }
-    done += static_cast<uint64_t>(n);
-  }
-  return done;
+  // errno cleared before each read, so that it is 0 where the file ended.
+  return repeat_io(size, [&](uint64_t done) {
+    errno = 0;
+    return ::pread(fd, at + done, size - done, static_cast<off_t>(offset + done));
+  });
 }
 
 namespace {
-
-// Calls `step(done)`, a read, write or copy of up to the `size` - `done`
-// bytes left, until all are done, through EINTR; stops at the first that does
-// nothing or fails. Returns the bytes done.
-template <typename Step>
-uint64_t repeat_io(uint64_t size, const Step& step) {
-  uint64_t done = 0;
-  while (done < size) {
-    ssize_t n = step(done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      break;
-    }
-    done += static_cast<uint64_t>(n);
-  }
-  return done;
-}
 
 // Writes what it can of `data` to `fd`'s position; returns how much (the
 // caller reports the error when it writes the rest itself).
