@@ -34,8 +34,8 @@ CASE_TIMEOUT_S = 300
 
 
 def run_in_child(name, args):
-    """Fork; the child runs case NAME and exits with its code. Returns (code, seconds), code
-    None with a reason printed when the child died of a signal."""
+    """Fork; the child runs case NAME and exits with its code. Returns (code, seconds); code 1,
+    with the reason printed, when the child died of a signal (a hang past CASE_TIMEOUT_S)."""
     sys.stdout.flush()
     sys.stderr.flush()
     start = time.monotonic()
@@ -79,7 +79,8 @@ def main(argv=None):
         names += group
     if not names:
         ap.error('give case names or --group')
-    import judge  # noqa: F401  imported here, once, for every child
+    # Imported here, once, for every child.
+    import judge
     import torch  # noqa: F401
 
     failed, skipped = [], []
