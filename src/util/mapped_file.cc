@@ -25,6 +25,7 @@
 
 #include "ckpt/error.h"
 #include "ckpt/temp_file.h"
+#include "util/repeat_io.h"
 
 namespace ckpt {
 namespace {
@@ -91,25 +92,6 @@ void unwatch(const uint8_t* data) {
       return;
     }
   }
-}
-
-// Calls `step(done)`, a read, write or copy of up to the `size` - `done`
-// bytes left, until all are done, through EINTR; stops at the first that does
-// nothing or fails. Returns the bytes done.
-template <typename Step>
-uint64_t repeat_io(uint64_t size, const Step& step) {
-  uint64_t done = 0;
-  while (done < size) {
-    ssize_t n = step(done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      break;
-    }
-    done += static_cast<uint64_t>(n);
-  }
-  return done;
 }
 
 }  // namespace
@@ -185,56 +167,6 @@ uint64_t read_at(int fd, void* to, uint64_t size, uint64_t offset) {
   return repeat_io(size, [&](uint64_t done) {
     errno = 0;
     return ::pread(fd, at + done, size - done, static_cast<off_t>(offset + done));
-  });
-}
-
-namespace {
-
-// Writes what it can of `data` to `fd`'s position; returns how much (the
-// caller reports the error when it writes the rest itself).
-uint64_t write_some(int fd, const uint8_t* data, uint64_t size) {
-  return repeat_io(size, [&](uint64_t done) { return ::write(fd, data + done, size - done); });
-}
-
-// True when `offset` of the source and `fd`'s position lie at different
-// offsets within a page. copy_file_range then writes every source page into
-// two destination pages: copying the 1.3 GB bench file to a position 100
-// bytes in took 0.34 s of system time against 0.22 s aligned, and pread +
-// write through a 1 MiB buffer took 0.25 s (Python's os.copy_file_range and
-// os.preadv/os.pwrite, 11 shuffled rounds, medians). A safetensors file packs
-// its tensors with no gap, so most of its copies are such; so are a zip's
-// records, aligned to 64 bytes only.
-bool pages_misaligned(uint64_t offset, int fd) {
-  static const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  off_t at = ::lseek(fd, 0, SEEK_CUR);
-  return at >= 0 && offset % page != static_cast<uint64_t>(at) % page;
-}
-
-uint64_t copy_through_buffer(int source, uint64_t offset, int fd, uint64_t size) {
-  constexpr uint64_t k_buffer = 1 << 20;
-  thread_local std::vector<uint8_t> buffer(k_buffer);
-  uint64_t done = 0;
-  while (done < size) {
-    uint64_t want = std::min<uint64_t>(size - done, k_buffer);
-    uint64_t got = read_at(source, buffer.data(), want, offset + done);
-    uint64_t put = write_some(fd, buffer.data(), got);
-    done += put;
-    if (got < want || put < got) {
-      break;
-    }
-  }
-  return done;
-}
-
-}  // namespace
-
-uint64_t copy_at(int source, uint64_t offset, int fd, uint64_t size) {
-  if (size >= (64 << 10) && pages_misaligned(offset, fd)) {
-    return copy_through_buffer(source, offset, fd, size);
-  }
-  auto in = static_cast<off_t>(offset);
-  return repeat_io(size, [&](uint64_t done) {
-    return ::copy_file_range(source, &in, fd, nullptr, size - done, 0);
   });
 }
 

@@ -1,10 +1,13 @@
 // copy_at: file to file inside the kernel when the two positions share their
-// offset within a page, through a buffer when they do not; the same bytes
-// either way, and a short count when the source ends or the write fails.
+// offset within a page, through a buffer when they do not (from 4 MiB on with
+// a reader thread ahead of the writer); the same bytes every way, and a short
+// count when the source ends or the write fails.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -20,9 +23,11 @@ std::string slurp(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// 3.5 MiB of bytes that differ from their neighbours and from a shifted copy.
+// 9.5 MiB of bytes that differ from their neighbours and from a shifted copy:
+// past the 4 MiB from which a reader thread runs ahead, and across many of
+// its 256 KiB slots.
 std::string pattern() {
-  std::string out((7u << 20) / 2, '\0');
+  std::string out((19u << 20) / 2, '\0');
   uint32_t x = 12345;
   for (char& c : out) {
     x = x * 1103515245u + 12345u;
@@ -57,26 +62,55 @@ protected:
 };
 
 TEST_F(CopyAtTest, CopiesTheSameBytesAlignedOrNot) {
-  // (lead, offset): the same offset within a page (the kernel copies), and
-  // several that differ (the buffer copies, across its 1 MiB boundaries).
-  const std::pair<uint64_t, uint64_t> cases[] = {
-      {0, 0}, {4096, 8192}, {100, 4196}, {0, 64}, {100, 0}, {4095, 1}, {17, 3 << 20}};
-  for (auto [lead, offset] : cases) {
-    uint64_t size = m_source.size() - offset;
-    EXPECT_EQ(copy_after(lead, offset, size), size) << lead << " " << offset;
+  // (lead, offset, size): the same offset within a page (the kernel
+  // copies), and several that differ: the one buffer copies below 4 MiB
+  // (across its 1 MiB boundaries), the reader thread from 4 MiB on (whole
+  // slots or not, a last slot short).
+  const uint64_t all = m_source.size();
+  const struct {
+    uint64_t lead, offset, size;
+  } cases[] = {{0, 0, all},           {4096, 8192, all - 8192},   {100, 4196, all - 4196},
+               {0, 64, 3 << 20},      {100, 0, (3 << 20) + 5},    {4095, 1, 2 << 20},
+               {17, 3 << 20, 1 << 20}, {0, 64, all - 64},         {100, 0, all},
+               {4095, 1, 4 << 20},    {17, 3 << 20, all - (3 << 20)}};
+  for (auto [lead, offset, size] : cases) {
+    EXPECT_EQ(copy_after(lead, offset, size), size) << lead << " " << offset << " " << size;
     std::string written = slurp(m_scratch / "out.bin");
-    ASSERT_EQ(written.size(), lead + size) << lead << " " << offset;
+    ASSERT_EQ(written.size(), lead + size) << lead << " " << offset << " " << size;
     // A boolean: a failing EXPECT_EQ would print megabytes.
-    EXPECT_TRUE(written.substr(lead) == m_source.substr(offset)) << lead << " " << offset;
+    EXPECT_TRUE(written.substr(lead) == m_source.substr(offset, size))
+        << lead << " " << offset << " " << size;
   }
 }
 
 TEST_F(CopyAtTest, StopsWhereTheSourceEnds) {
-  for (uint64_t lead : {0u, 100u}) {
-    uint64_t offset = m_source.size() - (200 << 10);
-    EXPECT_EQ(copy_after(lead, offset, 1 << 20), 200u << 10) << lead;
-    EXPECT_TRUE(slurp(m_scratch / "out.bin").substr(lead) == m_source.substr(offset)) << lead;
+  // 200 KiB left of a 1 MiB copy; 5 MiB + 100 bytes left of an 8 MiB one
+  // (the reader thread stops inside a slot).
+  for (auto [left, size] : {std::pair<uint64_t, uint64_t>{200 << 10, 1 << 20},
+                            std::pair<uint64_t, uint64_t>{(5 << 20) + 100, 8 << 20}}) {
+    for (uint64_t lead : {0u, 100u}) {
+      uint64_t offset = m_source.size() - left;
+      EXPECT_EQ(copy_after(lead, offset, size), left) << lead << " " << size;
+      EXPECT_TRUE(slurp(m_scratch / "out.bin").substr(lead) == m_source.substr(offset))
+          << lead << " " << size;
+    }
   }
+}
+
+TEST_F(CopyAtTest, StopsWhereAWriteFails) {
+  // The file size limit makes writes past 6 MiB fail (EFBIG, SIGXFSZ
+  // ignored): the reader thread, ahead of the writer, must stop too.
+  struct rlimit before {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &before), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit limited = before;
+  limited.rlim_cur = 6 << 20;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
+  uint64_t copied = copy_after(100, 0, m_source.size());
+  ::setrlimit(RLIMIT_FSIZE, &before);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(copied, (6u << 20) - 100);
+  EXPECT_TRUE(slurp(m_scratch / "out.bin").substr(100) == m_source.substr(0, copied));
 }
 
 TEST_F(CopyAtTest, CopiesNothingToAFileItCannotWrite) {
@@ -86,6 +120,7 @@ TEST_F(CopyAtTest, CopiesNothingToAFileItCannotWrite) {
   for (off_t position : {0, 100}) {
     ASSERT_EQ(::lseek(out, position, SEEK_SET), position);
     EXPECT_EQ(copy_at(m_in, 0, out, 1 << 20), 0u) << position;
+    EXPECT_EQ(copy_at(m_in, 0, out, 8 << 20), 0u) << position;
   }
   ::close(out);
 }
