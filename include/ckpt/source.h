@@ -12,6 +12,7 @@
 namespace ckpt {
 
 struct Checkpoint;
+struct ReadOptions;
 
 // One format a checkpoint can be in.
 struct SourceFormat {
@@ -43,11 +44,17 @@ struct SourceFormat {
   void (*read)(const std::string& path, Checkpoint& out);
   // For a format that is a folder of files (a DeepSpeed run, a DCP
   // checkpoint, HF shards): true when `folder` is one, judged by the files in
-  // it, never by its name. Then `read` is called with the folder's path and an
-  // `out` with no file mapped (`out.bytes` empty): it maps what it reads into
-  // `out.files`. nullptr for a format of single files. May throw `Error` for a
-  // folder it recognises but refuses, naming the folder and the cause.
-  bool (*claims_folder)(const std::string& folder) = nullptr;
+  // it, never by its name, and by the options given (DeepSpeed's `--tag`).
+  // Then `read` is called with the folder's path and an `out` with no file
+  // mapped (`out.bytes` empty): it maps what it reads into `out.files`.
+  // nullptr for a format of single files. May throw `Error` for a folder it
+  // recognises but refuses, naming the folder and the cause.
+  bool (*claims_folder)(const std::string& folder, const ReadOptions& options) = nullptr;
+  // For a folder format, when `folder` is not one but looks like one left
+  // incomplete (a DeepSpeed run without `latest`, DCP shards without their
+  // `.metadata`): what is missing and what to do, for the error on a folder
+  // nothing reads. Empty otherwise; nullptr for formats that never explain.
+  std::string (*explain_folder)(const std::string& folder) = nullptr;
 };
 
 // The formats `read_checkpoint` tries, in order; the first whose `sniff` is
@@ -57,6 +64,6 @@ const std::vector<SourceFormat>& source_formats();
 // The folder format (a DeepSpeed run, a DCP checkpoint) that claims the
 // folder `path`, or nullptr: then `read_checkpoint` reads it through the HF
 // index in it. Throws `Error` as `claims_folder` does.
-const SourceFormat* folder_format(const std::string& path);
+const SourceFormat* folder_format(const std::string& path, const ReadOptions& options);
 
 }  // namespace ckpt

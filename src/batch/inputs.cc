@@ -477,7 +477,7 @@ namespace batch_detail {
 
 bool is_run_folder(const std::string& folder) {
   try {
-    return folder_format(folder) != nullptr;
+    return folder_format(folder, ReadOptions{}) != nullptr;
   } catch (const Error&) {
     return true;  // recognised and refused: converting it says why
   }

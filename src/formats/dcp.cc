@@ -60,7 +60,30 @@ bool is_file(const std::string& path) {
   return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
 }
 
-bool claims_dcp(const std::string& folder) { return is_file(join(folder, ".metadata")); }
+bool claims_dcp(const std::string& folder, const ReadOptions&) {
+  return is_file(join(folder, ".metadata"));
+}
+
+// torch.distributed.checkpoint's FileSystemWriter writes `.metadata` last, on
+// the coordinator rank, after every rank's `.distcp` files; a copy by
+// `cp dir/*` or a glob leaves it out, as a hidden file.
+std::string explain_dcp(const std::string& folder) {
+  size_t shards = 0;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(folder, ec);
+       !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    shards += name.size() > 7 && name.compare(name.size() - 7, 7, ".distcp") == 0;
+  }
+  if (shards == 0) {
+    return "";
+  }
+  return "a torch Distributed Checkpoint without its `.metadata` (" + std::to_string(shards) +
+         (shards == 1 ? " .distcp file" : " .distcp files") +
+         " here): the save did not finish (torch writes `.metadata` last), or the copy left the "
+         "hidden file out (`cp dir/*` does); copy the whole folder again";
+}
 
 bool sniff_none(const std::string&, ByteSpan) { return false; }
 
@@ -382,6 +405,6 @@ void read_dcp(const std::string& folder, Checkpoint& ckpt) { DcpReader(folder, c
 }  // namespace
 
 extern const SourceFormat k_torch_dcp{"torch-dcp", "dcp", nullptr, sniff_none, read_dcp,
-                                      claims_dcp};
+                                      claims_dcp, explain_dcp};
 
 }  // namespace ckpt

@@ -816,6 +816,7 @@ void read_deepspeed(const std::string& run, Checkpoint& ckpt) { RunReader(run, c
 
 extern const SourceFormat k_deepspeed{"deepspeed", "deepspeed", nullptr,
                                       [](const std::string&, ByteSpan) { return false; },
-                                      read_deepspeed, deepspeed::claims_deepspeed};
+                                      read_deepspeed, deepspeed::claims_deepspeed,
+                                      deepspeed::explain_deepspeed};
 
 }  // namespace ckpt

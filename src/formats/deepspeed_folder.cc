@@ -77,10 +77,6 @@ std::string tags_in(const std::string& run) {
 
 }  // namespace
 
-bool claims_deepspeed(const std::string& folder) {
-  return holds_model_states(folder) || is_file(join(folder, "latest"));
-}
-
 namespace {
 
 void check_tag_name(const std::string& where, const std::string& tag) {
@@ -91,6 +87,23 @@ void check_tag_name(const std::string& where, const std::string& tag) {
 }
 
 }  // namespace
+
+bool claims_deepspeed(const std::string& folder, const ReadOptions& options) {
+  return holds_model_states(folder) || is_file(join(folder, "latest")) ||
+         (!options.tag.empty() && tags_in(folder) != "none");
+}
+
+std::string explain_deepspeed(const std::string& folder) {
+  std::string tags = tags_in(folder);
+  if (tags == "none") {
+    return "";
+  }
+  // DeepSpeed writes `latest` after every rank has saved, and not at all
+  // with save_checkpoint(save_latest=False).
+  return "a DeepSpeed run folder with no `latest` file naming the tag to read (saved with "
+         "save_latest=False, or copied without it): give --tag TAG, or the tag folder itself "
+         "(tags here: " + tags + ")";
+}
 
 std::pair<std::string, std::string> tag_folder(const std::string& run, const std::string& tag) {
   if (!tag.empty()) {

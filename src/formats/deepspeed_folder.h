@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "ckpt/checkpoint.h"
+
 namespace ckpt::deepspeed {
 
 // Throws `Error`: `<where>: <what>`.
@@ -31,10 +33,16 @@ struct TagFiles {
   bool bf16_prefix = false;        // BF16_Optimizer files (v0.6.2+)
 };
 
-// A run folder holds `latest`; a tag folder, model states. A folder whose
-// subfolders hold model states is not claimed: it could as well be a zoo of
-// tag folders (`batch`) as a run saved without `latest` (give its tag folder).
-bool claims_deepspeed(const std::string& folder);
+// A run folder holds `latest`; a tag folder, model states; and with `--tag`
+// a folder whose subfolders hold model states is a run. Without `--tag` such
+// a folder is not claimed: it could as well be a zoo of tag folders
+// (`batch`) as a run saved without `latest`, which explain_deepspeed then
+// tells the user how to read.
+bool claims_deepspeed(const std::string& folder, const ReadOptions& options);
+
+// For a folder not claimed whose subfolders hold model states: that it is a
+// run without `latest`, its tags, and to give --tag or a tag folder.
+std::string explain_deepspeed(const std::string& folder);
 
 // The tag folder to read and its tag: `--tag` (`tag`), `run` itself when it
 // holds model states, else what `latest` names.

@@ -171,11 +171,27 @@ void parse(Checkpoint& ckpt) {
   throw Error(why);
 }
 
+// The HF index of `folder`, which no folder format claims; where there is
+// none, the error says so, or what a folder format explains is missing.
+std::string hf_index_or_explain(const std::string& folder) {
+  try {
+    return find_hf_index(folder);
+  } catch (const Error&) {
+    for (const SourceFormat& format : source_formats()) {
+      std::string missing = format.explain_folder != nullptr ? format.explain_folder(folder) : "";
+      if (!missing.empty()) {
+        throw Error(folder + ": " + missing);
+      }
+    }
+    throw;
+  }
+}
+
 }  // namespace
 
-const SourceFormat* folder_format(const std::string& path) {
+const SourceFormat* folder_format(const std::string& path, const ReadOptions& options) {
   for (const SourceFormat& format : source_formats()) {
-    if (format.claims_folder != nullptr && format.claims_folder(path)) {
+    if (format.claims_folder != nullptr && format.claims_folder(path, options)) {
       return &format;
     }
   }
@@ -187,7 +203,7 @@ Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) 
   ckpt.options = options;
   struct stat info {};
   bool folder = ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
-  if (const SourceFormat* format = folder ? folder_format(path) : nullptr) {
+  if (const SourceFormat* format = folder ? folder_format(path, options) : nullptr) {
     ckpt.path = path;
     ckpt.format = format;
     format->read(path, ckpt);
@@ -199,8 +215,9 @@ Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) 
     return ckpt;
   }
   // A folder no folder format claims is read through the HF index in it,
-  // whose absence find_hf_index explains.
-  ckpt.path = folder ? find_hf_index(path) : path;
+  // whose absence find_hf_index explains, unless a folder format sees one
+  // of its own left incomplete.
+  ckpt.path = folder ? hf_index_or_explain(path) : path;
   ckpt.files.push_back(MappedFile::open(ckpt.path));
   ckpt.bytes = ckpt.files.front().bytes();
   parse(ckpt);

@@ -42,10 +42,22 @@ std::vector<T> values_of(const Storage& storage) {
 TEST(DcpReader, ClaimsAFolderByItsMetadataFile) {
   Scratch s;
   write_run(s, k_dcp_rows_113);
-  const SourceFormat* format = folder_format(s / "run");
+  const SourceFormat* format = folder_format(s / "run", ReadOptions{});
   ASSERT_NE(format, nullptr);
   EXPECT_STREQ(format->name, "torch-dcp");
-  EXPECT_EQ(folder_format(s.path()), nullptr);
+  EXPECT_EQ(folder_format(s.path(), ReadOptions{}), nullptr);
+}
+
+TEST(DcpReader, ShardsWithoutMetadataAreExplained) {
+  // torch writes .metadata last, and `cp dir/*` leaves the hidden file out.
+  Scratch s;
+  write_run(s, k_dcp_nested_20, ".metadata");
+  EXPECT_EQ(folder_format(s / "run", ReadOptions{}), nullptr);
+  EXPECT_EQ(read_error(s / "run"),
+            s / "run" +
+                ": a torch Distributed Checkpoint without its `.metadata` (2 .distcp files here): "
+                "the save did not finish (torch writes `.metadata` last), or the copy left the "
+                "hidden file out (`cp dir/*` does); copy the whole folder again");
 }
 
 TEST(DcpReader, Torch113RowShardsReadAsOneFlatStateDict) {

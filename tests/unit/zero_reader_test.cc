@@ -340,9 +340,9 @@ TEST(ZeroReader, ClaimsRunAndTagFoldersButNotOthers) {
   put(s / "empty/readme.txt", "x");
   put(s / "run/latest", "global_step1");
   put(s / "run/global_step1/mp_rank_00_model_states.pt", "x");
-  EXPECT_FALSE(format->claims_folder(s / "empty"));
-  EXPECT_TRUE(format->claims_folder(s / "run"));
-  EXPECT_TRUE(format->claims_folder(s / "run/global_step1"));
+  EXPECT_FALSE(format->claims_folder(s / "empty", ReadOptions{}));
+  EXPECT_TRUE(format->claims_folder(s / "run", ReadOptions{}));
+  EXPECT_TRUE(format->claims_folder(s / "run/global_step1", ReadOptions{}));
   EXPECT_EQ(read_error(s / "run", "global_step9"),
             s / "run" + ": --tag global_step9: no such tag folder (tags here: global_step1)");
   put(s / "blank/latest", "\n");
@@ -351,6 +351,27 @@ TEST(ZeroReader, ClaimsRunAndTagFoldersButNotOthers) {
             s / "blank/latest" + ": is empty: give --tag (tags here: global_step1)");
   EXPECT_EQ(read_error(s / "run", "../x"),
             s / "run" + ": --tag: tag '../x' is no folder name inside the run folder");
+}
+
+TEST(ZeroReader, ARunWithoutLatestIsReadWithTagAndExplainedWithout) {
+  // save_checkpoint(save_latest=False) writes no `latest`; nor does a copy
+  // of the tag folders alone.
+  Scratch s;
+  write_stage2(s / "run/global_step7", by_value);
+  put(s / "run/global_step3/mp_rank_00_model_states.pt", "x");
+  EXPECT_EQ(folder_format(s / "run", ReadOptions{}), nullptr);  // a zoo, for `batch`
+  EXPECT_EQ(read_error(s / "run"),
+            s / "run" +
+                ": a DeepSpeed run folder with no `latest` file naming the tag to read (saved "
+                "with save_latest=False, or copied without it): give --tag TAG, or the tag "
+                "folder itself (tags here: global_step3, global_step7)");
+  Checkpoint ckpt = read_checkpoint(s / "run", ReadOptions{"global_step7"});
+  EXPECT_STREQ(ckpt.format->name, "deepspeed");
+  EXPECT_EQ(ckpt.fact("tag"), "global_step7");
+  EXPECT_EQ(values_of<float>(ckpt, "w"), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(read_error(s / "run", "global_step9"),
+            s / "run" + ": --tag global_step9: no such tag folder (tags here: global_step3, "
+                        "global_step7)");
 }
 
 }  // namespace
