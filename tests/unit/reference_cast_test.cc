@@ -49,6 +49,36 @@ TEST(ReferenceCast, AgreesWithTheWriterFromFloat32) {
   expect_agree<uint16_t>(Dtype::k_float32, Dtype::k_float16, bits.data(), bits.size());
 }
 
+TEST(ReferenceCast, FindsAWrongBfloat16WithOrWithoutAValueAbove2To127InItsBlock) {
+  // Blocks of values below 2^127 take a shorter check than blocks holding a
+  // larger one (where rounding up may reach inf); both must see a wrong bit.
+  std::vector<float> values(10000);
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = static_cast<float>(i) * 0.37f - 1000.5f;
+  }
+  for (bool huge : {false, true}) {
+    if (huge) {
+      values[4200] = 3.3e38f;  // in the same block of 4096 as 5000
+    }
+    std::vector<uint16_t> out(values.size());
+    cast_elements(Dtype::k_float32, Dtype::k_bfloat16, values.data(), out.data(), values.size());
+    const auto* in = reinterpret_cast<const uint8_t*>(values.data());
+    auto* written = reinterpret_cast<uint8_t*>(out.data());
+    EXPECT_EQ(first_cast_difference(Dtype::k_float32, Dtype::k_bfloat16, in, written, out.size()),
+              out.size()) << huge;
+    for (size_t wrong : {size_t{5000}, size_t{4200}, size_t{9999}}) {
+      for (uint16_t flip : {0x0001, 0x8000}) {  // the last bit, the sign
+        out[wrong] ^= flip;
+        EXPECT_EQ(first_cast_difference(Dtype::k_float32, Dtype::k_bfloat16, in, written,
+                                        out.size()),
+                  wrong)
+            << huge << " " << wrong << " " << flip;
+        out[wrong] ^= flip;
+      }
+    }
+  }
+}
+
 TEST(ReferenceCast, AgreesWithTheWriterOnEvery16BitValue) {
   std::vector<uint16_t> all(65536);
   for (uint32_t i = 0; i < all.size(); ++i) {
