@@ -1,7 +1,6 @@
 // copy_at: file to file inside the kernel when the two positions share their
-// offset within a page, through a buffer when they do not (from 4 MiB on with
-// a reader thread ahead of the writer); the same bytes every way, and a short
-// count when the source ends or the write fails.
+// offset within a page, through a 1 MiB buffer when they do not; the same
+// bytes every way, and a short count when the source ends or the write fails.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -23,9 +22,8 @@ std::string slurp(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// 9.5 MiB of bytes that differ from their neighbours and from a shifted copy:
-// past the 4 MiB from which a reader thread runs ahead, and across many of
-// its 256 KiB slots.
+// 9.5 MiB of bytes that differ from their neighbours and from a shifted copy,
+// across many fills of the buffer.
 std::string pattern() {
   std::string out((19u << 20) / 2, '\0');
   uint32_t x = 12345;
@@ -63,9 +61,8 @@ protected:
 
 TEST_F(CopyAtTest, CopiesTheSameBytesAlignedOrNot) {
   // (lead, offset, size): the same offset within a page (the kernel
-  // copies), and several that differ: the one buffer copies below 4 MiB
-  // (across its 1 MiB boundaries), the reader thread from 4 MiB on (whole
-  // slots or not, a last slot short).
+  // copies), and several that differ (the buffer copies, across its 1 MiB
+  // boundaries, whole fills or not, a last fill short).
   const uint64_t all = m_source.size();
   const struct {
     uint64_t lead, offset, size;
@@ -85,7 +82,7 @@ TEST_F(CopyAtTest, CopiesTheSameBytesAlignedOrNot) {
 
 TEST_F(CopyAtTest, StopsWhereTheSourceEnds) {
   // 200 KiB left of a 1 MiB copy; 5 MiB + 100 bytes left of an 8 MiB one
-  // (the reader thread stops inside a slot).
+  // (the source ends inside a fill of the buffer).
   for (auto [left, size] : {std::pair<uint64_t, uint64_t>{200 << 10, 1 << 20},
                             std::pair<uint64_t, uint64_t>{(5 << 20) + 100, 8 << 20}}) {
     for (uint64_t lead : {0u, 100u}) {
@@ -99,7 +96,7 @@ TEST_F(CopyAtTest, StopsWhereTheSourceEnds) {
 
 TEST_F(CopyAtTest, StopsWhereAWriteFails) {
   // The file size limit makes writes past 6 MiB fail (EFBIG, SIGXFSZ
-  // ignored): the reader thread, ahead of the writer, must stop too.
+  // ignored): the copy stops there and says how far it got.
   struct rlimit before {};
   ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &before), 0);
   auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
