@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -124,8 +126,10 @@ std::pair<std::string, std::string> tag_folder(const std::string& run, const std
   std::string latest = join(run, "latest");
   std::ifstream in(latest);
   if (!in) {
-    fail(run, "a DeepSpeed run folder with no `latest` file naming the tag to read: give --tag "
-              "(tags here: " + tags_in(run) + ")");
+    // claims_deepspeed saw `latest` as a file: it cannot be opened (its
+    // permissions), or it went away since.
+    fail(latest, std::string("cannot be read (") + std::strerror(errno) +
+                     "): give --tag TAG (tags here: " + tags_in(run) + ")");
   }
   std::stringstream text;
   text << in.rdbuf();

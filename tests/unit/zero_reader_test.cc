@@ -2,10 +2,13 @@
 // rank files are written here, pickle and all, from graphs: what each stage
 // rebuilds from which bytes, and the refusals with their exact messages.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -351,6 +354,31 @@ TEST(ZeroReader, ClaimsRunAndTagFoldersButNotOthers) {
             s / "blank/latest" + ": is empty: give --tag (tags here: global_step1)");
   EXPECT_EQ(read_error(s / "run", "../x"),
             s / "run" + ": --tag: tag '../x' is no folder name inside the run folder");
+}
+
+TEST(ZeroReader, AnUnreadableLatestIsNamedWithItsCause) {
+  // Root reads a file whatever its permissions, so the read runs in a child
+  // (a death test's fork) that makes itself `nobody` first when it is root,
+  // as CI is; the child exits 0 only when the message is the one expected.
+  Scratch s;
+  put(s / "run/latest", "global_step1");
+  put(s / "run/global_step1/mp_rank_00_model_states.pt", "x");
+  ASSERT_EQ(::chmod(s.path().c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((s / "run/latest").c_str(), 0), 0);
+  const std::string expected = s / "run/latest" +
+                               ": cannot be read (Permission denied): give --tag TAG (tags "
+                               "here: global_step1)";
+  EXPECT_EXIT(
+      {
+        constexpr uid_t k_nobody = 65534;
+        if (::geteuid() == 0 && (::setgid(k_nobody) != 0 || ::setuid(k_nobody) != 0)) {
+          std::_Exit(2);
+        }
+        std::string got = read_error(s / "run");
+        std::fprintf(stderr, "got: %s\n", got.c_str());
+        std::_Exit(got == expected ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 TEST(ZeroReader, ARunWithoutLatestIsReadWithTagAndExplainedWithout) {
