@@ -1,6 +1,7 @@
 // Which vector extensions the loops built for them may use: what the CPU has,
 // capped by the environment variable CKPT_SIMD (`avx512`, `avx2` or
-// `baseline`), so that every build of a loop can be tested on one machine
+// `baseline`, which also turns PCLMUL off for the CRC-32), so that every
+// build of a loop can be tested on one machine
 // (tests/CMakeLists.txt runs the CRC-32 and cast tests under each cap), and a
 // suspected miscompiled path can be ruled out in the field. Internal.
 #pragma once
