@@ -9,14 +9,19 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/tools/install-deps.sh"
 "$root/tools/build.sh"
 build=${BUILD_DIR:-$root/build}
-(cd "$build" && ctest --output-on-failure -j "${JOBS:-$(nproc)}" "$@")
 # An end-to-end group passes when some of its cases were skipped (no root for a
 # tmpfs, a CUDA machine): name them, so that a green run says what it did not do.
-skipped=$(grep -h '^SKIP ' "$build/Testing/Temporary/LastTest.log" 2>/dev/null || true)
-if [ -n "$skipped" ]; then
-  echo "test.sh: end-to-end cases skipped (their groups show as passed):"
-  echo "$skipped" | sed 's/^/  /'
-fi
+print_skipped() {
+  local skipped
+  skipped=$(grep -h '^SKIP ' "$1/Testing/Temporary/LastTest.log" 2>/dev/null || true)
+  if [ -n "$skipped" ]; then
+    echo "test.sh: end-to-end cases skipped in the $2 run (their groups show as passed):"
+    echo "$skipped" | sed 's/^/  /'
+  fi
+}
+(cd "$build" && ctest --output-on-failure -j "${JOBS:-$(nproc)}" "$@")
+print_skipped "$build" plain
 if [ "${CKPT_SANITIZE_TESTS:-1}" != 0 ]; then
   "$root/tools/sanitize.sh" "$@"
+  print_skipped "${SANITIZE_BUILD_DIR:-$root/build-asan}" sanitizer
 fi
