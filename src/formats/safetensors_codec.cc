@@ -25,6 +25,7 @@
 
 #include "ckpt/error.h"
 #include "ckpt/spellcheck.h"
+#include "util/utf8.h"
 
 namespace ckpt {
 namespace {
@@ -106,44 +107,24 @@ bool is_lfs_pointer(ByteSpan bytes) {
          std::memcmp(bytes.data, k_lfs_pointer.data(), k_lfs_pointer.size()) == 0;
 }
 
-// The index of the first byte of `bytes` that does not start a well-formed
-// UTF-8 sequence (Rust's `str::from_utf8`: no overlongs, surrogates or code
-// points past U+10FFFF), or `bytes.size` when all do.
-uint64_t first_invalid_utf8(const uint8_t* bytes, uint64_t size) {
-  uint64_t i = 0;
-  while (i < size) {
-    uint8_t b = bytes[i];
-    if (b < 0x80) {
-      ++i;
-      continue;
-    }
-    int length = 0;
-    uint8_t low = 0x80;
-    uint8_t high = 0xbf;  // bounds of the second byte
-    if (b >= 0xc2 && b <= 0xdf) {
-      length = 2;
-    } else if (b >= 0xe0 && b <= 0xef) {
-      length = 3;
-      low = b == 0xe0 ? 0xa0 : 0x80;
-      high = b == 0xed ? 0x9f : 0xbf;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-      length = 4;
-      low = b == 0xf0 ? 0x90 : 0x80;
-      high = b == 0xf4 ? 0x8f : 0xbf;
+bool is_utf8(std::string_view text) {
+  return first_invalid_utf8(text) == text.size();
+}
+
+// `text` in quotes for a message about its encoding: every byte outside
+// printable ASCII as `\xNN`, so that the message itself stays UTF-8.
+std::string quoted_bytes(std::string_view text) {
+  static constexpr char k_hex[] = "0123456789abcdef";
+  std::string out = "'";
+  for (char c : text) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte >= 0x7f) {
+      out += {'\\', 'x', k_hex[byte >> 4], k_hex[byte & 15]};
     } else {
-      return i;
+      out += c;
     }
-    if (size - i < static_cast<uint64_t>(length) || bytes[i + 1] < low || bytes[i + 1] > high) {
-      return i;
-    }
-    for (int k = 2; k < length; ++k) {
-      if (bytes[i + k] < 0x80 || bytes[i + k] > 0xbf) {
-        return i;
-      }
-    }
-    i += length;
   }
-  return size;
+  return out + "'";
 }
 
 // A JSON value as the header holds it; objects keep their keys in order.
@@ -488,7 +469,7 @@ SafetensorsHeader parse_safetensors_header(ByteSpan bytes, uint64_t file_size) {
   uint64_t n = header.header_size;
 
   // Rule 4: UTF-8.
-  uint64_t bad = first_invalid_utf8(text, n);
+  uint64_t bad = first_invalid_utf8({reinterpret_cast<const char*>(text), n});
   if (bad != n) {
     throw FormatError("header@" + std::to_string(k_length_bytes + bad) +
                       ": the header is not valid UTF-8");
@@ -636,8 +617,23 @@ SafetensorsLayout serialize_safetensors_header(
   SafetensorsLayout layout;
   std::vector<int> ranks(tensors.size());
   std::set<std::string_view> names;
+  // The header is JSON, which the reference reader takes as UTF-8 only (a
+  // pickle's key may be any bytes: Python 2's str, or a hostile file).
+  if (metadata) {
+    for (const auto& [key, value] : *metadata) {
+      if (!is_utf8(key) || !is_utf8(value)) {
+        throw FormatError("__metadata__: " + quoted_bytes(is_utf8(key) ? value : key) +
+                          " is not valid UTF-8, which the header's JSON must be");
+      }
+    }
+  }
   for (size_t i = 0; i < tensors.size(); ++i) {
     const SafetensorsEntry& entry = tensors[i];
+    if (!is_utf8(entry.name)) {
+      throw FormatError("tensor " + quoted_bytes(entry.name) +
+                        ": the name is not valid UTF-8, which the header's JSON must be "
+                        "(--drop it, or write .pth)");
+    }
     std::string where = "tensor " + in_quotes(entry.name) + ": ";
     if (entry.name == "__metadata__") {
       throw FormatError(where + "the name is the header's metadata key");

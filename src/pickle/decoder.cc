@@ -18,6 +18,7 @@
 
 #include "ckpt/error.h"
 #include "ckpt/pickle.h"
+#include "util/utf8.h"
 
 namespace ckpt {
 namespace {
@@ -385,6 +386,18 @@ private:
     return out;
   }
 
+  // A str's bytes, which must be UTF-8 as Python's pickle decodes them
+  // (`surrogatepass`): it refuses anything else, and so does torch.load, so
+  // a file holding such a str loads nowhere, and an output of it would not.
+  std::string_view utf8_text(std::string_view bytes) const {
+    size_t bad = first_invalid_utf8(bytes, true);
+    if (bad != bytes.size()) {
+      fail("a str whose byte " + std::to_string(bad) +
+           " is not UTF-8 (Python's pickle, and so torch.load, refuses it too)");
+    }
+    return bytes;
+  }
+
   // Python's raw-unicode-escape (UNICODE opcode): \uXXXX and \UXXXXXXXX
   // escapes, every other byte a Latin-1 character.
   std::string raw_unicode_escape(std::string_view text) {
@@ -620,9 +633,9 @@ private:
         break;
       }
 
-      case BINUNICODE: push(m_graph.make_str(read_counted(read_le(4)))); break;
-      case SHORT_BINUNICODE: push(m_graph.make_str(read_counted(read_byte()))); break;
-      case BINUNICODE8: push(m_graph.make_str(read_counted(read_le(8)))); break;
+      case BINUNICODE: push(m_graph.make_str(utf8_text(read_counted(read_le(4))))); break;
+      case SHORT_BINUNICODE: push(m_graph.make_str(utf8_text(read_counted(read_byte())))); break;
+      case BINUNICODE8: push(m_graph.make_str(utf8_text(read_counted(read_le(8))))); break;
       case UNICODE: push(m_graph.make_str(raw_unicode_escape(read_line()))); break;
       // Python 2 str: torch.load decodes it to str; Latin-1 keeps every byte.
       case STRING: push(m_graph.make_str(latin1_to_utf8(unquote(read_line())))); break;

@@ -109,6 +109,22 @@ TEST(PickleDecoder, RefusesMalformedInput) {
   EXPECT_EQ(error("\x80\x06."), "@0: unsupported pickle protocol 6");
   EXPECT_EQ(error("K\x01K\x02R."), "@4: REDUCE arguments must be a tuple, not a int");
   EXPECT_EQ(error(""), "@0: truncated pickle: opcode needs 1 more bytes, 0 left");
+  // A str must be UTF-8, as Python's pickle decodes it (pickle.loads of
+  // these raises UnicodeDecodeError): a cut sequence, an overlong.
+  EXPECT_EQ(error(std::string("\x80\x02X\x03\x00\x00\x00" "ab\xe4.", 11)),
+            "@2: a str whose byte 2 is not UTF-8 (Python's pickle, and so torch.load, refuses "
+            "it too)");
+  EXPECT_EQ(error(std::string("\x8c\x02\xc0\xaf.", 5)),
+            "@0: a str whose byte 0 is not UTF-8 (Python's pickle, and so torch.load, refuses "
+            "it too)");
+}
+
+TEST(PickleDecoder, ReadsALoneSurrogateAsPythonWritesIt) {
+  // pickle.dumps('\ud800', protocol=2): surrogatepass's three bytes.
+  Graph graph;
+  Node* root = decode_plain(graph, std::string("\x80\x02X\x03\x00\x00\x00\xed\xa0\x80q\x00.", 13));
+  ASSERT_EQ(root->kind, NodeKind::k_str);
+  EXPECT_EQ(root->text, "\xed\xa0\x80");
 }
 
 TEST(PickleEncoder, RefusesRecursiveTuples) {

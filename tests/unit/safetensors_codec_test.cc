@@ -135,6 +135,27 @@ TEST(SafetensorsWriter, RefusesWhatItCannotWrite) {
               serialize_safetensors_header({tensor("f", "F4", {3})}, std::nullopt);
             }),
             "tensor 'f': shape [3] of F4 is 12 bits, not whole bytes");
+  // A pickle's key may be any bytes (Python 2's str); the header is JSON,
+  // which the reference reader takes as UTF-8 only. Valid UTF-8 passes
+  // (EscapesStringsAsSerdeJson); a lone byte, a surrogate or an overlong not.
+  for (std::string bad : {"tracke\xe4", "x\xed\xa0\x80", "\xc0\xaf"}) {
+    EXPECT_NE(format_error_of([&] {
+                serialize_safetensors_header({tensor(bad, "F32", {1})}, std::nullopt);
+              }).find("the name is not valid UTF-8"),
+              std::string::npos)
+        << bad;
+  }
+  EXPECT_EQ(format_error_of([] {
+              serialize_safetensors_header({tensor("bn.tracke\xe4", "F32", {1})}, std::nullopt);
+            }),
+            "tensor 'bn.tracke\\xe4': the name is not valid UTF-8, which the header's JSON must "
+            "be (--drop it, or write .pth)");
+  EXPECT_EQ(format_error_of([] {
+              serialize_safetensors_header(
+                  {tensor("w", "F32", {1})},
+                  std::map<std::string, std::string>{{"format", "pt"}, {"w", "v\xff"}});
+            }),
+            "__metadata__: 'v\\xff' is not valid UTF-8, which the header's JSON must be");
 }
 
 TEST(SafetensorsWriter, RoundTripsThroughTheReader) {
