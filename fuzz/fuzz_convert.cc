@@ -6,7 +6,9 @@
 // a verified OUT that reads back, or an Error with the exit status of bad
 // input, leaving no file behind. A failed verification (exit status 3) is a
 // finding: the tool wrote something it then could not prove. The
-// `--extract` path runs too.
+// `--extract` path runs too, and one of the deployment outputs, chosen by the
+// input's size: `.safetensors`, a bf16 `.pth` or an fp16 `.safetensors`, so
+// that the sinks, the casts and their independent check see hostile graphs.
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -14,11 +16,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "common.h"
 #include "ckpt/checkpoint.h"
 #include "ckpt/convert.h"
+#include "ckpt/dtype.h"
 #include "ckpt/inspect.h"
 
 using namespace ckpt;
@@ -34,7 +38,7 @@ const std::string& folder() {
   }();
   static const bool cleanup = [] {
     std::atexit([] {
-      for (const char* name : {"/in.pth", "/out.pth"}) {
+      for (const char* name : {"/in.pth", "/out.pth", "/out.safetensors"}) {
         ::unlink((path + name).c_str());
       }
       ::rmdir(path.c_str());
@@ -67,11 +71,18 @@ void write_file(const std::string& path, const uint8_t* data, size_t size) {
   ::close(fd);
 }
 
-void convert_once(const std::string& input, bool extract) {
+// The output of a conversion: its file name and what the sink is asked to do.
+struct Output {
+  const char* name;
+  std::optional<Dtype> dtype;
+};
+
+void convert_once(const std::string& input, bool extract, const Output& output) {
   ConvertOptions options;
   options.input = input;
-  options.output = folder() + "/out.pth";
+  options.output = folder() + "/" + output.name;
   options.extract = extract;
+  options.sink.dtype = output.dtype;
   ConvertReport report;
   report.input = options.input;
   report.output = options.output;
@@ -106,8 +117,12 @@ void convert_once(const std::string& input, bool extract) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string input = folder() + "/in.pth";
   write_file(input, data, size);
-  convert_once(input, false);
-  convert_once(input, true);
+  convert_once(input, false, {"out.pth", std::nullopt});
+  convert_once(input, true, {"out.pth", std::nullopt});
+  static const Output k_deployment[] = {{"out.safetensors", std::nullopt},
+                                        {"out.pth", Dtype::k_bfloat16},
+                                        {"out.safetensors", Dtype::k_float16}};
+  convert_once(input, false, k_deployment[size % 3]);
   try {
     InspectReport report = inspect_checkpoint(input);
     format_inspect_text(report);
