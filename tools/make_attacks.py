@@ -410,6 +410,13 @@ def memo_get_out_of_range(c):
     return with_payload(Raw(pickle.LONG_BINGET + struct.pack('<I', 2**31 - 1)))
 
 
+@attack('is not UTF-8 (Python\'s pickle, and so torch.load, refuses it too)')
+def str_not_utf8(c):
+    """A str (BINUNICODE) whose bytes end in a lone 0xe4: pickle.loads, so torch.load, raises
+    UnicodeDecodeError; an output that kept it would load nowhere either."""
+    return with_payload(Raw(pickle.BINUNICODE + struct.pack('<I', 3) + b'ab\xe4'))
+
+
 @attack('more than 4096 nested MARKs')
 def nested_marks_million(c):
     """A million MARKs in a row: a stack of stacks."""
