@@ -176,7 +176,10 @@ inline uint16_t f16_by_value(uint32_t bits) {
   // Round to the nearest integer, ties to even: adding 2^23 leaves no
   // fraction bits, and the FPU rounds to nearest even.
   const float rounded = (in_steps + 8388608.0f) - 8388608.0f;
-  uint32_t result = (static_cast<uint32_t>(e + 14) << 10) + static_cast<uint32_t>(rounded);
+  // Past the range (inf and NaN too) in_steps is up to 2^123, and converting
+  // it to an integer would be undefined; that result is thrown away below.
+  const float in_range = past_range ? 0.0f : rounded;
+  uint32_t result = (static_cast<uint32_t>(e + 14) << 10) + static_cast<uint32_t>(in_range);
   result = result >= 0x7C00u || past_range ? 0x7C00u : result;  // overflow, ±inf
   result = m > 0x7F800000u ? 0x7E00u : result;        // NaN, as documented
   return static_cast<uint16_t>(result | sign);
