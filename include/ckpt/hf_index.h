@@ -63,8 +63,10 @@ HfIndex parse_hf_index(ByteSpan bytes, const std::string& name);
 bool is_hf_shard_like(std::string_view file, std::string_view shard);
 
 // `text` (a tensor or file name) in single quotes for a message, its control
-// bytes as `\xNN` (a NUL would end the message).
-std::string quoted_name(std::string_view text);
+// bytes as `\xNN` (a NUL would end the message); with `escape_non_ascii`,
+// every byte from 0x80 on too (a message about a name that is not UTF-8
+// stays UTF-8 itself).
+std::string quoted_name(std::string_view text, bool escape_non_ascii = false);
 
 // The index to read for the folder `folder`: `model.safetensors.index.json`,
 // else `pytorch_model.bin.index.json` (transformers prefers the safetensors

@@ -242,11 +242,11 @@ std::optional<std::pair<std::string_view, std::string_view>> shard_pattern(std::
 
 }  // namespace
 
-std::string quoted_name(std::string_view text) {
+std::string quoted_name(std::string_view text, bool escape_non_ascii) {
   std::string out = "'";
   for (char c : text) {
     auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
+    if (byte < 0x20 || byte == 0x7f || (escape_non_ascii && byte >= 0x80)) {
       static const char k_hex[] = "0123456789abcdef";
       out += {'\\', 'x', k_hex[byte >> 4], k_hex[byte & 15]};
     } else {

@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "ckpt/error.h"
+#include "ckpt/hf_index.h"  // quoted_name
 #include "ckpt/spellcheck.h"
 #include "util/utf8.h"
 
@@ -109,22 +110,6 @@ bool is_lfs_pointer(ByteSpan bytes) {
 
 bool is_utf8(std::string_view text) {
   return first_invalid_utf8(text) == text.size();
-}
-
-// `text` in quotes for a message about its encoding: every byte outside
-// printable ASCII as `\xNN`, so that the message itself stays UTF-8.
-std::string quoted_bytes(std::string_view text) {
-  static constexpr char k_hex[] = "0123456789abcdef";
-  std::string out = "'";
-  for (char c : text) {
-    auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte >= 0x7f) {
-      out += {'\\', 'x', k_hex[byte >> 4], k_hex[byte & 15]};
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
 }
 
 // A JSON value as the header holds it; objects keep their keys in order.
@@ -622,7 +607,7 @@ SafetensorsLayout serialize_safetensors_header(
   if (metadata) {
     for (const auto& [key, value] : *metadata) {
       if (!is_utf8(key) || !is_utf8(value)) {
-        throw FormatError("__metadata__: " + quoted_bytes(is_utf8(key) ? value : key) +
+        throw FormatError("__metadata__: " + quoted_name(is_utf8(key) ? value : key, true) +
                           " is not valid UTF-8, which the header's JSON must be");
       }
     }
@@ -630,7 +615,7 @@ SafetensorsLayout serialize_safetensors_header(
   for (size_t i = 0; i < tensors.size(); ++i) {
     const SafetensorsEntry& entry = tensors[i];
     if (!is_utf8(entry.name)) {
-      throw FormatError("tensor " + quoted_bytes(entry.name) +
+      throw FormatError("tensor " + quoted_name(entry.name, true) +
                         ": the name is not valid UTF-8, which the header's JSON must be "
                         "(--drop it, or write .pth)");
     }
