@@ -11,6 +11,7 @@
 
 #include "ckpt/bytes.h"
 #include "ckpt/graph.h"
+#include "ckpt/reread_behind.h"
 #include "ckpt/storage_pieces.h"
 #include "ckpt/tensor.h"
 #include "ckpt/writer.h"
@@ -43,6 +44,9 @@ struct VerifySource {
   const ReadLog* proven = nullptr;
   // When set, the casts the writer checked as it wrote them (CastCheck).
   const CastCheck* checked = nullptr;
+  // When set, the CRC-32s of the output's ranges reread behind the writer
+  // (waited for): a storage whose exact range it noted is not read again.
+  const RereadBehind* reread = nullptr;
 };
 
 // Throws the `Error` for an input record whose bytes (as read while

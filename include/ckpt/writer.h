@@ -9,6 +9,7 @@
 
 #include "ckpt/bytes.h"
 #include "ckpt/pickle.h"
+#include "ckpt/reread_behind.h"
 #include "ckpt/storage_pieces.h"
 
 namespace ckpt {
@@ -47,10 +48,11 @@ struct CastCheck {
 // of every run of input they were read from (storage_pieces.h), so that
 // verification can prove them by rereading the output alone; so do the
 // sources of casts. With `check`, casts are checked as they are written
-// (CastCheck). Returns the bytes written. Throws `Error` on I/O failure.
+// (CastCheck). With `reread`, each large storage record is announced to it
+// once written. Returns the bytes written. Throws `Error` on I/O failure.
 uint64_t write_checkpoint(
     const EncodedPickle& pickle, int fd, const std::string& path,
     const ProgressFn& progress = {}, const StorageCasts& casts = {}, ReadLog* reads = nullptr,
-    CastCheck* check = nullptr);
+    CastCheck* check = nullptr, RereadBehind* reread = nullptr);
 
 }  // namespace ckpt

@@ -9,14 +9,17 @@
 #include <vector>
 
 #include "ckpt/bytes.h"
+#include "ckpt/reread_behind.h"
 
 namespace ckpt {
 
 class ZipWriter {
 public:
   // Writes to the open file `fd` from its current start; `path` names it in
-  // messages; records are named `<archive>/<name>`.
-  ZipWriter(int fd, std::string path, std::string archive = "archive");
+  // messages; records are named `<archive>/<name>`. With `reread`, the data
+  // of each record of 64 KiB or more is announced to it once written.
+  ZipWriter(int fd, std::string path, std::string archive = "archive",
+            RereadBehind* reread = nullptr);
 
   // A record from memory, with its CRC-32 when already known.
   void add(const std::string& name, ByteSpan data, std::optional<uint32_t> crc32 = std::nullopt);
@@ -43,9 +46,10 @@ public:
 private:
   struct Entry {
     std::string name;
-    uint64_t offset;
+    uint64_t offset;  // of the local header
     uint64_t size;
     uint32_t crc32;
+    uint64_t data = 0;  // where the data starts
   };
 
   void begin_record(const std::string& name, uint64_t size);
@@ -58,9 +62,12 @@ private:
   void write_through(const void* data, size_t size);
   void write_at(uint64_t position, const uint8_t* data, uint64_t size);
   void read_input(int source_fd, char* to, uint64_t size, uint64_t offset);
+  // Announces the current record's data, all written to `m_fd`, to m_reread.
+  void announce_data();
   [[noreturn]] void fail(const std::string& what, int error);
 
   int m_fd;
+  RereadBehind* m_reread;
   std::string m_path;
   std::string m_prefix;
   uint64_t m_offset = 0;  // bytes written, counting those still in the buffer

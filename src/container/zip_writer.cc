@@ -66,8 +66,8 @@ uint16_t flags_for(uint64_t size) {
 
 }  // namespace
 
-ZipWriter::ZipWriter(int fd, std::string path, std::string archive)
-    : m_fd(fd), m_path(std::move(path)), m_prefix(std::move(archive) + "/") {}
+ZipWriter::ZipWriter(int fd, std::string path, std::string archive, RereadBehind* reread)
+    : m_fd(fd), m_reread(reread), m_path(std::move(path)), m_prefix(std::move(archive) + "/") {}
 
 void ZipWriter::fail(const std::string& what, int error) {
   std::string cause = error != 0 ? std::strerror(error) : "";
@@ -166,7 +166,23 @@ void ZipWriter::begin_record(const std::string& name, uint64_t size) {
   put(header, padding, 2);
   header.append(padding, 'Z');
   write(header.data(), header.size());
-  m_entries.push_back({std::move(full), offset, size, 0});
+  m_entries.push_back({std::move(full), offset, size, 0, m_offset});
+}
+
+void ZipWriter::announce_data() {
+  const Entry& entry = m_entries.back();
+  if (m_reread == nullptr || entry.size < RereadBehind::k_min_range) {
+    return;
+  }
+  // The reread trusts that bytes announced are never written again: the
+  // file's position must have come exactly to the data's end.
+  off_t at = ::lseek(m_fd, 0, SEEK_CUR);
+  if (at >= 0 && static_cast<uint64_t>(at) != entry.data + entry.size) {
+    verification_failed(m_path, "the writer ended " + entry.name + " at byte " +
+                                    std::to_string(at) + ", not " +
+                                    std::to_string(entry.data + entry.size));
+  }
+  m_reread->finished(entry.data, entry.size);
 }
 
 void ZipWriter::end_record(uint32_t crc32) {
@@ -207,6 +223,9 @@ void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t o
   // streamed below.
   uint64_t copied = copy_at(source_fd, offset, m_fd, size);
   m_offset += copied;
+  if (copied == size) {
+    announce_data();
+  }
   std::vector<char> buffer(std::min<uint64_t>(size - copied, k_buffer_size));
   for (uint64_t at = copied; at < size;) {
     uint64_t n = std::min<uint64_t>(size - at, buffer.size());
@@ -253,6 +272,9 @@ void ZipWriter::add_filled(const std::string& name, uint64_t size, uint64_t grai
   m_offset += size;
   if (start >= 0 && ::lseek(m_fd, start + static_cast<off_t>(size), SEEK_SET) < 0) {
     fail("", errno);
+  }
+  if (start >= 0) {
+    announce_data();
   }
   end_record(crc);
 }
@@ -417,12 +439,12 @@ void add_read(ZipWriter& zip, const std::string& name, const Storage& storage, R
 uint64_t write_checkpoint(const EncodedPickle& pickle, int fd,
                           const std::string& path,
                           const ProgressFn& progress, const StorageCasts& casts,
-                          ReadLog* reads, CastCheck* check) {
+                          ReadLog* reads, CastCheck* check, RereadBehind* reread) {
   uint64_t total = pickle.bytes.size();
   for (const Storage* storage : pickle.storages) {
     total += static_cast<uint64_t>(storage->numel) * element_size(storage->dtype);
   }
-  ZipWriter zip(fd, path);
+  ZipWriter zip(fd, path, "archive", reread);
   zip.add("data.pkl", {reinterpret_cast<const uint8_t*>(pickle.bytes.data()), pickle.bytes.size()});
   zip.add("byteorder", {reinterpret_cast<const uint8_t*>("little"), 6});
   for (size_t i = 0; i < pickle.storages.size(); ++i) {

@@ -96,7 +96,11 @@ public:
     uint64_t done = 0;
     for (size_t k = 0; k < m_files.size(); ++k) {
       std::string path = in_folder(folder, m_files[k]);
-      int fd = out.create(path).fd();
+      const TempFile& temp = out.create(path);
+      int fd = temp.fd();
+      m_rereads.push_back(request.verified ? std::make_unique<RereadBehind>(temp.path())
+                                           : nullptr);
+      RereadBehind* reread = m_rereads.back().get();
       ShardWritten shard{m_files[k], 0, 0};
       if (m_format == ShardFormat::k_pt) {
         const TorchArchive& archive = m_archives[k];
@@ -107,7 +111,7 @@ public:
           };
         }
         shard.bytes = archive.write(fd, path, progress, m_casts, request.source_reads,
-                                    m_check ? &*m_check : nullptr);
+                                    m_check ? &*m_check : nullptr, reread);
         shard.tensors = archive.tensors();
         written.tensors += archive.tensors();
         written.storages += archive.storages();
@@ -115,7 +119,8 @@ public:
         done += archive.storage_bytes();
       } else {
         const SafetensorsFile& file = m_shards[k];
-        file.write(fd, path, request.progress, done, total, m_check ? &*m_check : nullptr);
+        file.write(fd, path, request.progress, done, total, m_check ? &*m_check : nullptr,
+                   reread);
         shard.bytes = file.size();
         shard.tensors = file.entries().size();
         written.tensors += file.tensors();
@@ -146,13 +151,17 @@ public:
     for (size_t k = 0; k < m_files.size(); ++k) {
       std::string shown_as = in_folder(folder, m_files[k]);
       const std::string& path = out.files()[k].path();
+      RereadBehind* reread = m_rereads[k].get();
+      if (reread != nullptr) {
+        reread->wait();
+      }
       VerifyReport shard = m_format == ShardFormat::k_pt
                                ? m_archives[k].verify(path, shown_as, device, request, m_casts,
-                                                      m_check ? &*m_check : nullptr)
+                                                      m_check ? &*m_check : nullptr, reread)
                                : m_shards[k].verify(path, shown_as, device,
                                                     {request.input, request.input_records,
                                                      request.source_reads, request.proven_reads,
-                                                     m_check ? &*m_check : nullptr});
+                                                     m_check ? &*m_check : nullptr, reread});
       report.tensors += shard.tensors;
       report.storages += shard.storages;
       report.bytes += shard.bytes;
@@ -320,6 +329,7 @@ private:
 
   ShardFormat m_format;
   std::vector<SafetensorsFile> m_shards;  // safetensors: one per shard
+  std::vector<std::unique_ptr<RereadBehind>> m_rereads;  // per shard, when verified
   std::deque<TorchArchive> m_archives;    // pt: one per shard
   StorageCasts m_casts;                   // pt with --dtype: storages written cast
   std::optional<CastCheck> m_check;       // --dtype, verified: casts checked as written

@@ -19,8 +19,12 @@ public:
   }
 
   Written write(const WriteRequest& request, OutputFiles& out) override {
-    m_file->write(out.create(request.shown_as).fd(), request.shown_as, request.progress, 0,
-                  m_file->size(), m_check ? &*m_check : nullptr);
+    const TempFile& file = out.create(request.shown_as);
+    if (request.verified) {
+      m_reread = std::make_unique<RereadBehind>(file.path());
+    }
+    m_file->write(file.fd(), request.shown_as, request.progress, 0, m_file->size(),
+                  m_check ? &*m_check : nullptr, m_reread.get());
     Written written;
     written.tensors = m_file->tensors();
     written.storages = m_file->tensors();
@@ -32,15 +36,20 @@ public:
 
   VerifyReport verify(const WriteRequest& request, const OutputFiles& out,
                       const std::string& device) override {
+    if (m_reread) {
+      m_reread->wait();
+    }
     return m_file->verify(out.files().front().path(), request.shown_as, device,
                           {request.input, request.input_records, request.source_reads,
-                           request.proven_reads, m_check ? &*m_check : nullptr});
+                           request.proven_reads, m_check ? &*m_check : nullptr,
+                           m_reread.get()});
   }
 
 private:
   std::optional<SafetensorsFile> m_file;
   std::vector<TiedNames> m_tied;
   std::optional<CastCheck> m_check;  // with --dtype, when verified
+  std::unique_ptr<RereadBehind> m_reread;  // when verified
 };
 
 bool claims_safetensors(const std::string& output) {

@@ -367,6 +367,24 @@ uint32_t crc32_of_rest(TensorBytes& bytes, std::vector<uint8_t>& buffer, uint64_
   return crc;
 }
 
+// The CRC-32 of `out`'s bytes as read back, and their count in `size`: read
+// here, or `expected` when the output was reread behind the writer
+// (input.reread) and that found it for exactly their range. Any other sum the
+// reread noted is not taken: the bytes are read again, so that a difference
+// is judged by the file as it is now.
+uint32_t crc32_read_back(const TensorRef& out, uint32_t expected, std::vector<uint8_t>& buffer,
+                         uint64_t& size, const VerifySource& input) {
+  TensorBytes bytes(out);
+  StorageBytes where = storage_bytes(*out.storage);
+  if (input.reread != nullptr && where.file != nullptr && bytes.is_one_range() &&
+      input.reread->crc32(where.file_offset + bytes.storage_start(), bytes.size()) ==
+          expected) {
+    size = bytes.size();
+    return expected;
+  }
+  return crc32_of_rest(bytes, buffer, size);
+}
+
 // Streams `out`'s bytes (as read back) beside `e`'s source, cast as the
 // writer cast it; returns the bytes compared. See the top of the file for
 // sources that are a whole zip record (their CRC-32 known).
@@ -384,19 +402,19 @@ uint64_t compare(const NamedTensor& e, const TensorRef& out, std::vector<uint8_t
     // bytes: what was written must read back.
     auto written_sum = input.checked->written_crc32s.find(&storage);
     if (written_sum != input.checked->written_crc32s.end()) {
-      TensorBytes copy(out);
       uint64_t size = 0;
       uint64_t expected = source.size() / element_size(from) * element_size(to);
-      if (crc32_of_rest(copy, b, size) == written_sum->second && size == expected) {
+      if (crc32_read_back(out, written_sum->second, b, size, input) == written_sum->second &&
+          size == expected) {
         return size;
       }
       // Compared below, to say where they differ.
     }
   }
   if (whole_record && from == to) {
-    TensorBytes copy(out);
     uint64_t size = 0;
-    if (crc32_of_rest(copy, b, size) == storage.crc32 && size == source.size()) {
+    if (crc32_read_back(out, storage.crc32, b, size, input) == storage.crc32 &&
+        size == source.size()) {
       return size;
     }
     // Compared below, to tell whose bytes are damaged.
@@ -472,13 +490,28 @@ SafetensorsFile::SafetensorsFile(std::vector<NamedTensor> entries) : m_entries(s
 }
 
 void SafetensorsFile::write(int fd, const std::string& shown_as, const ProgressFn& progress,
-                            uint64_t done, uint64_t total, CastCheck* check) const {
+                            uint64_t done, uint64_t total, CastCheck* check,
+                            RereadBehind* reread) const {
   write_all(fd, m_layout.header.data(), m_layout.header.size(), shown_as);
   done += m_layout.header.size();
   std::vector<uint8_t> in(k_chunk);
   std::vector<uint8_t> out;
-  for (size_t k : m_layout.order) {
-    done += write_tensor(m_entries[m_header_entry[k]], fd, in, out, shown_as, check);
+  const uint64_t data_start = m_layout.header.size();
+  for (size_t i = 0; i < m_layout.tensors.size(); ++i) {
+    done += write_tensor(m_entries[m_header_entry[m_layout.order[i]]], fd, in, out, shown_as,
+                         check);
+    const SafetensorsEntry& laid_out = m_layout.tensors[i];
+    if (reread != nullptr && laid_out.end - laid_out.begin >= RereadBehind::k_min_range) {
+      // The reread trusts that bytes announced are never written again: the
+      // file's position must have come exactly to the tensor's end.
+      off_t at = ::lseek(fd, 0, SEEK_CUR);
+      if (at >= 0 && static_cast<uint64_t>(at) != data_start + laid_out.end) {
+        verification_failed(shown_as, "the writer ended '" + m_layout.tensors[i].name +
+                                          "' at byte " + std::to_string(at) + ", not " +
+                                          std::to_string(data_start + laid_out.end));
+      }
+      reread->finished(data_start + laid_out.begin, laid_out.end - laid_out.begin);
+    }
     if (progress) {
       progress("write", done, total);
     }

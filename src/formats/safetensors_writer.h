@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/reread_behind.h"
 #include "ckpt/safetensors_codec.h"
 #include "ckpt/sink.h"
 
@@ -50,9 +51,10 @@ public:
 
   // Writes the file to `fd`; `progress` hears ("write", `done` + bytes
   // written so far, `total`). With `check`, casts of whole records are
-  // checked as they are written (CastCheck). Throws `Error` naming `shown_as`.
+  // checked as they are written (CastCheck); with `reread`, each tensor's
+  // bytes are announced to it once written. Throws `Error` naming `shown_as`.
   void write(int fd, const std::string& shown_as, const ProgressFn& progress, uint64_t done,
-             uint64_t total, CastCheck* check = nullptr) const;
+             uint64_t total, CastCheck* check = nullptr, RereadBehind* reread = nullptr) const;
   // Rereads the file at `path` through the reader table: the header must be
   // the one laid out, every name there (an alias as a view of its kept
   // name's storage), every tensor's bytes its source's, cast as written.

@@ -42,14 +42,18 @@ public:
   size_t tensors() const { return m_tensors->size(); }
   // Writes it to `fd`, noting in `reads` (when set) what it reads of
   // storages without a CRC-32 (write_checkpoint); returns its size.
-  // With `check`, casts are checked as they are written (CastCheck).
+  // With `check`, casts are checked as they are written (CastCheck); with
+  // `reread`, large storages are announced to it once written.
   uint64_t write(int fd, const std::string& shown_as, const ProgressFn& progress,
-                 const StorageCasts& casts, ReadLog* reads, CastCheck* check) const;
+                 const StorageCasts& casts, ReadLog* reads, CastCheck* check,
+                 RereadBehind* reread = nullptr) const;
   // verify_output against the tensors it was made of; `checked`: the
-  // CastCheck it was written with, if any.
+  // CastCheck it was written with, if any; `reread`: what was reread
+  // behind the writer (waited for), if anything.
   VerifyReport verify(const std::string& path, const std::string& shown_as,
                       const std::string& device, const WriteRequest& request,
-                      const StorageCasts& casts, const CastCheck* checked) const;
+                      const StorageCasts& casts, const CastCheck* checked,
+                      const RereadBehind* reread = nullptr) const;
 
 private:
   EncodedPickle m_encoded;

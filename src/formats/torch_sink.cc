@@ -74,16 +74,17 @@ uint64_t TorchArchive::storage_bytes() const {
 }
 
 uint64_t TorchArchive::write(int fd, const std::string& shown_as, const ProgressFn& progress,
-                             const StorageCasts& casts, ReadLog* reads,
-                             CastCheck* check) const {
-  return write_checkpoint(m_encoded, fd, shown_as, progress, casts, reads, check);
+                             const StorageCasts& casts, ReadLog* reads, CastCheck* check,
+                             RereadBehind* reread) const {
+  return write_checkpoint(m_encoded, fd, shown_as, progress, casts, reads, check, reread);
 }
 
 VerifyReport TorchArchive::verify(const std::string& path, const std::string& shown_as,
                                   const std::string& device, const WriteRequest& request,
-                                  const StorageCasts& casts, const CastCheck* checked) const {
+                                  const StorageCasts& casts, const CastCheck* checked,
+                                  const RereadBehind* reread) const {
   VerifySource source{request.input, request.input_records, request.source_reads,
-                      request.proven_reads, checked};
+                      request.proven_reads, checked, reread};
   return verify_output(*m_tensors, m_encoded.bytes, path, shown_as, device, source,
                        request.progress, casts);
 }
@@ -98,27 +99,35 @@ public:
   }
 
   Written write(const WriteRequest& request, OutputFiles& out) override {
-    int fd = out.create(request.shown_as).fd();
+    const TempFile& file = out.create(request.shown_as);
+    if (request.verified) {
+      m_reread = std::make_unique<RereadBehind>(file.path());
+    }
     m_archive.emplace(request.root, request.tensors, request.pickle_bytes);
     Written written;
     written.tensors = m_archive->tensors();
     written.storages = m_archive->storages();
     written.storage_bytes = m_archive->storage_bytes();
-    written.bytes = m_archive->write(fd, request.shown_as, request.progress, m_casts,
-                                     request.source_reads, m_check ? &*m_check : nullptr);
+    written.bytes = m_archive->write(file.fd(), request.shown_as, request.progress, m_casts,
+                                     request.source_reads, m_check ? &*m_check : nullptr,
+                                     m_reread.get());
     return written;
   }
 
   VerifyReport verify(const WriteRequest& request, const OutputFiles& out,
                       const std::string& device) override {
+    if (m_reread) {
+      m_reread->wait();
+    }
     return m_archive->verify(out.files().front().path(), request.shown_as, device, request,
-                             m_casts, m_check ? &*m_check : nullptr);
+                             m_casts, m_check ? &*m_check : nullptr, m_reread.get());
   }
 
 private:
   std::optional<TorchArchive> m_archive;
   StorageCasts m_casts;  // storages written cast, with their bytes' dtype
   std::optional<CastCheck> m_check;
+  std::unique_ptr<RereadBehind> m_reread;  // when verified
 };
 
 bool claims_torch(const std::string& /*output*/) { return false; }

@@ -161,12 +161,19 @@ Comparison read_storage(const StorageFile& written, uint64_t size, const Storage
 }
 
 // The CRC-32 of the bytes of a storage of the output, which lie in its
-// mapped file (see above).
-uint32_t crc32_streamed(const StorageBytes& where, const std::string& shown_as,
+// mapped file, read here (see above); or `expected` when the output was
+// reread behind the writer (input.reread) and that found it for exactly
+// their range. Any other sum the reread noted is not taken: the bytes are
+// read again, so that a difference is judged by the file as it is now.
+uint32_t crc32_streamed(const StorageBytes& where, uint32_t expected,
+                        const std::string& shown_as, const VerifySource& input,
                         Progress& progress) {
   ByteSpan bytes = where.bytes;
   uint32_t crc = 0;
-  if (bytes.size < k_read_from) {
+  if (input.reread != nullptr && where.file != nullptr &&
+      input.reread->crc32(where.file_offset, bytes.size) == expected) {
+    crc = expected;
+  } else if (bytes.size < k_read_from) {
     crc = crc32_update(0, bytes.data, bytes.size);
   } else {
     StorageFile from{where.file->fd(), where.file_offset, shown_as, true};
@@ -234,7 +241,7 @@ void check_storage(const std::string& shown_as, const VerifySource& input,
     as_read = crc32_from_reads(source, *input.proven);
   }
   bool by_crc = same_crc_as_input || as_read == written.crc32;
-  if (by_crc && crc32_streamed(to, shown_as, progress) == written.crc32) {
+  if (by_crc && crc32_streamed(to, written.crc32, shown_as, input, progress) == written.crc32) {
     return;
   }
   StorageFile source_file = source_file_of(source, from, input);
@@ -274,7 +281,7 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
                            " bytes, its source cast " + std::to_string(count * out_size));
   }
   if (cast_checked_as_written(input, source) && written.has_crc32) {
-    if (crc32_streamed(out, shown_as, progress) == written.crc32) {
+    if (crc32_streamed(out, written.crc32, shown_as, input, progress) == written.crc32) {
       return;
     }
     // Compared with the source below, to say where they differ.

@@ -11,11 +11,13 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <thread>
 #include <vector>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/dtype.h"
 #include "ckpt/pickle.h"
+#include "ckpt/reread_behind.h"
 #include "ckpt/verify.h"
 #include "ckpt/writer.h"
 #include "test_util.h"
@@ -293,6 +295,56 @@ TEST(Verify, ADamagedSourceOfACheckedCastIsBlamedOnTheInputRecord) {
   EXPECT_EQ(status, ExitStatus::k_bad_input) << message;
   EXPECT_NE(message.find(damaged.path() + ":archive/data/"), std::string::npos) << message;
   EXPECT_NE(message.find("CRC-32 mismatch"), std::string::npos) << message;
+}
+
+// Verification with the output reread behind the writer (RereadBehind): a
+// storage whose exact range it summed is taken from that sum when the sum is
+// the one the record must have, and read again otherwise.
+TEST(Verify, AStorageRereadBehindTheWriterIsTakenFromTheRereadOnlyWhenItsSumHolds) {
+  if (std::thread::hardware_concurrency() < 2) {
+    GTEST_SKIP() << "one core: nothing is reread behind the writer";
+  }
+  ScratchFile big("big.pth");
+  write_with_big_storage(big.path(), k_big);
+  ScratchFile out("out.pth");
+  Checkpoint input = read_checkpoint(big.path());
+  {
+    int fd = ::open(out.path().c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    RereadBehind reread(out.path());  // the file must exist
+    write_checkpoint(encode_pickle(input.graph.root), fd, out.path(), {}, {}, nullptr, nullptr,
+                     &reread);
+    ::close(fd);
+    reread.wait();
+    uint64_t data = first_storage_offset(out.path());
+    ASSERT_TRUE(reread.crc32(data, k_big).has_value()) << "the writer announced the record";
+    // Damage after the reread is not seen: the writer never writes an
+    // announced range again, so its sum stands for the bytes.
+    flip_byte(out.path(), data + k_damage_at);
+    VerifySource source{input.path, input.path + ":archive/data/"};
+    source.reread = &reread;
+    EXPECT_NO_THROW(verify_output(input.tensors, encode_pickle(input.graph.root).bytes,
+                                  out.path(), out.path(), "cpu", source));
+    // Without it the same file fails, so the sum was what passed it.
+    EXPECT_EQ(failure_of(input, out.path()).first, ExitStatus::k_verify_failed);
+  }
+  // A sum that is not the record's is not believed: the bytes are read again
+  // and an intact output passes (a damaged twin was what was reread).
+  ScratchFile good("good.pth");
+  write_copy(big.path(), good.path());
+  ScratchFile twin("twin.pth");
+  spit(twin.path(), slurp(good.path()));
+  uint64_t data = first_storage_offset(twin.path());
+  flip_byte(twin.path(), data + k_damage_at);
+  RereadBehind reread(twin.path());
+  reread.finished(data, k_big);
+  reread.wait();
+  ASSERT_TRUE(reread.crc32(data, k_big).has_value());
+  VerifySource source{input.path, input.path + ":archive/data/"};
+  source.reread = &reread;
+  VerifyReport report = verify_output(input.tensors, encode_pickle(input.graph.root).bytes,
+                                      good.path(), good.path(), "cpu", source);
+  EXPECT_GE(report.bytes, k_big);
 }
 
 TEST(Verify, AnInputTruncatedBeforeTheComparisonIsBlamedOnTheInput) {
