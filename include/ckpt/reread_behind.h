@@ -39,8 +39,11 @@ public:
   // The writer: bytes [offset, offset + size) of the file are written and
   // will not be written again. Ranges are announced in increasing order.
   void finished(uint64_t offset, uint64_t size);
-  // Verification: waits until every announced range is reread and ends the
-  // thread. Idempotent.
+  // The writer: no more ranges; the thread ends (and frees its buffer) once
+  // it has reread those announced. Does not wait.
+  void close();
+  // Verification: closes, and waits until every announced range is reread
+  // and the thread has ended. Idempotent.
   void wait();
   // After wait(): the CRC-32 of bytes [offset, offset + size) as reread,
   // when announced ranges that were all reread tile it exactly; else
@@ -64,7 +67,7 @@ private:
   std::mutex m_mutex;
   std::condition_variable m_wake;
   std::deque<Range> m_queue;  // announced, not yet reread
-  bool m_last = false;        // wait() called: no more ranges
+  bool m_last = false;        // closed: no more ranges
   std::atomic<bool> m_stop{false};  // the destructor: stop now
   std::map<uint64_t, Sum> m_sums;  // by offset; written by the thread until joined
   std::thread m_thread;

@@ -128,6 +128,9 @@ public:
         written.storage_bytes += file.data_size();
         done += file.size();
       }
+      if (reread != nullptr) {
+        reread->close();  // its thread ends once it has caught up, as the next shard is written
+      }
       written.bytes += shard.bytes;
       written.shards.push_back(shard);
     }

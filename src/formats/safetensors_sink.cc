@@ -25,6 +25,9 @@ public:
     }
     m_file->write(file.fd(), request.shown_as, request.progress, 0, m_file->size(),
                   m_check ? &*m_check : nullptr, m_reread.get());
+    if (m_reread) {
+      m_reread->close();
+    }
     Written written;
     written.tensors = m_file->tensors();
     written.storages = m_file->tensors();

@@ -111,6 +111,9 @@ public:
     written.bytes = m_archive->write(file.fd(), request.shown_as, request.progress, m_casts,
                                      request.source_reads, m_check ? &*m_check : nullptr,
                                      m_reread.get());
+    if (m_reread) {
+      m_reread->close();
+    }
     return written;
   }
 

@@ -34,11 +34,7 @@ RereadBehind::RereadBehind(const std::string& path) {
 
 RereadBehind::~RereadBehind() {
   m_stop = true;
-  {
-    std::lock_guard<std::mutex> lock(m_mutex);
-    m_last = true;
-  }
-  m_wake.notify_one();
+  close();
   if (m_thread.joinable()) {
     m_thread.join();
   }
@@ -53,17 +49,24 @@ void RereadBehind::finished(uint64_t offset, uint64_t size) {
   }
   {
     std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_last) {
+      return;  // closed: the thread may have ended
+    }
     m_queue.push_back({offset, size});
   }
   m_wake.notify_one();
 }
 
-void RereadBehind::wait() {
+void RereadBehind::close() {
   {
     std::lock_guard<std::mutex> lock(m_mutex);
     m_last = true;
   }
   m_wake.notify_one();
+}
+
+void RereadBehind::wait() {
+  close();
   if (m_thread.joinable()) {
     m_thread.join();
   }

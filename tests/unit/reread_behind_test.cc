@@ -120,6 +120,17 @@ TEST_F(RereadBehindTest, KnowsNothingUntilWaitedFor) {
   EXPECT_EQ(reread.crc32(k_mib, k_mib), std::nullopt);
 }
 
+TEST_F(RereadBehindTest, RereadsWhatWasAnnouncedBeforeItWasClosed) {
+  RereadBehind reread(m_path);
+  append(m_fd, m_bytes, 0, 2 * k_mib);
+  reread.finished(0, k_mib);
+  reread.close();
+  reread.finished(k_mib, k_mib);  // after close: ignored
+  reread.wait();
+  EXPECT_EQ(reread.crc32(0, k_mib), crc_of(m_bytes, 0, k_mib));
+  EXPECT_EQ(reread.crc32(k_mib, k_mib), std::nullopt);
+}
+
 TEST(RereadBehind, AFileItCannotOpenLeavesEverythingToVerification) {
   Scratch scratch;
   RereadBehind reread(scratch / "missing.bin");
