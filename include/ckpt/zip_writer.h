@@ -49,7 +49,7 @@ private:
     uint64_t offset;  // of the local header
     uint64_t size;
     uint32_t crc32;
-    uint64_t data = 0;  // where the data starts
+    uint64_t data = 0;  // where the data starts in the archive
   };
 
   void begin_record(const std::string& name, uint64_t size);
@@ -68,6 +68,7 @@ private:
 
   int m_fd;
   RereadBehind* m_reread;
+  uint64_t m_start = 0;  // where in the file the archive starts (with m_reread)
   std::string m_path;
   std::string m_prefix;
   uint64_t m_offset = 0;  // bytes written, counting those still in the buffer

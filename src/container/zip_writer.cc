@@ -67,7 +67,16 @@ uint16_t flags_for(uint64_t size) {
 }  // namespace
 
 ZipWriter::ZipWriter(int fd, std::string path, std::string archive, RereadBehind* reread)
-    : m_fd(fd), m_reread(reread), m_path(std::move(path)), m_prefix(std::move(archive) + "/") {}
+    : m_fd(fd), m_reread(reread), m_path(std::move(path)), m_prefix(std::move(archive) + "/") {
+  if (m_reread != nullptr) {
+    off_t start = ::lseek(m_fd, 0, SEEK_CUR);
+    if (start < 0) {
+      m_reread = nullptr;  // not a file: nothing to reread behind
+    } else {
+      m_start = static_cast<uint64_t>(start);
+    }
+  }
+}
 
 void ZipWriter::fail(const std::string& what, int error) {
   std::string cause = error != 0 ? std::strerror(error) : "";
@@ -176,13 +185,14 @@ void ZipWriter::announce_data() {
   }
   // The reread trusts that bytes announced are never written again: the
   // file's position must have come exactly to the data's end.
+  uint64_t data = m_start + entry.data;
   off_t at = ::lseek(m_fd, 0, SEEK_CUR);
-  if (at >= 0 && static_cast<uint64_t>(at) != entry.data + entry.size) {
+  if (at >= 0 && static_cast<uint64_t>(at) != data + entry.size) {
     verification_failed(m_path, "the writer ended " + entry.name + " at byte " +
                                     std::to_string(at) + ", not " +
-                                    std::to_string(entry.data + entry.size));
+                                    std::to_string(data + entry.size));
   }
-  m_reread->finished(entry.data, entry.size);
+  m_reread->finished(data, entry.size);
 }
 
 void ZipWriter::end_record(uint32_t crc32) {

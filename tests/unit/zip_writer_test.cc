@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ckpt/crc32.h"
+#include "ckpt/reread_behind.h"
 #include "ckpt/zip.h"
 #include "ckpt/zip_writer.h"
 #include "test_util.h"
@@ -152,6 +153,43 @@ TEST(ZipWriter, FilledRecordsAskForWholeElementsCoveringEveryByteOnce) {
   }
   EXPECT_TRUE(zip.compare(entries[0].data_offset, size, expected) == 0);
   EXPECT_EQ(entries[0].crc32, crc32_of(span_of(expected)));
+}
+
+// With a RereadBehind, each record of 64 KiB or more is announced once
+// written, at its place in the file: the archive may start past the file's
+// start, and both ways of writing a record (copied with its CRC-32 known, or
+// made and summed) announce it.
+TEST(ZipWriter, AnnouncesEachLargeRecordWhereItLiesInTheFile) {
+  if (std::thread::hardware_concurrency() < 2) {
+    GTEST_SKIP() << "one core: nothing is reread behind the writer";
+  }
+  Scratch dir;
+  std::string bytes = pattern_bytes();
+  put(dir / "in.bin", bytes);
+  int source = ::open((dir / "in.bin").c_str(), O_RDONLY);
+  ASSERT_GE(source, 0);
+  std::string out = dir / "out.zip";
+  int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, "0123456789", 10), 10);  // the archive starts at byte 10
+  const uint32_t crc = crc32_update(0, bytes.data(), bytes.size());
+  RereadBehind reread(out);
+  {
+    ZipWriter zip(fd, out, "archive", &reread);
+    zip.add_from_file("copied", source, 0, bytes.size(), crc);
+    zip.add_from_file("summed", source, 0, bytes.size(), std::nullopt);
+    zip.finish();
+  }
+  ::close(fd);
+  ::close(source);
+  reread.wait();
+  std::string file = read_all(out);
+  size_t first = file.find(bytes.substr(0, 64));
+  ASSERT_NE(first, std::string::npos);
+  size_t second = file.find(bytes.substr(0, 64), first + bytes.size());
+  ASSERT_NE(second, std::string::npos);
+  EXPECT_EQ(reread.crc32(first, bytes.size()), crc);
+  EXPECT_EQ(reread.crc32(second, bytes.size()), crc);
 }
 
 }  // namespace
