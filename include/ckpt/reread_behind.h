@@ -39,6 +39,11 @@ public:
   // The writer: bytes [offset, offset + size) of the file are written and
   // will not be written again. Ranges are announced in increasing order.
   void finished(uint64_t offset, uint64_t size);
+  // The same from a writer whose position in the file (`fd`) has just come
+  // to the range's end, which is checked first: the reread trusts that
+  // bytes announced are never written again. A writer elsewhere fails
+  // verification (verification_failed, naming `shown_as`).
+  void written(int fd, uint64_t offset, uint64_t size, const std::string& shown_as);
   // The writer: no more ranges; the thread ends (and frees its buffer) once
   // it has reread those announced. Does not wait.
   void close();

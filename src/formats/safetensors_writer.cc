@@ -500,17 +500,9 @@ void SafetensorsFile::write(int fd, const std::string& shown_as, const ProgressF
   for (size_t i = 0; i < m_layout.tensors.size(); ++i) {
     done += write_tensor(m_entries[m_header_entry[m_layout.order[i]]], fd, in, out, shown_as,
                          check);
-    const SafetensorsEntry& laid_out = m_layout.tensors[i];
-    if (reread != nullptr && laid_out.end - laid_out.begin >= RereadBehind::k_min_range) {
-      // The reread trusts that bytes announced are never written again: the
-      // file's position must have come exactly to the tensor's end.
-      off_t at = ::lseek(fd, 0, SEEK_CUR);
-      if (at >= 0 && static_cast<uint64_t>(at) != data_start + laid_out.end) {
-        verification_failed(shown_as, "the writer ended '" + m_layout.tensors[i].name +
-                                          "' at byte " + std::to_string(at) + ", not " +
-                                          std::to_string(data_start + laid_out.end));
-      }
-      reread->finished(data_start + laid_out.begin, laid_out.end - laid_out.begin);
+    if (reread != nullptr) {
+      const SafetensorsEntry& laid_out = m_layout.tensors[i];
+      reread->written(fd, data_start + laid_out.begin, laid_out.end - laid_out.begin, shown_as);
     }
     if (progress) {
       progress("write", done, total);

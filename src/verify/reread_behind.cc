@@ -13,6 +13,7 @@
 
 #include "ckpt/crc32.h"
 #include "ckpt/mapped_file.h"
+#include "ckpt/verify.h"
 
 namespace ckpt {
 namespace {
@@ -55,6 +56,20 @@ void RereadBehind::finished(uint64_t offset, uint64_t size) {
     m_queue.push_back({offset, size});
   }
   m_wake.notify_one();
+}
+
+void RereadBehind::written(int fd, uint64_t offset, uint64_t size,
+                           const std::string& shown_as) {
+  if (!m_thread.joinable() || size < k_min_range) {
+    return;
+  }
+  off_t at = ::lseek(fd, 0, SEEK_CUR);
+  if (at >= 0 && static_cast<uint64_t>(at) != offset + size) {
+    verification_failed(shown_as, "the writer ended the bytes from " + std::to_string(offset) +
+                                      " at byte " + std::to_string(at) + ", not " +
+                                      std::to_string(offset + size));
+  }
+  finished(offset, size);
 }
 
 void RereadBehind::close() {
