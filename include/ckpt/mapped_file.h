@@ -55,11 +55,16 @@ uint64_t read_at(int fd, void* to, uint64_t size, uint64_t offset);
 
 // Copies `size` bytes at `offset` of `source` to the current position of `fd`
 // inside the kernel (copy_file_range), through EINTR; through a 1 MiB buffer
-// (pread, write) when the two positions lie at different offsets within a
-// page, which the kernel copies slower (file_copy.cc). Returns how many it
-// copied: fewer when it cannot (another file system, a short source, a failed
-// write), and the caller streams the rest.
-uint64_t copy_at(int source, uint64_t offset, int fd, uint64_t size);
+// (pread, pwrite) when the two positions lie at different offsets within a
+// page, which the kernel copies slower (file_copy.cc); with
+// `CopyThreads::two`, from 4 MiB on, in two halves on two threads, which a
+// writer asks for when it runs no other thread of its own (file_copy.cc says
+// why). Returns how many it copied: fewer when it cannot (another file system,
+// a short source, a failed write), and the caller streams the rest; `fd`'s
+// position is then after what was copied.
+enum class CopyThreads { one, two };
+uint64_t copy_at(int source, uint64_t offset, int fd, uint64_t size,
+                 CopyThreads threads = CopyThreads::one);
 
 // Writes all `size` bytes at `data` to `fd`, through short writes and EINTR.
 // Throws `Error` `<shown_as>: cannot write: <cause>` (a disk full as ENOSPC).

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ckpt/graph.h"
+#include "ckpt/mapped_file.h"
 
 namespace ckpt {
 
@@ -47,10 +48,11 @@ void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, ui
                         ReadLog* log = nullptr);
 
 // Copies bytes [`offset`, `offset` + `size`) of `storage` to the file `fd` at
-// its position, inside the kernel (`copy_at`), piece by piece. Returns how
+// its position by `copy_at` (with `threads`), piece by piece. Returns how
 // many were copied: fewer when the kernel cannot copy between these files
 // (the caller writes the rest through a buffer).
-uint64_t copy_storage_range(const Storage& storage, uint64_t offset, uint64_t size, int fd);
+uint64_t copy_storage_range(const Storage& storage, uint64_t offset, uint64_t size, int fd,
+                            CopyThreads threads = CopyThreads::one);
 
 // A record that storages take pieces of (a ZeRO rank's fp32 partition, a
 // frozen fragment), with the CRC-32 its file carries for the whole of it. A

@@ -315,7 +315,7 @@ uint64_t write_cast_in_halves(const NamedTensor& e, const TensorBytes& source, i
 // verification would compare them with their source instead.)
 uint64_t write_tensor(const NamedTensor& e, int fd, std::vector<uint8_t>& in,
                       std::vector<uint8_t>& out, const std::string& shown_as,
-                      CastCheck* check) {
+                      CastCheck* check, CopyThreads threads) {
   TensorBytes source(e.tensor);
   const Storage& storage = *e.tensor.storage;
   bool cast = e.written_dtype != e.tensor.dtype;
@@ -330,7 +330,7 @@ uint64_t write_tensor(const NamedTensor& e, int fd, std::vector<uint8_t>& in,
   uint64_t copied = 0;
   if (!cast && source.is_one_range() && (storage.file != nullptr || has_pieces(storage)) &&
       source.size() > k_chunk) {
-    copied = copy_storage_range(storage, source.storage_start(), source.size(), fd);
+    copied = copy_storage_range(storage, source.storage_start(), source.size(), fd, threads);
     if (copied == source.size()) {
       return copied;
     }
@@ -497,9 +497,11 @@ void SafetensorsFile::write(int fd, const std::string& shown_as, const ProgressF
   std::vector<uint8_t> in(k_chunk);
   std::vector<uint8_t> out;
   const uint64_t data_start = m_layout.header.size();
+  // A copy takes the second core unless the reread behind the writer has it.
+  const CopyThreads threads = reread == nullptr ? CopyThreads::two : CopyThreads::one;
   for (size_t i = 0; i < m_layout.tensors.size(); ++i) {
     done += write_tensor(m_entries[m_header_entry[m_layout.order[i]]], fd, in, out, shown_as,
-                         check);
+                         check, threads);
     if (reread != nullptr) {
       const SafetensorsEntry& laid_out = m_layout.tensors[i];
       reread->written(fd, data_start + laid_out.begin, laid_out.end - laid_out.begin, shown_as);

@@ -95,15 +95,16 @@ uint64_t for_pieces_in(const Storage& storage, uint64_t offset, uint64_t size, c
 
 }  // namespace
 
-uint64_t copy_storage_range(const Storage& storage, uint64_t offset, uint64_t size, int fd) {
+uint64_t copy_storage_range(const Storage& storage, uint64_t offset, uint64_t size, int fd,
+                            CopyThreads threads) {
   if (storage.pieces.empty()) {
     return storage.file == nullptr ? 0
                                    : copy_at(storage.file->fd(), storage.file_offset + offset, fd,
-                                             size);
+                                             size, threads);
   }
   uint64_t copied = 0;
   for_pieces_in(storage, offset, size, [&](const BytePiece& piece, uint64_t within, uint64_t n) {
-    uint64_t got = copy_at(piece.file->fd(), piece.file_offset + within, fd, n);
+    uint64_t got = copy_at(piece.file->fd(), piece.file_offset + within, fd, n, threads);
     copied += got;
     return got == n;
   });

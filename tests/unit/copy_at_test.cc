@@ -1,6 +1,8 @@
 // copy_at: file to file inside the kernel when the two positions share their
 // offset within a page, through a 1 MiB buffer when they do not; the same
-// bytes every way, and a short count when the source ends or the write fails.
+// bytes every way, and a short count when the source ends or the write fails;
+// all of it also with the buffer copy in two halves on two threads
+// (CopyThreads::two), which must leave the file position where one would.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -9,12 +11,20 @@
 #include <csignal>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <string>
 
 #include "ckpt/mapped_file.h"
 #include "test_util.h"
 
-namespace ckpt::test {
+namespace ckpt {
+
+// How gtest names the parameter in the test list.
+void PrintTo(CopyThreads threads, std::ostream* os) {
+  *os << (threads == CopyThreads::one ? "one thread" : "two threads");
+}
+
+namespace test {
 namespace {
 
 std::string slurp(const std::string& path) {
@@ -34,7 +44,7 @@ std::string pattern() {
   return out;
 }
 
-class CopyAtTest : public ::testing::Test {
+class CopyAtTest : public ::testing::TestWithParam<CopyThreads> {
 protected:
   void SetUp() override {
     put(m_scratch / "in.bin", m_source);
@@ -44,12 +54,15 @@ protected:
   void TearDown() override { ::close(m_in); }
 
   // Writes `lead` bytes, then copies `size` bytes from `offset` of the source;
-  // returns what copy_at returned and leaves the file in out.bin.
+  // returns what copy_at returned and leaves the file in out.bin. The file
+  // position must be right after what was copied, where the caller goes on.
   uint64_t copy_after(uint64_t lead, uint64_t offset, uint64_t size) {
     int out = ::open((m_scratch / "out.bin").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     EXPECT_GE(out, 0);
     write_all(out, std::string(lead, 'x').data(), lead, "out.bin");
-    uint64_t copied = copy_at(m_in, offset, out, size);
+    uint64_t copied = copy_at(m_in, offset, out, size, GetParam());
+    EXPECT_EQ(::lseek(out, 0, SEEK_CUR), static_cast<off_t>(lead + copied))
+        << lead << " " << offset << " " << size;
     ::close(out);
     return copied;
   }
@@ -59,7 +72,7 @@ protected:
   int m_in = -1;
 };
 
-TEST_F(CopyAtTest, CopiesTheSameBytesAlignedOrNot) {
+TEST_P(CopyAtTest, CopiesTheSameBytesAlignedOrNot) {
   // (lead, offset, size): the same offset within a page (the kernel
   // copies), and several that differ (the buffer copies, across its 1 MiB
   // boundaries, whole fills or not, a last fill short).
@@ -80,7 +93,7 @@ TEST_F(CopyAtTest, CopiesTheSameBytesAlignedOrNot) {
   }
 }
 
-TEST_F(CopyAtTest, StopsWhereTheSourceEnds) {
+TEST_P(CopyAtTest, StopsWhereTheSourceEnds) {
   // 200 KiB left of a 1 MiB copy; 5 MiB + 100 bytes left of an 8 MiB one
   // (the source ends inside a fill of the buffer).
   for (auto [left, size] : {std::pair<uint64_t, uint64_t>{200 << 10, 1 << 20},
@@ -94,7 +107,7 @@ TEST_F(CopyAtTest, StopsWhereTheSourceEnds) {
   }
 }
 
-TEST_F(CopyAtTest, StopsWhereAWriteFails) {
+TEST_P(CopyAtTest, StopsWhereAWriteFails) {
   // The file size limit makes writes past 6 MiB fail (EFBIG, SIGXFSZ
   // ignored): the copy stops there and says how far it got.
   struct rlimit before {};
@@ -110,17 +123,24 @@ TEST_F(CopyAtTest, StopsWhereAWriteFails) {
   EXPECT_TRUE(slurp(m_scratch / "out.bin").substr(100) == m_source.substr(0, copied));
 }
 
-TEST_F(CopyAtTest, CopiesNothingToAFileItCannotWrite) {
+TEST_P(CopyAtTest, CopiesNothingToAFileItCannotWrite) {
   put(m_scratch / "read_only.bin", std::string(100, 'x'));
   int out = ::open((m_scratch / "read_only.bin").c_str(), O_RDONLY);
   ASSERT_GE(out, 0);
   for (off_t position : {0, 100}) {
     ASSERT_EQ(::lseek(out, position, SEEK_SET), position);
-    EXPECT_EQ(copy_at(m_in, 0, out, 1 << 20), 0u) << position;
-    EXPECT_EQ(copy_at(m_in, 0, out, 8 << 20), 0u) << position;
+    EXPECT_EQ(copy_at(m_in, 0, out, 1 << 20, GetParam()), 0u) << position;
+    EXPECT_EQ(copy_at(m_in, 0, out, 8 << 20, GetParam()), 0u) << position;
   }
   ::close(out);
 }
 
+INSTANTIATE_TEST_SUITE_P(OneAndTwoThreads, CopyAtTest,
+                         ::testing::Values(CopyThreads::one, CopyThreads::two),
+                         [](const ::testing::TestParamInfo<CopyThreads>& param) {
+                           return param.param == CopyThreads::one ? "OneThread" : "TwoThreads";
+                         });
+
 }  // namespace
-}  // namespace ckpt::test
+}  // namespace test
+}  // namespace ckpt
