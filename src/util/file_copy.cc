@@ -47,9 +47,9 @@ bool pages_misaligned(uint64_t offset, int fd) {
   return at >= 0 && offset % page != static_cast<uint64_t>(at) % page;
 }
 
-// Copies [begin, end) of a range `size` long: reads at `offset` + begin,
-// writes at `position` + begin (pwrite, so that two threads can share `fd`).
-// Returns how much of it, from `begin`, was copied.
+// Copies bytes [begin, end) of a range that starts at `offset` of `source`
+// and goes to `position` of `fd` (pwrite, so that two threads can share
+// `fd`). Returns how many were copied from `begin` on.
 uint64_t copy_part(int source, uint64_t offset, int fd, uint64_t position, uint64_t begin,
                    uint64_t end) {
   constexpr uint64_t k_buffer = 1 << 20;
