@@ -36,15 +36,14 @@
 namespace ckpt {
 namespace {
 
-// True when `offset` of the source and `fd`'s position lie at different
-// offsets within a page. copy_file_range then writes every source page into
-// two destination pages, slower than reading into a buffer and writing it. A
-// safetensors file packs its tensors with no gap, so most of its copies are
-// such; so are a zip's records, aligned to 64 bytes only.
-bool pages_misaligned(uint64_t offset, int fd) {
+// True when `offset` of the source and `position` of the destination lie at
+// different offsets within a page. copy_file_range then writes every source
+// page into two destination pages, slower than reading into a buffer and
+// writing it. A safetensors file packs its tensors with no gap, so most of
+// its copies are such; so are a zip's records, aligned to 64 bytes only.
+bool pages_misaligned(uint64_t offset, uint64_t position) {
   static const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  off_t at = ::lseek(fd, 0, SEEK_CUR);
-  return at >= 0 && offset % page != static_cast<uint64_t>(at) % page;
+  return offset % page != position % page;
 }
 
 // Copies bytes [begin, end) of a range that starts at `offset` of `source`
@@ -69,15 +68,11 @@ uint64_t copy_part(int source, uint64_t offset, int fd, uint64_t position, uint6
   return done - begin;
 }
 
-// Through a 1 MiB buffer, from 4 MiB on in two halves on two threads when
-// `threads` allows. Leaves `fd`'s position after what it copied.
-uint64_t copy_through_buffer(int source, uint64_t offset, int fd, uint64_t size,
-                             CopyThreads threads) {
-  off_t at = ::lseek(fd, 0, SEEK_CUR);
-  if (at < 0) {
-    return 0;  // no position to write at: the caller streams it all
-  }
-  auto position = static_cast<uint64_t>(at);
+// Through a 1 MiB buffer to `position`, `fd`'s position, from 4 MiB on in
+// two halves on two threads when `threads` allows. Leaves `fd`'s position
+// after what it copied.
+uint64_t copy_through_buffer(int source, uint64_t offset, int fd, uint64_t position,
+                             uint64_t size, CopyThreads threads) {
   uint64_t copied[2] = {0, 0};
   uint64_t half = size;
   auto copy = [&](uint64_t begin, uint64_t end) {
@@ -97,8 +92,11 @@ uint64_t copy_through_buffer(int source, uint64_t offset, int fd, uint64_t size,
 }  // namespace
 
 uint64_t copy_at(int source, uint64_t offset, int fd, uint64_t size, CopyThreads threads) {
-  if (size >= (64 << 10) && pages_misaligned(offset, fd)) {
-    return copy_through_buffer(source, offset, fd, size, threads);
+  if (size >= (64 << 10)) {
+    off_t at = ::lseek(fd, 0, SEEK_CUR);  // none for a pipe: the kernel copies
+    if (at >= 0 && pages_misaligned(offset, static_cast<uint64_t>(at))) {
+      return copy_through_buffer(source, offset, fd, static_cast<uint64_t>(at), size, threads);
+    }
   }
   auto in = static_cast<off_t>(offset);
   return repeat_io(size, [&](uint64_t done) {
