@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "ckpt/mapped_file.h"
+
 namespace ckpt {
 
 class RereadBehind {
@@ -77,5 +79,12 @@ private:
   std::map<uint64_t, Sum> m_sums;  // by offset; written by the thread until joined
   std::thread m_thread;
 };
+
+// How many threads a writer's copies may take beside `reread` (null when the
+// output is not verified): one while the reread has the second core, since
+// three busy threads on two cores were slower (file_copy.cc).
+inline CopyThreads copy_threads_beside(const RereadBehind* reread) {
+  return reread == nullptr ? CopyThreads::two : CopyThreads::one;
+}
 
 }  // namespace ckpt

@@ -221,9 +221,7 @@ void ZipWriter::add_from_file(const std::string& name, int source_fd, uint64_t o
   flush();
   // What the kernel cannot copy (another file system, a short source) is
   // streamed below.
-  // A copy takes the second core unless the reread behind the writer has it.
-  uint64_t copied = copy_at(source_fd, offset, m_fd, size,
-                            m_reread == nullptr ? CopyThreads::two : CopyThreads::one);
+  uint64_t copied = copy_at(source_fd, offset, m_fd, size, copy_threads_beside(m_reread));
   m_offset += copied;
   if (copied == size) {
     announce_data();

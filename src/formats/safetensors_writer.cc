@@ -497,8 +497,7 @@ void SafetensorsFile::write(int fd, const std::string& shown_as, const ProgressF
   std::vector<uint8_t> in(k_chunk);
   std::vector<uint8_t> out;
   const uint64_t data_start = m_layout.header.size();
-  // A copy takes the second core unless the reread behind the writer has it.
-  const CopyThreads threads = reread == nullptr ? CopyThreads::two : CopyThreads::one;
+  const CopyThreads threads = copy_threads_beside(reread);
   for (size_t i = 0; i < m_layout.tensors.size(); ++i) {
     done += write_tensor(m_entries[m_header_entry[m_layout.order[i]]], fd, in, out, shown_as,
                          check, threads);
