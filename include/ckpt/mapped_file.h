@@ -57,7 +57,7 @@ uint64_t read_at(int fd, void* to, uint64_t size, uint64_t offset);
 // inside the kernel (copy_file_range), through EINTR; through a 1 MiB buffer
 // (pread, pwrite) when the two positions lie at different offsets within a
 // page, which the kernel copies slower (file_copy.cc); with
-// `CopyThreads::two`, from 4 MiB on, in two halves on two threads, which a
+// `CopyThreads::two`, from 1 MiB on, in two halves on two threads, which a
 // writer asks for when it runs no other thread of its own (file_copy.cc says
 // why). Returns how many it copied: fewer when it cannot (another file system,
 // a short source, a failed write), and the caller streams the rest; `fd`'s

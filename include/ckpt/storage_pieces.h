@@ -68,7 +68,7 @@ struct PieceSource {
 
 // True when `source`'s bytes match its CRC-32: the CRC-32s of `read` (parts
 // of its file already read, sorted by fd and offset) joined with those of
-// the bytes between them, read now (in two halves at once from 4 MiB).
+// the bytes between them, read now (in two halves at once from 1 MiB).
 // Throws `Error` naming the file when it cannot be read.
 bool piece_source_intact(const PieceSource& source, const ReadLog& read = {});
 

@@ -34,7 +34,7 @@ public:
   using FillFn = std::function<std::optional<uint32_t>(uint64_t at, uint8_t* to, uint64_t n,
                                                        std::vector<uint8_t>& scratch)>;
   // A record of `size` bytes made by `fill`, a buffer at a time, with `at`
-  // and `n` multiples of `grain` (the element size of a cast). From 4 MiB on
+  // and `n` multiples of `grain` (the element size of a cast). From 1 MiB on
   // the two halves are made and written at once on two threads.
   void add_filled(const std::string& name, uint64_t size, uint64_t grain, const FillFn& fill);
   // The `version` record ("3\n", as torch.save writes), the central

@@ -8,7 +8,7 @@
 // data, data descriptor (miniz writes the CRC-32 and sizes after the data
 // anyway), so tensor bytes go from the input file to the output with
 // copy_file_range when their CRC-32 is already known (a zip input's records),
-// and through 1 MiB buffers otherwise: from 4 MiB on, two threads each read,
+// and through 1 MiB buffers otherwise: from 1 MiB on, two threads each read,
 // sum and write one half of the record at once (pwrite), since one core
 // moves only about 4 GB/s of page cache. Memory stays flat whatever the size.
 //

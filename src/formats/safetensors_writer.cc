@@ -254,7 +254,7 @@ std::vector<TiedNames> plan_tied(const WriteRequest& request,
 
 // Writes the elements of `e`, one range of its storage (`source`), cast to its
 // written dtype at the position of `fd` (`start`), as the zip writer makes a
-// cast record: in two halves on two threads from 4 MiB, each reading (pread),
+// cast record: in two halves on two threads from 1 Mi elements, each reading (pread),
 // casting, checking and summing when `checking`, and writing (pwrite) its
 // own. Leaves `fd` at the end; returns the bytes written.
 uint64_t write_cast_in_halves(const NamedTensor& e, const TensorBytes& source, int fd,

@@ -148,7 +148,7 @@ void read_storage_range(const Storage& storage, uint64_t offset, uint8_t* to, ui
 namespace {
 
 // The CRC-32 of bytes [`offset`, `offset` + `size`) of `file`, read in two
-// halves at once from 4 MiB.
+// halves at once from 1 MiB.
 uint32_t crc32_of_file(const MappedFile& file, uint64_t offset, uint64_t size) {
   uint32_t sums[2] = {0, 0};
   uint64_t half = in_two_halves(size, [&](uint64_t begin, uint64_t end) {

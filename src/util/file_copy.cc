@@ -68,7 +68,7 @@ uint64_t copy_part(int source, uint64_t offset, int fd, uint64_t position, uint6
   return done - begin;
 }
 
-// Through a 1 MiB buffer to `position`, `fd`'s position, from 4 MiB on in
+// Through a 1 MiB buffer to `position`, `fd`'s position, from 1 MiB on in
 // two halves on two threads when `threads` allows. Leaves `fd`'s position
 // after what it copied.
 uint64_t copy_through_buffer(int source, uint64_t offset, int fd, uint64_t position,

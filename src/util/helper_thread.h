@@ -1,6 +1,6 @@
 // One thread kept for the second half of every split scan (two_halves.h).
 //
-// A writer splits each tensor of 4 MiB or more in two halves, one per core:
+// A writer splits each tensor of 1 MiB or more in two halves, one per core:
 // hundreds of splits per checkpoint. A new thread for each cost more than
 // the split saved: it maps a stack, and its 1 MiB copy buffer (file_copy.cc)
 // is fresh memory the kernel faults in and zeroes. Over the 1.3 GB bench

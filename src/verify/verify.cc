@@ -60,7 +60,7 @@ private:
 // CPU's cache: summing or comparing mapped page-cache pages in place costs
 // twice as much, since the kernel must map every page first. Storages under
 // 64 KiB are read in place: a syscall each would cost more than their few
-// page faults (50,000 small tensors). A storage of 4 MiB or more is read in
+// page faults (50,000 small tensors). A storage of 1 MiB or more is read in
 // two halves on two threads (util/two_halves.h; 1.3 GB: 0.31 -> 0.18 s).
 // (Compared in place, storages go a chunk at a time, whose pages are let go
 // after.)
@@ -122,7 +122,7 @@ struct Comparison {
 
 // Reads `size` bytes of `written` (and, when given, the same of `source`
 // beside them, compared chunk by chunk) through cached buffers, in two
-// halves from 4 MiB (see above), summing the written bytes' CRC-32.
+// halves from 1 MiB (see above), summing the written bytes' CRC-32.
 // The source's reads are logged when it has a log (StorageFile::reads).
 Comparison read_storage(const StorageFile& written, uint64_t size, const StorageFile* source) {
   uint64_t differs[2] = {UINT64_MAX, UINT64_MAX};
@@ -289,7 +289,7 @@ void check_cast_storage(const std::string& shown_as, const VerifySource& input, 
   StorageFile source_file = source_file_of(source, in, input);
   StorageFile written_file{out.file->fd(), out.file_offset, shown_as, true};
   // Read into buffers (pread; in place when the source is only in memory), in
-  // two halves on two threads from 4 MiB elements, as read_storage reads.
+  // two halves on two threads from 1 Mi elements, as read_storage reads.
   const uint64_t step = k_buffer / std::max(in_size, out_size);
   uint64_t first[2] = {UINT64_MAX, UINT64_MAX};
   uint32_t sums[2] = {0, 0};

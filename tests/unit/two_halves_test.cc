@@ -1,4 +1,4 @@
-// in_two_halves and run_beside: a scan from 4 MiB on is split at its middle
+// in_two_halves and run_beside: a scan from 1 Mi units on is split at its middle
 // (rounded to the grain), the second half runs on the one helper thread the
 // process keeps, and every unit is scanned once, whoever else is calling.
 #include <gtest/gtest.h>

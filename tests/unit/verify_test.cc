@@ -2,7 +2,7 @@
 // damaged byte is blamed on the right file (the output: exit 3; the input,
 // whose record CRC-32 no longer matches: exit 1), for zip and legacy inputs,
 // for small storages (compared in place) and large ones (read from the files,
-// from 4 MiB in two halves on two threads); and casts checked as they were
+// from 1 MiB in two halves on two threads); and casts checked as they were
 // written (CastCheck), which verification proves by the output alone.
 #include <fcntl.h>
 #include <unistd.h>
@@ -137,7 +137,7 @@ void write_with_big_storage(const std::string& path, uint64_t size) {
   ::close(fd);
 }
 
-constexpr uint64_t k_big = 5 << 20;  // past 4 MiB: read in two halves
+constexpr uint64_t k_big = 5 << 20;  // past 1 MiB: read in two halves
 constexpr uint64_t k_damage_at = 3'500'000;  // in the second half
 
 // Where verification says a storage differs: the number after "near byte ".

@@ -1,4 +1,4 @@
-// The zip writer's records made a buffer at a time: from 4 MiB on, two
+// The zip writer's records made a buffer at a time: from 1 MiB on, two
 // threads make, sum and write the two halves at once (pwrite), so each byte
 // must land where a single pass would put it, with the CRC-32 of the whole.
 // That the layout is PyTorchStreamWriter's is tests/unit_torch's business.
