@@ -52,6 +52,7 @@
 #include "ckpt/storage_pieces.h"
 #include "ckpt/tensor_bytes.h"
 #include "ckpt/torch_plugin.h"
+#include "util/helper_thread.h"
 #include "util/two_halves.h"
 #include "verify/reference_cast.h"
 
@@ -514,8 +515,9 @@ void SafetensorsFile::write(int fd, const std::string& shown_as, const ProgressF
 uint64_t SafetensorsFile::compare_all(const std::vector<const TensorRef*>& outputs,
                                       const std::string& shown_as,
                                       const VerifySource& input) const {
-  // Tensors are taken in turn by two threads (the machine's cores allowing),
-  // each with its buffers: one core reads about 4 GB/s of page cache.
+  // Tensors are taken in turn by this thread and the helper (the machine's
+  // cores allowing), each with its buffers: one core reads about 4 GB/s of
+  // page cache.
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> bytes{0};
   // Each thread notes what it reads of the input apart (VerifySource::reads).
@@ -531,27 +533,22 @@ uint64_t SafetensorsFile::compare_all(const std::vector<const TensorRef*>& outpu
       }
     }
   };
-  std::exception_ptr helper_failed;
-  std::thread helper;
-  if (std::thread::hardware_concurrency() >= 2 && m_entries.size() >= 2) {
-    helper = std::thread([&] {
-      try {
-        work(reads[1]);
-      } catch (...) {
-        helper_failed = std::current_exception();
-        next = m_entries.size();  // the other stops at its next tensor
-      }
-    });
-  }
   std::exception_ptr failed;
-  try {
-    work(reads[0]);
-  } catch (...) {
-    failed = std::current_exception();
-    next = m_entries.size();
-  }
-  if (helper.joinable()) {
-    helper.join();
+  std::exception_ptr helper_failed;
+  // Either stops the other at its next tensor when it fails.
+  auto work_or_stop = [&](ReadLog& read, std::exception_ptr& error) {
+    try {
+      work(read);
+    } catch (...) {
+      error = std::current_exception();
+      next = m_entries.size();
+    }
+  };
+  if (std::thread::hardware_concurrency() >= 2 && m_entries.size() >= 2) {
+    run_beside([&] { work_or_stop(reads[1], helper_failed); },
+               [&] { work_or_stop(reads[0], failed); });
+  } else {
+    work_or_stop(reads[0], failed);
   }
   if (failed || helper_failed) {
     std::rethrow_exception(failed ? failed : helper_failed);

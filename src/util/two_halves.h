@@ -27,13 +27,13 @@ constexpr uint64_t k_split_from = uint64_t{1} << 20;
 template <typename Scan>
 uint64_t in_two_halves(uint64_t size, const Scan& scan, uint64_t grain = 1) {
   static const bool two_cores = std::thread::hardware_concurrency() >= 2;
-  std::exception_ptr failed;
-  std::exception_ptr helper_failed;
   if (size < k_split_from || !two_cores) {
     scan(uint64_t{0}, size);
     return size;
   }
   const uint64_t half = size / 2 / grain * grain;
+  std::exception_ptr failed;
+  std::exception_ptr helper_failed;
   run_beside(
       [&] {
         try {
